@@ -1,0 +1,37 @@
+"""The single import point of the compiled extension `libs._C`.
+
+`libs._C` is built by `pip install -e . --no-build-isolation` from csrc/. When it is missing
+(not built, or built for another torch), every op falls back to its pure-PyTorch reference and
+one warning says how to build it.
+"""
+import logging
+
+logger = logging.getLogger(__name__)
+
+try:
+    from libs import _C  # noqa: F401  (built by setup.py from csrc/)
+except ImportError as exc:  # not compiled: pure-PyTorch implementations are used
+    _C = None
+    _IMPORT_ERROR = str(exc)
+    logger.warning(
+        "libs._C is not built (%s); using the pure-PyTorch ops (slower). "
+        "Build it with: pip install -e . --no-build-isolation",
+        exc,
+    )
+else:
+    _IMPORT_ERROR = None
+
+
+def ext_available() -> bool:
+    """True when the compiled extension imported."""
+    return _C is not None
+
+
+def require_ext(op: str):
+    """Return `libs._C`, or raise with the build command when it is missing."""
+    if _C is None:
+        raise RuntimeError(
+            f"{op}: backend 'ext' was requested but libs._C is not built ({_IMPORT_ERROR}). "
+            "Build it with: pip install -e . --no-build-isolation"
+        )
+    return _C
