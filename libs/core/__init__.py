@@ -1,0 +1,1 @@
+"""Core: config schema, registries, typed structures and segment math."""

@@ -1,0 +1,371 @@
+"""The configuration schema: every knob, its default and its meaning, in one place.
+
+YAML files on disk are merged into these dataclasses by `load_config`:
+  1. `yaml.safe_load` of the file;
+  2. a recursive, strict merge: an unknown key is an error naming the key and the nearest
+     valid one; values are type-checked (ints are accepted for floats, lists for tuples);
+  3. dotted `key=value` overrides from the command line (`model.embd_dim=256`), values parsed as
+     YAML scalars/lists;
+  4. `_finalize`, the single place for derived fields.
+The resolved config is written next to the checkpoints and stored inside every checkpoint.
+
+Names follow the published code (ActionFormer / video-mamba-suite) where it has one, so its
+configs read across; see docs in README "Configs".
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+
+
+@dataclass
+class DatasetCfg:
+    name: str = "thumos14"  # key in libs.datasets.DATASETS: thumos14 | anet | hacs | fineaction | activitynet_format
+    json_file: str = ""  # ActivityNet-style annotation JSON ({"database": {video_id: {...}}})
+    feat_folder: str = ""  # folder of per-video feature files, or one .h5/.hdf5 file
+    file_prefix: str = ""  # feature path = feat_folder / (file_prefix + video_id + feature_type + file_ext)
+    feature_type: str = ""  # file-name suffix (e.g. "_spatial_feature"), not a dict key
+    file_ext: str = ".pt"  # .pt | .npy | .npz (ignored for one-file .h5 folders)
+    train_split: tuple[str, ...] = ("training",)  # JSON `subset` values (case-insensitive) used for training
+    val_split: tuple[str, ...] = ("validation",)  # subsets used for evaluation
+    feat_stride: float = 16  # frames between consecutive features (before downsampling)
+    num_frames: float = 32  # frames covered by one feature clip
+    default_fps: Optional[float] = None  # overrides the JSON fps when set; else the JSON `fps` is required
+    input_dim: int = 2304  # feature channels
+    num_classes: int = 97  # action classes (1 = class-agnostic: every label becomes 0)
+    downsample_rate: int = 1  # temporal subsampling feats[::r]; the stride becomes feat_stride * r
+    max_seq_len: int = 2304  # training length (crop/pad target); also the point-buffer base
+    trunc_thresh: float = 0.5  # min kept fraction of an action when cropping
+    crop_ratio: Optional[tuple[float, float]] = None  # random crop ratio range for short videos
+    feat_sampling: str = "variable"  # variable | resize (resize = reference force_upsampling to max_seq_len)
+    ignore_videos: tuple[str, ...] = ()  # video ids skipped in every split (on top of the dataset's own list)
+    tiou_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)  # evaluation tIoU set
+
+
+@dataclass
+class LoaderCfg:
+    batch_size: int = 8  # training batch (evaluation uses 1 video per step)
+    num_workers: int = 4  # DataLoader worker processes (0 = load in the main process)
+
+
+@dataclass
+class BlockCfg:
+    type: str = "window_attn"  # key in libs.modeling.blocks.BLOCKS: conv | window_attn | vim | dbm
+    args: dict[str, Any] = field(default_factory=dict)  # forwarded verbatim to the block constructor, e.g.
+    # window_attn: {n_head: 4, drop_path: 0.1, proj_pdrop: 0.0, use_rel_pe: false}
+    # vim / dbm:   {d_state: 16, d_conv: 4, expand: 2 | 1, drop_path: 0.3, padding: reference | exact}
+
+
+@dataclass
+class ModelCfg:
+    block: BlockCfg = field(default_factory=BlockCfg)  # temporal block of the backbone
+    arch: tuple[int, int, int] = (2, 2, 5)  # (#embedding convs, #stem blocks, #branch blocks); levels = arch[2] + 1
+    scale_factor: int = 2  # downsampling between pyramid levels
+    regression_range: tuple[tuple[float, float], ...] = (
+        (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000),
+    )  # per-level [min, max] of max(left, right) distance, level-0 grid units
+    n_mha_win_size: Union[int, tuple[int, ...]] = -1  # per-level window (int = all levels); window_attn's window,
+    # and for EVERY block type it sets the padding divisor of long test videos (reference behaviour)
+    embd_kernel_size: int = 3  # kernel of the embedding convs
+    embd_dim: int = 512  # channels of the embedding and backbone
+    embd_with_ln: bool = True  # LayerNorm after each embedding conv (then the conv has no bias)
+    fpn_type: str = "identity"  # identity | fpn
+    fpn_dim: int = 512  # neck channels (identity requires == embd_dim)
+    fpn_with_ln: bool = True  # LayerNorm per neck level
+    head_dim: int = 512  # hidden channels of the heads
+    head_kernel_size: int = 3  # head conv kernel
+    head_num_layers: int = 3  # head layers including the prediction conv
+    head_with_ln: bool = True  # LayerNorm in the heads (then the hidden convs have no bias)
+    max_buffer_len_factor: float = 6.0  # point buffer length = max_seq_len * factor
+    use_abs_pe: bool = False  # sinusoidal absolute PE after the embedding (window_attn backbones only)
+    # derived in _finalize (do not set in YAML):
+    input_dim: int = 0  # ← dataset.input_dim
+    num_classes: int = 0  # ← dataset.num_classes
+    max_seq_len: int = 0  # ← dataset.max_seq_len
+
+
+@dataclass
+class TrainCfg:
+    center_sample: str = "radius"  # radius | none
+    center_sample_radius: float = 1.5  # in units of the level stride
+    loss_weight: float = 1.0  # weight of the regression loss; <= 0 means auto-balance
+    cls_prior_prob: float = 0.01  # classifier bias prior
+    init_loss_norm: float = 2000  # initial value of the EMA loss normaliser (momentum 0.9)
+    clip_grad_l2norm: float = -1  # gradient-norm clip; <= 0 disables
+    head_empty_cls: tuple[int, ...] = ()  # classes whose classifier bias is set very negative
+    label_smoothing: float = 0.0  # focal-target smoothing ε: t*(1-ε) + ε/(C+1)
+
+
+@dataclass
+class TestCfg:
+    pre_nms_thresh: float = 0.001  # keep candidates with probability > this
+    pre_nms_topk: int = 5000  # top-k per pyramid level before NMS
+    iou_threshold: float = 0.1  # NMS IoU threshold (hard / linear soft-NMS)
+    min_score: float = 0.01  # score floor during / after NMS
+    max_seg_num: int = 1000  # max detections per video
+    nms_method: str = "soft"  # soft (Gaussian) | linear (soft) | hard | none
+    nms_sigma: float = 0.5  # Gaussian soft-NMS σ: weight exp(-iou² / σ)
+    duration_thresh: float = 0.05  # min segment length, feature-grid units
+    multiclass_nms: bool = True  # per-class NMS (True) or class-agnostic + voting (False)
+    ext_score_file: Optional[str] = None  # external video-level classifier scores (ANet/HACS fusion)
+    voting_thresh: float = 0.75  # IoU threshold of segment voting (class-agnostic only; 0 disables)
+
+
+@dataclass
+class OptCfg:
+    type: str = "AdamW"  # AdamW | SGD
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    learning_rate: float = 1e-3  # for the config's batch size (the global batch; see README "Scaling")
+    epochs: int = 30  # epochs after warmup
+    warmup: bool = True
+    warmup_epochs: int = 5
+    schedule_type: str = "cosine"  # cosine | multistep
+    schedule_steps: tuple[int, ...] = ()  # multistep milestones, epochs after warmup
+    schedule_gamma: float = 0.1
+    decay_ssm_params: bool = True  # weight-decay A_log / D (reference video-mamba-suite behaviour)
+    ema_decay: float = 0.999  # model EMA used for evaluation
+    eval_start_epoch: int = -1  # evaluate after each epoch >= this (0-based); -1 = only at the end
+    ckpt_freq: int = 5  # also keep a checkpoint every this many epochs (the last one is always kept)
+    print_freq: int = 10  # iterations between log lines / TensorBoard scalars
+
+
+@dataclass
+class Config:
+    dataset: DatasetCfg = field(default_factory=DatasetCfg)
+    loader: LoaderCfg = field(default_factory=LoaderCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    test: TestCfg = field(default_factory=TestCfg)
+    opt: OptCfg = field(default_factory=OptCfg)
+    seed: int = 1234567891  # init_rand_seed of the reference
+    output_folder: str = "./ckpt"  # runs are written to output_folder/<config name>_<output name>
+    config_path: str = ""  # derived: the YAML this config came from
+
+
+# --------------------------------------------------------------------------------------------
+# merge, overrides, finalize
+
+
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _nearest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.0)
+    return close[0] if close else ""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against the type hint and convert lists to tuples; raise naming `where`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{where}: got None, which is not allowed")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _merge(hint(), value, where)
+    raise ConfigError(f"{where}: unsupported schema type {hint}")
+
+
+def _merge(node: Any, values: dict, where: str) -> Any:
+    """Recursively merge a dict into a dataclass instance; unknown keys are errors."""
+    hints = _type_hints(type(node))
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key '{path}'; did you mean '{_join(where, _nearest(key, hints))}'?"
+            )
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            _merge(current, value, path)
+        else:
+            setattr(node, key, _coerce(value, hints[key], path))
+    return node
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.block.type=dbm' → (['model', 'block', 'type'], 'dbm'); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. opt.epochs=3)")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _apply_override(cfg: Config, text: str) -> None:
+    keys, value = parse_override(text)
+    node, where = cfg, ""
+    for key in keys[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            hints = _type_hints(type(node))
+            if key not in hints:
+                raise ConfigError(
+                    f"unknown config key '{_join(where, key)}' in override '{text}'; "
+                    f"did you mean '{_join(where, _nearest(key, hints))}'?"
+                )
+            node = getattr(node, key)
+        where = _join(where, key)
+    last = keys[-1]
+    if isinstance(node, dict):  # free-form block args
+        node[last] = value
+    else:
+        _merge(node, {last: value}, where)
+
+
+def _finalize(cfg: Config) -> Config:
+    """The single place for derived fields and cross-field checks."""
+    d, m = cfg.dataset, cfg.model
+    m.input_dim, m.num_classes, m.max_seq_len = d.input_dim, d.num_classes, d.max_seq_len
+    levels = m.arch[2] + 1
+    if len(m.regression_range) != levels:
+        raise ConfigError(
+            f"model.regression_range has {len(m.regression_range)} entries but model.arch gives "
+            f"{levels} pyramid levels (arch[2] + 1); give one [min, max] per level"
+        )
+    if isinstance(m.n_mha_win_size, tuple) and len(m.n_mha_win_size) != levels:
+        raise ConfigError(
+            f"model.n_mha_win_size has {len(m.n_mha_win_size)} entries for {levels} levels; "
+            "give one per level or a single int"
+        )
+    _check_choice("dataset.feat_sampling", d.feat_sampling, ("variable", "resize"))
+    _check_choice("model.fpn_type", m.fpn_type, ("identity", "fpn"))
+    _check_choice("train.center_sample", cfg.train.center_sample, ("radius", "none"))
+    _check_choice("test.nms_method", cfg.test.nms_method, ("soft", "linear", "hard", "none"))
+    _check_choice("opt.type", cfg.opt.type, ("AdamW", "SGD"))
+    _check_choice("opt.schedule_type", cfg.opt.schedule_type, ("cosine", "multistep"))
+    if m.fpn_type == "identity" and m.fpn_dim != m.embd_dim:
+        raise ConfigError(f"model.fpn_type identity needs model.fpn_dim == model.embd_dim ({m.fpn_dim} != {m.embd_dim})")
+    if d.downsample_rate < 1:
+        raise ConfigError(f"dataset.downsample_rate must be >= 1, got {d.downsample_rate}")
+    return cfg
+
+
+def _check_choice(key: str, value: str, options: tuple) -> None:
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {list(options)}, got {value!r}")
+
+
+def window_sizes(model: ModelCfg) -> list[int]:
+    """Per-level window sizes from `model.n_mha_win_size` (an int applies to every level)."""
+    levels = model.arch[2] + 1
+    if isinstance(model.n_mha_win_size, int):
+        return [model.n_mha_win_size] * levels
+    return list(model.n_mha_win_size)
+
+
+def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = (), data: Optional[dict] = None) -> Config:
+    """Read a YAML config (or an already parsed dict), apply `key=value` overrides, finalize.
+
+    Raises:
+        ConfigError: with the file name and the offending key.
+    """
+    if data is None:
+        if path is None:
+            raise ConfigError("load_config needs a YAML path or a dict")
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset:, model:, ...)")
+    data = {k: v for k, v in data.items() if k != "config_path"}
+    try:
+        cfg = _merge(Config(), data, "")
+        for text in overrides:
+            _apply_override(cfg, text)
+        cfg.config_path = path or cfg.config_path
+        return _finalize(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (lists instead of tuples), ready for YAML / checkpoints."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config stored in a checkpoint (derived fields are recomputed)."""
+    data = {k: v for k, v in data.items()}
+    model = dict(data.get("model", {}))
+    for key in ("input_dim", "num_classes", "max_seq_len"):
+        model.pop(key, None)
+    data["model"] = model
+    return load_config(data=data, path=data.get("config_path") or None)
+
+
+def dump_config(cfg: Config, path: str) -> None:
+    """Write the resolved config as YAML."""
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
