@@ -1,0 +1,658 @@
+// Selective scan (Mamba's S6 recurrence) on the CPU: forward and hand-written backward.
+//
+// Per row (b, d), time t = 0..L-1 and state n = 0..N-1 (reference-spec §5.5):
+//   dt_t = softplus(delta_t + bias_d)            (delta_t + bias_d without softplus)
+//   h_t  = exp(dt_t A_dn) h_{t-1} + dt_t u_t B_t[n],   h_{-1} = 0
+//   y_t  = sum_n C_t[n] h_t[n] + D_d u_t,            out_t = y_t silu(z_t)
+//
+// Design (measured in docs/cpu-scan-notes.md):
+// - rows are split over threads (at::parallel_for); a row walks L sequentially;
+// - the N states of a row live in NV SIMD vectors of W lanes (N = 16 is one AVX-512 vector),
+//   padded with A = B = C = 0 lanes; exp is a vectorised exp2 polynomial, not libm;
+// - B and C are first transposed to [B*G, L, NP], so one time step is one vector load;
+// - the per-step dot products over n are deferred: W product vectors are reduced at once by a
+//   transpose-and-add tree, cheaper than one horizontal sum per step;
+// - the forward saves the state every kChunk steps; the backward recomputes one chunk into an
+//   L1-sized buffer, walks it in reverse carrying dL/dh, and adds dB / dC of groups shared
+//   with another thread into per-range slots that are summed afterwards (deterministic).
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+#include "ext_registry.h"
+
+namespace {
+
+constexpr int64_t kChunk = 64;      // checkpoint interval of the backward, in steps
+constexpr int64_t kMaxState = 256;  // largest N, as in mamba-ssm
+
+#if defined(__AVX512F__)
+#define SCAN_WF 16
+#else
+#define SCAN_WF 8  // AVX2 width; GCC lowers the generic vectors on narrower targets
+#endif
+typedef float vfloat __attribute__((vector_size(SCAN_WF * 4)));
+typedef int32_t vint __attribute__((vector_size(SCAN_WF * 4)));
+
+// Shuffle masks of the transpose-and-add tree: level l pairs lanes h = 2^l apart.
+struct TsumMasks {
+  int32_t lo[4][SCAN_WF] = {}, hi[4][SCAN_WF] = {};
+  constexpr TsumMasks() {
+    for (int lvl = 0, h = 1; h < SCAN_WF; ++lvl, h *= 2) {
+      for (int i = 0; i < SCAN_WF; ++i) {
+        const int blk = i / (2 * h), pos = i % (2 * h);
+        lo[lvl][i] = (pos < h ? 0 : SCAN_WF) + blk * 2 * h + pos % h;
+        hi[lvl][i] = lo[lvl][i] + h;
+      }
+    }
+  }
+};
+constexpr TsumMasks kTsum{};
+
+// float32: W-lane vectors, polynomial exp2 (relative error < 3e-7).
+struct F32 {
+  using T = float;
+  using V = vfloat;
+  static constexpr int W = SCAN_WF;
+  static constexpr float kAScale = 1.44269504088896341f;  // exp(x) = exp2(x log2 e)
+
+  static V set1(T s) {
+#if defined(__AVX512F__)
+    return _mm512_set1_ps(s);
+#elif defined(__AVX__)
+    return _mm256_set1_ps(s);
+#else
+    return V{} + s;
+#endif
+  }
+  static V load(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V sel(vint m, V a, V b) { return m ? a : b; }
+  static V fma(V a, V b, V c) {
+#if defined(__AVX512F__)
+    return _mm512_fmadd_ps(a, b, c);
+#elif defined(__FMA__)
+    return _mm256_fmadd_ps(a, b, c);
+#else
+    return a * b + c;
+#endif
+  }
+  static V exp2_frac(V f) {  // 2^f on [-0.5, 0.5], near-minimax degree 5
+    V p = fma(set1(1.3276471e-3f), f, set1(9.675542e-3f));
+    p = fma(p, f, set1(5.550713e-2f));
+    p = fma(p, f, set1(2.402212e-1f));
+    p = fma(p, f, set1(6.9314694e-1f));
+    return fma(p, f, set1(1.0000001f));
+  }
+  static V expa(V t) {  // exp of x = t / kAScale, i.e. 2^t
+#if defined(__AVX512F__)
+    const V k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_scalef_ps(exp2_frac(t - k), k);  // scalef handles under/overflow
+#else
+    t = sel(t < -127.f, set1(-127.f), sel(t > 127.f, set1(127.f), t));
+    const V k = (t + 12582912.f) - 12582912.f;  // round to nearest (1.5 * 2^23 trick)
+    const vint e = (__builtin_convertvector(k, vint) + 127) << 23;  // 2^k; k = -127 gives 0
+    return exp2_frac(t - k) * (V)e;
+#endif
+  }
+  static V exp_neg_abs(V x) { return expa((V)((vint)x | (int32_t)0x80000000) * kAScale); }
+  static V sigmoid(V x) {  // from exp(-|x|): never overflows
+    const V e = exp_neg_abs(x), inv = set1(1.f) / (e + 1.f);
+    return sel(x >= 0.f, inv, e * inv);
+  }
+  // softplus with torch's threshold (x > 20 -> x) and its derivative sigmoid(x) (1 above it).
+  static void softplus(V x, V& sp, V& dsp) {
+    const V e = exp_neg_abs(x);
+    const V s = e / (e + 2.f);  // log1p(e) = 2 atanh(s), s in (0, 1/3]: no cancellation
+    const V s2 = s * s;
+    V p = fma(set1(1.f / 13), s2, set1(1.f / 11));
+    for (float c : {1.f / 9, 1.f / 7, 1.f / 5, 1.f / 3, 1.f}) p = fma(p, s2, set1(c));
+    const vint big = x > 20.f;
+    sp = sel(big, x, sel(x > 0.f, x, V{}) + 2.f * s * p);
+    const V inv = set1(1.f) / (e + 1.f);
+    dsp = sel(big, set1(1.f), sel(x >= 0.f, inv, e * inv));
+  }
+  static V tsum(const V* p) {  // lane i of the result = sum of the lanes of p[i]
+    V cur[W];
+    for (int i = 0; i < W; ++i) cur[i] = p[i];
+    for (int lvl = 0, n = W; n > 1; ++lvl, n /= 2) {
+      vint lo, hi;
+      std::memcpy(&lo, kTsum.lo[lvl], sizeof(vint));
+      std::memcpy(&hi, kTsum.hi[lvl], sizeof(vint));
+      for (int k = 0; k < n / 2; ++k) {
+        cur[k] = __builtin_shuffle(cur[2 * k], cur[2 * k + 1], lo) +
+                 __builtin_shuffle(cur[2 * k], cur[2 * k + 1], hi);
+      }
+    }
+    return cur[0];
+  }
+};
+
+// float64: the simple scalar path (W = 1) with libm, used for gradchecks and tiny shapes.
+struct F64 {
+  using T = double;
+  using V = double;
+  static constexpr int W = 1;
+  static constexpr double kAScale = 1.0;
+
+  static V set1(T s) { return s; }
+  static V load(const T* p) { return *p; }
+  static void store(T* p, V v) { *p = v; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static V expa(V x) { return std::exp(x); }
+  static V sigmoid(V x) { return 1.0 / (1.0 + std::exp(-x)); }
+  static void softplus(V x, V& sp, V& dsp) {
+    sp = x > 20.0 ? x : std::log1p(std::exp(x));
+    dsp = x > 20.0 ? 1.0 : sigmoid(x);
+  }
+  static V tsum(const V* p) { return p[0]; }
+};
+
+// Partial-vector helpers for the tails of user rows (scratch rows are padded instead).
+template <class Tr>
+typename Tr::V loadn(const typename Tr::T* p, int64_t n) {
+  if (n >= Tr::W) return Tr::load(p);
+  typename Tr::T tmp[Tr::W] = {};
+  std::memcpy(tmp, p, n * sizeof(tmp[0]));
+  return Tr::load(tmp);
+}
+template <class Tr>
+void storen(typename Tr::T* p, typename Tr::V v, int64_t n) {
+  if (n >= Tr::W) return Tr::store(p, v);
+  typename Tr::T tmp[Tr::W];
+  Tr::store(tmp, v);
+  std::memcpy(p, tmp, n * sizeof(tmp[0]));
+}
+template <class Tr>
+typename Tr::V maskn(typename Tr::V v, int64_t n) {  // lanes >= n set to 0
+  if (n >= Tr::W) return v;
+  typename Tr::T tmp[Tr::W];
+  Tr::store(tmp, v);
+  std::fill(tmp + n, tmp + Tr::W, typename Tr::T(0));
+  return Tr::load(tmp);
+}
+template <class Tr>
+typename Tr::T hsum(typename Tr::V v) {  // sum of the lanes (once per row: no need for speed)
+  typename Tr::T tmp[Tr::W], s = 0;
+  Tr::store(tmp, v);
+  for (int i = 0; i < Tr::W; ++i) s += tmp[i];
+  return s;
+}
+
+// Raw views of one call. Rows r = b * dim + d of u / delta / z / dout have stride 1 along L.
+template <typename T>
+struct Scan {
+  int64_t batch, dim, len, dstate, groups, np, nchunks;
+  const T *u, *delta, *z, *A, *Dsk, *bias;  // z, Dsk (the D skip), bias may be null
+  int64_t u_sb, u_sd, dl_sb, dl_sd, z_sb, z_sd;
+  const T *Bt, *Ct;  // [batch * groups, len, np], zero padded
+  bool softplus;
+  int64_t group_of(int64_t r) const { return (r / dim) * groups + (r % dim) / (dim / groups); }
+  const T* urow(int64_t r) const { return u + (r / dim) * u_sb + (r % dim) * u_sd; }
+  const T* dlrow(int64_t r) const { return delta + (r / dim) * dl_sb + (r % dim) * dl_sd; }
+  const T* zrow(int64_t r) const { return z + (r / dim) * z_sb + (r % dim) * z_sd; }
+};
+
+template <typename T>
+struct Grads {
+  const T *dout, *dlast, *ckpt;  // dout rows stride 1 along L; dlast [rows, N] or null
+  int64_t go_sb, go_sd;
+  T *du, *ddelta, *dz;           // [B, D, L] contiguous; dz null without z
+  T *dA_rows, *dD_rows, *dbias_rows;  // [rows, np], [rows], [rows] (the last two may be null)
+};
+
+// Per-thread scratch: padded rows (L) and chunk buffers (kChunk steps).
+template <class Tr>
+struct Scratch {
+  using T = typename Tr::T;
+  using V = typename Tr::V;
+  std::vector<T> dt, du, dsp, y, u, gy, gd, h, a;  // rows of len (padded), then chunk buffers
+  std::vector<V> p, r1, r2;
+  Scratch(int64_t len, int64_t np)
+      : dt(pad(len)), du(pad(len)), dsp(pad(len)), y(pad(len)), u(pad(len)), gy(pad(len)),
+        gd(pad(len)), h((kChunk + 1) * np), a(kChunk * np), p(kChunk), r1(kChunk), r2(kChunk) {}
+  static int64_t pad(int64_t len) { return (len + kChunk - 1) / kChunk * kChunk; }
+};
+
+// Sets flush-to-zero / denormals-are-zero for the scope: states decaying over a long zero
+// (padded) input reach subnormals, whose arithmetic is many times slower.
+struct FlushDenormals {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+template <class Tr, int NV>
+struct Kernel {
+  using T = typename Tr::T;
+  using V = typename Tr::V;
+  static constexpr int W = Tr::W;
+  static constexpr int kCap = NV > 0 ? NV : int(kMaxState / W);  // NV = 0: runtime count
+
+  static int nvec(const Scan<T>& s) { return NV > 0 ? NV : int(s.np / W); }
+
+  static void load_a(const Scan<T>& s, int64_t d, T scale, V* out) {  // A[d] padded with 0
+    T tmp[kCap * W] = {};
+    for (int64_t n = 0; n < s.dstate; ++n) tmp[n] = s.A[d * s.dstate + n] * scale;
+    for (int v = 0; v < nvec(s); ++v) out[v] = Tr::load(tmp + v * W);
+  }
+
+  // dt = softplus(delta + bias) (or without softplus), du = dt * u, dsp = d dt / d delta.
+  static void prepare_dt(const Scan<T>& s, int64_t r, Scratch<Tr>& w) {
+    const T bias = s.bias ? s.bias[(r % s.dim)] : T(0);
+    const T *dl = s.dlrow(r), *u = s.urow(r);
+    for (int64_t i = 0; i < s.len; i += W) {
+      V x = loadn<Tr>(dl + i, s.len - i) + bias, g = Tr::set1(1);
+      if (s.softplus) Tr::softplus(V(x), x, g);
+      Tr::store(&w.dt[i], x);
+      Tr::store(&w.du[i], x * loadn<Tr>(u + i, s.len - i));
+      Tr::store(&w.dsp[i], g);
+    }
+  }
+
+  // One step of every state vector; returns the products C_t * h_t summed over vectors.
+  static V step(const V* a2, V* h, T dt, T du, const T* Bp, const T* Cp, int nv, T* a_out,
+                T* h_out) {
+    const V dtv = Tr::set1(dt), duv = Tr::set1(du);
+    V p{};
+    for (int v = 0; v < nv; ++v) {
+      const V a = Tr::expa(dtv * a2[v]);
+      h[v] = Tr::fma(a, h[v], duv * Tr::load(Bp + v * W));
+      p = Tr::fma(Tr::load(Cp + v * W), h[v], p);
+      if (a_out) Tr::store(a_out + v * W, a);
+      if (h_out) Tr::store(h_out + v * W, h[v]);
+    }
+    return p;
+  }
+
+  static void forward_row(const Scan<T>& s, int64_t r, T* out, T* last, T* ckpt,
+                          Scratch<Tr>& w) {
+    const int nv = nvec(s);
+    prepare_dt(s, r, w);
+    V a2[kCap], h[kCap], prod[W];
+    load_a(s, r % s.dim, Tr::kAScale, a2);
+    std::fill(h, h + nv, V{});
+    std::fill(prod, prod + W, V{});
+    const T* Bt = s.Bt + s.group_of(r) * s.len * s.np;
+    const T* Ct = s.Ct + s.group_of(r) * s.len * s.np;
+    for (int64_t t0 = 0; t0 < s.len; t0 += W) {
+      if (ckpt && t0 % kChunk == 0) {
+        for (int v = 0; v < nv; ++v) Tr::store(ckpt + (t0 / kChunk) * s.np + v * W, h[v]);
+      }
+      for (int64_t t = t0; t < std::min<int64_t>(t0 + W, s.len); ++t) {
+        prod[t - t0] = step(a2, h, w.dt[t], w.du[t], Bt + t * s.np, Ct + t * s.np, nv,
+                            nullptr, nullptr);
+      }
+      Tr::store(&w.y[t0], Tr::tsum(prod));
+    }
+    T tmp[kCap * W];
+    for (int v = 0; v < nv; ++v) Tr::store(tmp + v * W, h[v]);
+    std::copy(tmp, tmp + s.dstate, last);
+    finish_out(s, r, w.y.data(), out);
+  }
+
+  static void finish_out(const Scan<T>& s, int64_t r, const T* y, T* out) {
+    const T* u = s.urow(r);
+    for (int64_t i = 0; i < s.len; i += W) {
+      V yv = Tr::load(y + i);
+      if (s.Dsk) yv = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), loadn<Tr>(u + i, s.len - i), yv);
+      if (s.z) {
+        const V zv = loadn<Tr>(s.zrow(r) + i, s.len - i);
+        yv = yv * zv * Tr::sigmoid(zv);
+      }
+      storen<Tr>(out + i, yv, s.len - i);
+    }
+  }
+
+  static void forward_range(const Scan<T>& s, int64_t r0, int64_t r1, T* out, T* last,
+                            T* ckpt) {
+    FlushDenormals ftz;
+    Scratch<Tr> w(s.len, s.np);
+    for (int64_t r = r0; r < r1; ++r) {
+      forward_row(s, r, out + r * s.len, last + r * s.dstate,
+                  ckpt ? ckpt + r * s.nchunks * s.np : nullptr, w);
+    }
+  }
+
+  // Backward state of one row across its chunks (walked from the last to the first).
+  struct RowState {
+    V a2[kCap], ar[kCap], lam[kCap], anext[kCap], dA[kCap];
+    V acc_d{}, acc_bias{};
+  };
+
+  static void recompute_chunk(const Scan<T>& s, const T* ck, const T* Bt, const T* Ct,
+                              int64_t t0, int64_t n, RowState& st, Scratch<Tr>& w) {
+    const int nv = nvec(s);
+    V h[kCap];
+    for (int v = 0; v < nv; ++v) h[v] = Tr::load(ck + v * W);
+    std::copy(ck, ck + s.np, w.h.begin());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = t0 + i;
+      w.p[i] = step(st.a2, h, w.dt[t], w.du[t], Bt + t * s.np, Ct + t * s.np, nv,
+                    &w.a[i * s.np], &w.h[(i + 1) * s.np]);
+    }
+  }
+
+  // Row pass in time order (the chunks run backwards, which defeats the prefetcher): copies
+  // u and gy = dL/dy = g silu(z), and gd = g silu'(z) for dz, into the scratch rows.
+  static void prepare_grad(const Scan<T>& s, const Grads<T>& g, int64_t r, Scratch<Tr>& w) {
+    const T *go = g.dout + (r / s.dim) * g.go_sb + (r % s.dim) * g.go_sd, *u = s.urow(r);
+    for (int64_t i = 0; i < s.len; i += W) {
+      const V gv = loadn<Tr>(go + i, s.len - i);
+      Tr::store(&w.u[i], loadn<Tr>(u + i, s.len - i));
+      if (!s.z) {
+        Tr::store(&w.gy[i], gv);
+        continue;
+      }
+      const V zv = loadn<Tr>(s.zrow(r) + i, s.len - i), sg = Tr::sigmoid(zv);
+      Tr::store(&w.gy[i], gv * zv * sg);
+      Tr::store(&w.gd[i], gv * sg * (zv * (Tr::set1(1) - sg) + T(1)));
+    }
+  }
+
+  // dz = g silu'(z) y, with y = sum_n C h + D u from the recomputed chunk.
+  static void gate_chunk(const Scan<T>& s, const Grads<T>& g, int64_t r, int64_t t0,
+                         int64_t n, Scratch<Tr>& w) {
+    for (int64_t i = 0; i < n; i += W) {
+      V y = Tr::tsum(&w.p[i]);
+      if (s.Dsk) y = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), Tr::load(&w.u[t0 + i]), y);
+      storen<Tr>(g.dz + r * s.len + t0 + i, Tr::load(&w.gd[t0 + i]) * y, n - i);
+    }
+  }
+
+  // Reverse walk: lam = dL/dh_t; dB, dC into dst rows; per-step sums over n into r1, r2.
+  // The carried vectors are copied to locals: stores through dB / dC (float*) could alias
+  // st's members and would force them through memory on the critical path.
+  static void reverse_chunk(const Scan<T>& s, const T* Bt, const T* Ct, T* dB, T* dC,
+                            int64_t t0, int64_t n, RowState& st, Scratch<Tr>& w) {
+    const int nv = nvec(s);
+    V lam[kCap], anext[kCap], dA[kCap], ar[kCap];
+    std::copy(st.lam, st.lam + nv, lam);
+    std::copy(st.anext, st.anext + nv, anext);
+    std::copy(st.dA, st.dA + nv, dA);
+    std::copy(st.ar, st.ar + nv, ar);
+    for (int64_t i = n - 1; i >= 0; --i) {
+      const int64_t t = t0 + i, o = t * s.np;
+      const V gyv = Tr::set1(w.gy[t]), dtv = Tr::set1(w.dt[t]), duv = Tr::set1(w.du[t]);
+      const T *hcur = &w.h[(i + 1) * s.np], *hprev = &w.h[i * s.np], *ap = &w.a[i * s.np];
+      V s1{}, s2{};
+      for (int v = 0; v < nv; ++v) {
+        const int64_t k = o + v * W;
+        lam[v] = Tr::fma(anext[v], lam[v], gyv * Tr::load(Ct + k));
+        Tr::store(dC + k, Tr::fma(gyv, Tr::load(hcur + v * W), Tr::load(dC + k)));
+        Tr::store(dB + k, Tr::fma(duv, lam[v], Tr::load(dB + k)));
+        anext[v] = Tr::load(ap + v * W);
+        const V q = lam[v] * Tr::load(hprev + v * W) * anext[v];  // dL/da_t * a_t
+        dA[v] = Tr::fma(q, dtv, dA[v]);
+        s1 = Tr::fma(q, ar[v], s1);
+        s2 = Tr::fma(lam[v], Tr::load(Bt + k), s2);
+      }
+      w.r1[i] = s1;
+      w.r2[i] = s2;
+    }
+    std::copy(lam, lam + nv, st.lam);
+    std::copy(anext, anext + nv, st.anext);
+    std::copy(dA, dA + nv, st.dA);
+  }
+
+  // du, ddelta of the chunk from r1 = sum_n q A and r2 = sum_n lam B.
+  static void finish_chunk(const Scan<T>& s, const Grads<T>& g, int64_t r, int64_t t0,
+                           int64_t n, RowState& st, Scratch<Tr>& w) {
+    for (int64_t i = 0; i < n; i += W) {
+      const V s1 = Tr::tsum(&w.r1[i]), s2 = Tr::tsum(&w.r2[i]);
+      const V uv = Tr::load(&w.u[t0 + i]), gy = Tr::load(&w.gy[t0 + i]);
+      V du = Tr::load(&w.dt[t0 + i]) * s2;
+      if (s.Dsk) du = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), gy, du);
+      const V dd = Tr::fma(uv, s2, s1) * Tr::load(&w.dsp[t0 + i]);
+      storen<Tr>(g.du + r * s.len + t0 + i, du, n - i);
+      storen<Tr>(g.ddelta + r * s.len + t0 + i, dd, n - i);
+      st.acc_bias += maskn<Tr>(dd, n - i);  // only the valid lanes enter the row sums
+      st.acc_d += gy * uv;                    // gy and u are zero past the end
+    }
+  }
+
+  static void backward_row(const Scan<T>& s, const Grads<T>& g, int64_t r, T* dB, T* dC,
+                           Scratch<Tr>& w) {
+    const int nv = nvec(s);
+    prepare_dt(s, r, w);
+    prepare_grad(s, g, r, w);
+    RowState st;
+    load_a(s, r % s.dim, Tr::kAScale, st.a2);
+    load_a(s, r % s.dim, T(1), st.ar);
+    T tmp[kCap * W] = {};
+    if (g.dlast) std::copy(g.dlast + r * s.dstate, g.dlast + (r + 1) * s.dstate, tmp);
+    for (int v = 0; v < nv; ++v) {
+      st.lam[v] = Tr::load(tmp + v * W);  // dL/dh_{L-1} from the last state's gradient
+      st.anext[v] = Tr::set1(1);
+      st.dA[v] = V{};
+    }
+    const T* Bt = s.Bt + s.group_of(r) * s.len * s.np;
+    const T* Ct = s.Ct + s.group_of(r) * s.len * s.np;
+    for (int64_t c = s.nchunks - 1; c >= 0; --c) {
+      const int64_t t0 = c * kChunk, n = std::min(kChunk, s.len - t0);
+      recompute_chunk(s, g.ckpt + (r * s.nchunks + c) * s.np, Bt, Ct, t0, n, st, w);
+      if (s.z) gate_chunk(s, g, r, t0, n, w);
+      reverse_chunk(s, Bt, Ct, dB, dC, t0, n, st, w);
+      finish_chunk(s, g, r, t0, n, st, w);
+    }
+    for (int v = 0; v < nv; ++v) Tr::store(g.dA_rows + r * s.np + v * W, st.dA[v]);
+    if (g.dD_rows) g.dD_rows[r] = hsum<Tr>(st.acc_d);
+    if (g.dbias_rows) g.dbias_rows[r] = hsum<Tr>(st.acc_bias);
+  }
+
+  // Rows [r0, r1). dB / dC of a group wholly inside the range go straight to dBt / dCt;
+  // the (at most two) groups shared with other ranges go to this range's slots 0 and 1.
+  static void backward_range(const Scan<T>& s, const Grads<T>& g, int64_t r0, int64_t r1,
+                             T* dBt, T* dCt, T* slotB, T* slotC, int64_t* slot_group) {
+    FlushDenormals ftz;
+    Scratch<Tr> w(s.len, s.np);
+    const int64_t dg = s.dim / s.groups, stride = s.len * s.np;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t gi = s.group_of(r);
+      const bool owned = gi * dg >= r0 && (gi + 1) * dg <= r1;
+      const int slot = gi == s.group_of(r0) ? 0 : 1;
+      if (!owned) slot_group[slot] = gi;
+      T* dB = owned ? dBt + gi * stride : slotB + slot * stride;
+      T* dC = owned ? dCt + gi * stride : slotC + slot * stride;
+      backward_row(s, g, r, dB, dC, w);
+    }
+  }
+};
+
+// Runs F<Kernel<Tr, NV>> with NV = 1, 2 compiled in and larger counts at runtime.
+template <class Tr, class F>
+void with_kernel(int64_t np, F&& f) {
+  const int64_t nv = np / Tr::W;
+  if (nv == 1) return f(Kernel<Tr, 1>{});
+  if (nv == 2) return f(Kernel<Tr, 2>{});
+  f(Kernel<Tr, 0>{});
+}
+
+void check_row_tensor(const at::Tensor& x, const char* name, const at::Tensor& u) {
+  TORCH_CHECK(x.dim() == 3 && x.sizes() == u.sizes(), name, " must be [B, D, L] like u, got ",
+              x.sizes());
+  TORCH_CHECK(x.scalar_type() == u.scalar_type(), name, " must have u's dtype");
+  TORCH_CHECK(x.stride(2) == 1 || x.size(2) == 1, name, " must have stride 1 along L");
+  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
+}
+
+// Checks the inputs and fills a Scan view; *Bt / *Ct receive the transposed B / C.
+template <typename T>
+Scan<T> make_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& bias,
+                  bool softplus, at::Tensor* Bt, at::Tensor* Ct, int width) {
+  check_row_tensor(u, "u", u);
+  check_row_tensor(delta, "delta", u);
+  if (z) check_row_tensor(*z, "z", u);
+  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), dstate = A.size(1);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == dim, "A must be [D, N]");
+  TORCH_CHECK(dstate >= 1 && dstate <= kMaxState, "N must be in [1, ", kMaxState, "]");
+  TORCH_CHECK(B.dim() == 4 && B.sizes() == C.sizes() && B.size(0) == batch &&
+                  B.size(2) == dstate && B.size(3) == len,
+              "B and C must be [B, G, N, L]");
+  const int64_t groups = B.size(1);
+  TORCH_CHECK(groups >= 1 && dim % groups == 0, "D must be a multiple of the groups G");
+  for (const auto& t : {A, B, C}) TORCH_CHECK(t.scalar_type() == u.scalar_type(), "dtype mismatch");
+  const int64_t np = (dstate + width - 1) / width * width;
+  for (auto [src, dst] : {std::pair{&B, Bt}, std::pair{&C, Ct}}) {
+    *dst = at::zeros({batch, groups, len, np}, u.options());
+    dst->narrow(3, 0, dstate).copy_(src->permute({0, 1, 3, 2}));
+  }
+  Scan<T> s{batch, dim, len, dstate, groups, np, (len + kChunk - 1) / kChunk};
+  s.u = u.data_ptr<T>();
+  s.delta = delta.data_ptr<T>();
+  s.z = z ? z->data_ptr<T>() : nullptr;
+  s.A = A.data_ptr<T>();  // made contiguous by the caller
+  s.Dsk = D ? D->data_ptr<T>() : nullptr;
+  s.bias = bias ? bias->data_ptr<T>() : nullptr;
+  s.u_sb = u.stride(0), s.u_sd = u.stride(1);
+  s.dl_sb = delta.stride(0), s.dl_sd = delta.stride(1);
+  s.z_sb = z ? z->stride(0) : 0, s.z_sd = z ? z->stride(1) : 0;
+  s.Bt = Bt->data_ptr<T>();
+  s.Ct = Ct->data_ptr<T>();
+  s.softplus = softplus;
+  return s;
+}
+
+std::optional<at::Tensor> vector_arg(const std::optional<at::Tensor>& x, const at::Tensor& u,
+                                     const char* name) {
+  if (!x) return x;
+  TORCH_CHECK(x->dim() == 1 && x->size(0) == u.size(1), name, " must be [D]");
+  return x->to(u.scalar_type()).contiguous();
+}
+
+template <class Tr>
+std::vector<at::Tensor> fwd_impl(const at::Tensor& u, const at::Tensor& delta,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z,
+                                 const std::optional<at::Tensor>& bias, bool softplus,
+                                 bool save_states) {
+  using T = typename Tr::T;
+  at::Tensor Bt, Ct;
+  const Scan<T> s = make_scan<T>(u, delta, A, B, C, D, z, bias, softplus, &Bt, &Ct, Tr::W);
+  at::Tensor out = at::empty({s.batch, s.dim, s.len}, u.options());
+  at::Tensor last = at::empty({s.batch, s.dim, s.dstate}, u.options());
+  at::Tensor ckpt;
+  if (save_states) ckpt = at::empty({s.batch, s.dim, s.nchunks, s.np}, u.options());
+  T* ck = save_states ? ckpt.data_ptr<T>() : nullptr;
+  with_kernel<Tr>(s.np, [&](auto k) {
+    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t r0, int64_t r1) {
+      decltype(k)::forward_range(s, r0, r1, out.data_ptr<T>(), last.data_ptr<T>(), ck);
+    });
+  });
+  return {out, last, ckpt};
+}
+
+template <class Tr>
+std::vector<at::Tensor> bwd_impl(const at::Tensor& u, const at::Tensor& delta,
+                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                 const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z,
+                                 const std::optional<at::Tensor>& bias, bool softplus,
+                                 const at::Tensor& ckpt, const at::Tensor& dout,
+                                 const std::optional<at::Tensor>& dlast) {
+  using T = typename Tr::T;
+  at::Tensor Bt, Ct;
+  const Scan<T> s = make_scan<T>(u, delta, A, B, C, D, z, bias, softplus, &Bt, &Ct, Tr::W);
+  check_row_tensor(dout, "dout", u);
+  const int64_t rows = s.batch * s.dim, ranges = std::min<int64_t>(at::get_num_threads(), rows);
+  TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == rows * s.nchunks * s.np,
+              "ckpt does not match this problem (was it saved by selective_scan_fwd?)");
+  at::Tensor dlast_c;
+  if (dlast) dlast_c = dlast->to(u.scalar_type()).contiguous();
+  const auto opt = u.options();
+  at::Tensor du = at::empty({s.batch, s.dim, s.len}, opt), ddelta = at::empty_like(du);
+  at::Tensor dz = z ? at::empty_like(du) : at::Tensor();
+  at::Tensor dA_rows = at::empty({rows, s.np}, opt), dD_rows = at::empty({rows}, opt);
+  at::Tensor dbias_rows = at::empty({rows}, opt);
+  at::Tensor dBt = at::zeros_like(Bt), dCt = at::zeros_like(Ct);
+  at::Tensor slots = at::zeros({2, ranges, 2, s.len, s.np}, opt);  // [B|C, range, slot, L, NP]
+  std::vector<int64_t> slot_group(ranges * 2, -1);
+  Grads<T> g{dout.data_ptr<T>(), dlast ? dlast_c.data_ptr<T>() : nullptr, ckpt.data_ptr<T>(),
+             dout.stride(0), dout.stride(1), du.data_ptr<T>(), ddelta.data_ptr<T>(),
+             z ? dz.data_ptr<T>() : nullptr, dA_rows.data_ptr<T>(),
+             D ? dD_rows.data_ptr<T>() : nullptr, bias ? dbias_rows.data_ptr<T>() : nullptr};
+  const int64_t slot_size = 2 * s.len * s.np;
+  with_kernel<Tr>(s.np, [&](auto k) {
+    at::parallel_for(0, ranges, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t q = k0; q < k1; ++q) {
+        decltype(k)::backward_range(s, g, q * rows / ranges, (q + 1) * rows / ranges,
+                                    dBt.data_ptr<T>(), dCt.data_ptr<T>(),
+                                    slots[0].data_ptr<T>() + q * slot_size,
+                                    slots[1].data_ptr<T>() + q * slot_size, &slot_group[q * 2]);
+      }
+    });
+  });
+  at::Tensor dBt_g = dBt.view({-1, s.len, s.np}), dCt_g = dCt.view({-1, s.len, s.np});
+  for (int64_t i = 0; i < ranges * 2; ++i) {  // fixed order: deterministic sums
+    if (slot_group[i] < 0) continue;
+    dBt_g[slot_group[i]].add_(slots[0][i / 2][i % 2]);
+    dCt_g[slot_group[i]].add_(slots[1][i / 2][i % 2]);
+  }
+  auto untranspose = [&](const at::Tensor& x) {  // [B, G, L, NP] -> [B, G, N, L]
+    return x.narrow(3, 0, s.dstate).permute({0, 1, 3, 2}).contiguous();
+  };
+  at::Tensor dA = dA_rows.view({s.batch, s.dim, s.np}).narrow(2, 0, s.dstate).sum(0);
+  at::Tensor dD = D ? dD_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
+  at::Tensor dbias = bias ? dbias_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
+  return {du, ddelta, dA, untranspose(dBt), untranspose(dCt), dD, dz, dbias};
+}
+
+// Entry points. u, delta, z, dout: [B, D, L] with stride 1 along L (other strides free);
+// A: [D, N]; B, C: [B, G, N, L] any strides; D, delta_bias: [D]; all float32 or all float64.
+std::vector<at::Tensor> selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta,
+                                           const at::Tensor& A, const at::Tensor& B,
+                                           const at::Tensor& C,
+                                           const std::optional<at::Tensor>& D,
+                                           const std::optional<at::Tensor>& z,
+                                           const std::optional<at::Tensor>& delta_bias,
+                                           bool delta_softplus, bool save_states) {
+  const auto Dc = vector_arg(D, u, "D"), bc = vector_arg(delta_bias, u, "delta_bias");
+  if (u.scalar_type() == at::kDouble) {
+    return fwd_impl<F64>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, save_states);
+  }
+  TORCH_CHECK(u.scalar_type() == at::kFloat, "selective_scan_fwd: float32 or float64 only");
+  return fwd_impl<F32>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, save_states);
+}
+
+std::vector<at::Tensor> selective_scan_bwd(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus, const at::Tensor& ckpt,
+    const at::Tensor& dout, const std::optional<at::Tensor>& dlast) {
+  const auto Dc = vector_arg(D, u, "D"), bc = vector_arg(delta_bias, u, "delta_bias");
+  if (u.scalar_type() == at::kDouble) {
+    return bwd_impl<F64>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, ckpt, dout,
+                         dlast);
+  }
+  TORCH_CHECK(u.scalar_type() == at::kFloat, "selective_scan_bwd: float32 or float64 only");
+  return bwd_impl<F32>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, ckpt, dout,
+                       dlast);
+}
+
+const libs_ext::ExtRegistrar kRegisterScan([](pybind11::module& m) {
+  namespace py = pybind11;
+  m.def("selective_scan_fwd", &selective_scan_fwd,
+        "Selective scan forward -> [out [B,D,L], last_state [B,D,N], checkpoints or None]",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
+        py::arg("z"), py::arg("delta_bias"), py::arg("delta_softplus"), py::arg("save_states"));
+  m.def("selective_scan_bwd", &selective_scan_bwd,
+        "Selective scan backward -> [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias] (None if absent)",
+        py::arg("u"), py::arg("delta"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("D"),
+        py::arg("z"), py::arg("delta_bias"), py::arg("delta_softplus"), py::arg("ckpt"),
+        py::arg("dout"), py::arg("dlast"));
+});
+
+}  // namespace

@@ -1,0 +1,102 @@
+"""Evaluate a checkpoint (ours or a published ActionFormer / video-mamba-suite `.pth.tar`).
+
+    python eval.py CONFIG CKPT [--opts key=value ...] [--results OUT.json] [--metrics OUT.json]
+                               [--device cpu|cuda]
+
+The model is built from CONFIG (plus overrides) and loaded with the checkpoint's EMA weights.
+CKPT may also be a run folder (its last.pth is used). By default the detections go to
+`<ckpt dir>/results_eval.json` and the metrics to `<ckpt dir>/metrics_eval.json`; an existing file
+there is never replaced (a suffix `_1`, `_2`, ... is added).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from libs.core.config import load_config
+from libs.datasets import build_dataset, build_loader
+from libs.engine.checkpoint import load_model_weights, load_weights
+from libs.engine.train_loop import evaluate
+from libs.evaluation import format_table
+from libs.modeling import build_model
+from libs.utils.io import unique_path
+from libs.utils.logging import setup_logging
+from libs.utils.seeding import fix_random_seed
+from train import pick_device
+
+logger = logging.getLogger("eval")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint's EMA weights on the config's val split.")
+    parser.add_argument("config", help="YAML config file the checkpoint was trained with")
+    parser.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
+    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. test.nms_sigma=0.75 dataset.feat_folder=...")
+    parser.add_argument("--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)")
+    parser.add_argument("--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
+    return parser.parse_args(argv)
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """A checkpoint file, or `last.pth` inside a run folder."""
+    ckpt = Path(path)
+    if ckpt.is_dir():
+        ckpt = ckpt / "last.pth"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    return ckpt
+
+
+def output_path(requested: Optional[str], default: Path) -> Path:
+    """An explicit path is used as given (replacing a file is logged); the default never replaces one."""
+    if requested is None:
+        return unique_path(default)
+    path = Path(requested)
+    if path.exists():
+        logger.warning("replacing existing %s", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.opts)
+    device = pick_device(args.device)
+    setup_logging()
+    ckpt = resolve_checkpoint(args.ckpt)
+    fix_random_seed(cfg.seed)
+
+    state_dict, meta = load_model_weights(ckpt)
+    model = build_model(cfg.model, cfg.train, cfg.test)
+    load_weights(model, state_dict, source=str(ckpt))
+    model.to(device).eval()
+    logger.info("evaluating %s weights of %s (%s format, epoch %s) on %s", meta["weights"], ckpt,
+                meta["format"], meta.get("epoch", "?"), device)
+
+    val_set = build_dataset(cfg.dataset, "val", is_training=False)
+    val_loader = build_loader(val_set, batch_size=1, num_workers=cfg.loader.num_workers, is_training=False,
+                              max_seq_len=cfg.dataset.max_seq_len, size_divisor=model.size_divisor)
+    results_path = output_path(args.results, ckpt.parent / "results_eval.json")
+    metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
+    result = evaluate(model, val_loader, val_set, cfg, results_path=results_path, metrics_path=metrics_path,
+                      device=device)
+    print(format_table(result))
+    print(f"results: {results_path}\nmetrics: {metrics_path}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Feature-file IO: where a video's features live, how they are read, and how they are checked.
+
+On disk a video's features are stored as a T x C array (one row per clip). Supported stores:
+  - one file per video: `feat_folder/(file_prefix + video_id + feature_type + file_ext)` with
+    file_ext `.pt` (a saved tensor), `.npy`, or `.npz` (key 'feats' if present, else the first array);
+  - one HDF5 file for all videos (`feat_folder` itself ends in `.h5` / `.hdf5`), one dataset per
+    video under the key `file_prefix + video_id` (the reference ANet/HACS layout: no feature_type).
+Every reader returns a float32 [C, T] tensor, and every failure names the file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FILE_EXTS = (".pt", ".npy", ".npz")
+H5_EXTS = (".h5", ".hdf5")
+
+
+class FeatureFileError(RuntimeError):
+    """A feature file is missing, unreadable, or holds something other than a finite T x C array."""
+
+
+def is_single_file_store(feat_folder: str) -> bool:
+    """True when `feat_folder` is one HDF5 file holding every video (not a folder)."""
+    return feat_folder.lower().endswith(H5_EXTS)
+
+
+def feature_path(feat_folder: str, video_id: str, file_prefix: str = "", feature_type: str = "",
+                 file_ext: str = ".pt") -> str:
+    """Path of one video's feature file; `feature_type` is a file-name suffix, not a key."""
+    return os.path.join(feat_folder, f"{file_prefix}{video_id}{feature_type}{file_ext}")
+
+
+def h5_key(video_id: str, file_prefix: str = "") -> str:
+    """Key of one video inside a one-file HDF5 store (reference: prefix + id)."""
+    return f"{file_prefix}{video_id}"
+
+
+def _read_array(path: str, file_ext: str) -> np.ndarray:
+    """Read the stored array of one file (any dtype/shape; checked by the caller)."""
+    if file_ext == ".npy":
+        return np.load(path, allow_pickle=False)
+    if file_ext == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if not archive.files:
+                raise FeatureFileError(f"feature file {path}: the .npz archive holds no array")
+            key = "feats" if "feats" in archive.files else archive.files[0]
+            return archive[key]
+    if file_ext == ".pt":
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, Tensor):
+            raise FeatureFileError(f"feature file {path}: expected a saved tensor, got {type(obj).__name__}")
+        return obj.detach().float().numpy()
+    raise FeatureFileError(f"feature file {path}: unsupported extension {file_ext!r}; use one of {FILE_EXTS} "
+                           f"or point feat_folder at one {'/'.join(H5_EXTS)} file")
+
+
+def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = None) -> Tensor:
+    """Validate a stored T x C array and return it as a float32 [C, T] tensor.
+
+    Args:
+        feats: the stored array, expected [T, C].
+        where: the file (and key) it came from, used in every error message.
+        input_dim: expected C; None skips the check.
+    Returns:
+        [C, T] float32 contiguous tensor.
+    """
+    if feats.ndim != 2:
+        raise FeatureFileError(f"feature file {where}: expected a 2-D T x C array, got shape {tuple(feats.shape)}")
+    if feats.shape[0] == 0:
+        raise FeatureFileError(f"feature file {where}: holds 0 features (shape {tuple(feats.shape)})")
+    if input_dim is not None and feats.shape[1] != input_dim:
+        hint = " (stored as C x T? it must be T x C)" if feats.shape[0] == input_dim else ""
+        raise FeatureFileError(
+            f"feature file {where}: has {feats.shape[1]} channels but dataset.input_dim = {input_dim}{hint}"
+        )
+    feats = np.asarray(feats, dtype=np.float32)
+    if not np.isfinite(feats).all():
+        raise FeatureFileError(f"feature file {where}: contains NaN or Inf values")
+    return torch.from_numpy(np.ascontiguousarray(feats.T))  # [C, T]
+
+
+def load_feature_file(path: str, input_dim: Optional[int] = None) -> Tensor:
+    """Load one per-video feature file (.pt / .npy / .npz) as a float32 [C, T] tensor."""
+    if not os.path.isfile(path):
+        raise FeatureFileError(f"feature file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise FeatureFileError(f"feature file {path}: the file is empty (0 bytes)")
+    file_ext = os.path.splitext(path)[1].lower()
+    try:
+        feats = _read_array(path, file_ext)
+    except FeatureFileError:
+        raise
+    except Exception as exc:  # corrupt archives raise many different types; report them uniformly
+        raise FeatureFileError(f"feature file {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    return check_features(feats, path, input_dim)
+
+
+def load_h5_features(h5_file: str, key: str, input_dim: Optional[int] = None) -> Tensor:
+    """Load one video from a one-file HDF5 store as a float32 [C, T] tensor."""
+    import h5py  # optional dependency: only needed for HDF5 stores
+
+    if not os.path.isfile(h5_file):
+        raise FeatureFileError(f"feature file not found: {h5_file}")
+    try:
+        with h5py.File(h5_file, "r") as fid:
+            if key not in fid:
+                raise FeatureFileError(f"feature file {h5_file}: has no key {key!r}")
+            feats = np.asarray(fid[key][()])
+    except FeatureFileError:
+        raise
+    except Exception as exc:
+        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    return check_features(feats, f"{h5_file}[{key!r}]", input_dim)
+
+
+def h5_keys(h5_file: str) -> set[str]:
+    """Top-level keys of a one-file HDF5 store (used to check for missing videos up front)."""
+    import h5py
+
+    if not os.path.isfile(h5_file):
+        raise FeatureFileError(f"feature file not found: {h5_file}")
+    with h5py.File(h5_file, "r") as fid:
+        return set(fid.keys())
+
+
+def save_features(path: str, feats: np.ndarray) -> None:
+    """Write a T x C float32 array in the format given by the path's extension (.pt / .npy / .npz)."""
+    file_ext = os.path.splitext(path)[1].lower()
+    feats = np.ascontiguousarray(feats, dtype=np.float32)  # [T, C]
+    if file_ext == ".pt":
+        torch.save(torch.from_numpy(feats), path)
+    elif file_ext == ".npy":
+        np.save(path, feats)
+    elif file_ext == ".npz":
+        np.savez(path, feats=feats)
+    else:
+        raise ValueError(f"cannot write features to {path}: extension must be one of {FILE_EXTS}")

@@ -1,0 +1,128 @@
+"""Checkpoint files: atomic saving, safe loading, and weight loading with per-key diagnostics.
+
+Our training checkpoint (`last.pth`, `epoch_NNN.pth`) is a dict:
+    model, model_ema        state_dicts (no `module.` prefix)
+    optimizer, scheduler    state_dicts
+    epoch                   completed epochs (a resumed run starts at this 0-based epoch)
+    iteration               optimizer steps done so far
+    loss_normalizer         the detector's EMA loss normaliser (a plain float attribute)
+    config                  config_to_dict(cfg)
+    rng                     libs.utils.seeding.capture_rng_state(...)
+The published ActionFormer / video-mamba-suite `.pth.tar` files hold `state_dict` and
+`state_dict_ema` with DataParallel's `module.` prefix; `load_model_weights` reads both formats.
+Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from libs.utils.io import atomic_write
+
+PathLike = Union[str, os.PathLike]
+
+logger = logging.getLogger(__name__)
+
+# (EMA key, plain key) of each known format, in order of preference
+_WEIGHT_KEYS = {"ours": ("model_ema", "model"), "published": ("state_dict_ema", "state_dict")}
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
+    """Write `state` with `torch.save` atomically: `path` is either the old or the new file, never a torn one."""
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with `weights_only=True`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the file is truncated/corrupt, holds pickled objects other than tensors and
+            plain containers, or is not a dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(truncated or corrupt file, or it stores Python objects that weights_only=True refuses)"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Remove DataParallel's `module.` prefix from every key that has it."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def extract_weights(state: dict[str, Any], prefer_ema: bool = True, source: str = "checkpoint") -> tuple[dict, dict]:
+    """Pick the model weights out of a loaded checkpoint dict of either format.
+
+    Returns:
+        (state_dict without `module.` prefixes, meta) where meta has `format` ("ours" |
+        "published" | "state_dict"), `weights` (the key used, e.g. "model_ema"), and `epoch`,
+        `loss_normalizer`, `config` when the checkpoint stores them.
+    """
+    for fmt, (ema_key, plain_key) in _WEIGHT_KEYS.items():
+        if ema_key in state or plain_key in state:
+            key = ema_key if (prefer_ema and ema_key in state) or plain_key not in state else plain_key
+            meta = {"format": fmt, "weights": key}
+            meta.update({k: state[k] for k in ("epoch", "loss_normalizer", "config") if k in state})
+            return strip_prefix(state[key]), meta
+    if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return strip_prefix(state), {"format": "state_dict", "weights": "<top level>"}
+    raise ValueError(
+        f"{source}: no model weights found; expected one of the keys "
+        f"{[k for keys in _WEIGHT_KEYS.values() for k in keys]}, got {sorted(state)[:10]}"
+    )
+
+
+def load_model_weights(path: PathLike, prefer_ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read the model weights of a checkpoint: ours, a published `.pth.tar`, or a bare state_dict.
+
+    The EMA weights are preferred (every evaluation in the reference uses them). See
+    `extract_weights` for the returned meta.
+    """
+    state_dict, meta = extract_weights(load_checkpoint(path), prefer_ema, source=str(path))
+    logger.info("loaded '%s' weights (%s format, %d tensors) from %s", meta["weights"], meta["format"],
+                len(state_dict), path)
+    return state_dict, meta
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """`model.load_state_dict(state_dict)` (strict) with one error listing every bad key.
+
+    Raises:
+        ValueError: listing, per key, shape mismatches, keys missing from the checkpoint and
+            keys the model does not have.
+    """
+    problems = weight_mismatches(model.state_dict(), state_dict)
+    if problems:
+        shown = "\n  ".join(problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise ValueError(
+            f"{source}: weights do not fit the model built from the config ({len(problems)} problem(s)):\n"
+            f"  {shown}{more}"
+        )
+    model.load_state_dict(state_dict)
+
+
+def weight_mismatches(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
+    """Human-readable lines, one per key, describing how `given` differs from `expected`."""
+    lines = []
+    for key, value in expected.items():
+        if key not in given:
+            lines.append(f"{key}: missing from the checkpoint (model has {tuple(value.shape)})")
+        elif tuple(given[key].shape) != tuple(value.shape):
+            lines.append(f"{key}: shape {tuple(given[key].shape)} in the checkpoint, {tuple(value.shape)} in the model")
+    lines += [f"{key}: in the checkpoint but not in the model" for key in given if key not in expected]
+    return lines

@@ -1,0 +1,171 @@
+"""Temporal action detection mAP with ActivityNet's official semantics, vectorised.
+
+`DetectionMAP(...).evaluate(...)` gives exactly the numbers of ActivityNet's official
+``Evaluation/eval_detection.py`` (``ANETdetection``, check_status=False):
+
+- classes are label *names*, indexed in order of first appearance in the split's GT;
+- mAP at a tIoU is the mean AP over the classes with GT in the split, average mAP the mean
+  over tIoUs;
+- predictions are not filtered by split: one on a video without GT of its class (or outside
+  the split) is a false positive; duplicates count separately; a class without predictions
+  has AP 0;
+- greedy matching and VOC-2011 interpolated AP as described in `libs.evaluation.matching`.
+
+Differences from the official script (none changes a number it can produce):
+subset names are matched case-insensitively and several may be given; the GT JSON needs only
+``database`` and the results JSON only ``results``; labels may be integer ids; a prediction of
+a class that has GT elsewhere in the database but not in the split is ignored (the official
+code raises KeyError); blocked videos are passed in, never fetched. ``remove_duplicates=True``
+switches on the ActionFormer/VMS GT clean-up (not official).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from libs.core.structures import Detections
+from libs.evaluation.ground_truth import GroundTruth, GtSource, load_ground_truth, load_json_source
+from libs.evaluation.matching import average_precision
+from libs.evaluation.predictions import LabelResolver, PredictionArrays, from_detections, from_results
+
+logger = logging.getLogger(__name__)
+
+Predictions = Union[Sequence[Detections], Mapping[str, Any], str]
+
+
+@dataclass
+class EvalResult:
+    """mAP of one evaluation. All values are fractions in [0, 1]."""
+
+    tiou: list[float]  # [T] thresholds
+    mAP: list[float]  # [T] mean AP over classes at each threshold
+    average_mAP: float  # mean of mAP over thresholds
+    ap: np.ndarray  # [T, C] AP per threshold and class
+    class_names: list[str]  # [C] column names of `ap`
+
+    def to_json(self) -> dict:
+        """``{"tiou": [...], "mAP": [...], "average_mAP": x}`` (plain floats, fractions)."""
+        return {"tiou": [float(t) for t in self.tiou], "mAP": [float(m) for m in self.mAP], "average_mAP": float(self.average_mAP)}
+
+    def summary(self) -> dict[str, float]:
+        """Flat metrics for logs: ``{"mAP@0.50": x, ..., "avg_mAP": y}`` (fractions)."""
+        out = {f"mAP@{t:.2f}": float(m) for t, m in zip(self.tiou, self.mAP)}
+        out["avg_mAP"] = float(self.average_mAP)
+        return out
+
+
+def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
+    """Any sequence (or scalar) of finite numbers → [T] float64."""
+    try:
+        values = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)  # [T]
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"tiou_thresholds must be a non-empty sequence of finite numbers, got {tiou_thresholds!r}")
+    return values
+
+
+class DetectionMAP:
+    """ActivityNet detection mAP over one split of an annotation JSON.
+
+    Args:
+        gt: path of an ActivityNet-style annotation JSON, or the loaded dict.
+        split: subset name or names, matched case-insensitively ("test" matches "Test").
+        tiou_thresholds: any sequence of thresholds, e.g. ``np.linspace(0.5, 0.95, 10)``.
+        remove_duplicates: drop GT events with ``end - start <= 0`` and near-duplicates (1e-3 s,
+            same label) as ActionFormer/VMS do. Default False (official).
+        blocked_videos: video ids removed from GT and predictions (official semantics).
+        label_names: label id → class name for integer prediction labels. Default: the GT's
+            ``label_id`` → ``label`` map; if the GT has no ``label_id``, an integer label is the
+            index into this split's class order (``class_names``).
+    """
+
+    def __init__(
+        self,
+        gt: GtSource,
+        split: Union[str, Sequence[str]],
+        tiou_thresholds: Iterable[float],
+        *,
+        remove_duplicates: bool = False,
+        blocked_videos: Iterable[str] = (),
+        label_names: Optional[Mapping[int, str]] = None,
+    ):
+        self.thresholds = _check_thresholds(tiou_thresholds)  # [T]
+        self.blocked = set(blocked_videos)
+        self.gt: GroundTruth = load_ground_truth(gt, split, remove_duplicates=remove_duplicates, blocked_videos=self.blocked)
+        self.resolver = LabelResolver(self.gt, label_names)
+        self._video_index = {vid: i for i, vid in enumerate(self.gt.video_ids)}
+        logger.info(
+            "DetectionMAP: %s split %s: %d videos, %d GT segments, %d classes",
+            self.gt.source, list(self.gt.split), len(self.gt.video_ids), len(self.gt.segments), self.gt.num_classes,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.gt.class_names)
+
+    def parse(self, predictions: Predictions) -> PredictionArrays:
+        """Predictions (list of `Detections`, results dict, or results JSON path) → flat arrays."""
+        if isinstance(predictions, (Mapping, str)) or hasattr(predictions, "__fspath__"):
+            data, source = load_json_source(predictions, "predictions")
+            return from_results(data, source, self.resolver, self.blocked)
+        if isinstance(predictions, (list, tuple)):
+            return from_detections(predictions, self.resolver, self.blocked)
+        raise ValueError(f"predictions must be a list of Detections, a results dict or a JSON path, got {type(predictions).__name__}")
+
+    def gt_video_index(self, preds: PredictionArrays) -> np.ndarray:
+        """[N] index of each prediction's video in ``self.gt.video_ids``; -1 if it has no GT video."""
+        to_gt = np.array([self._video_index.get(v, -1) for v in preds.video_ids], dtype=np.int64)  # [V']
+        return to_gt[preds.video] if len(preds.video) else np.zeros(0, dtype=np.int64)  # [N]
+
+    def evaluate(self, predictions: Predictions) -> EvalResult:
+        """Compute AP per (tIoU, class), mAP per tIoU and the average mAP.
+
+        Args:
+            predictions: a list of `Detections` (unit "sec", labels = GT label ids), or an
+                ActivityNet results dict / JSON path ``{"results": {video_id: [{"label",
+                "segment": [s, e], "score"}]}}`` whose labels are class names or integer ids.
+        Returns:
+            EvalResult (fractions).
+        """
+        preds = self.parse(predictions)
+        ap = average_precision(
+            preds.segments, self.gt_video_index(preds), preds.labels, preds.scores,
+            self.gt.segments, self.gt.video_idx, self.gt.class_idx, self.thresholds, self.gt.num_classes,
+        )  # [T, C]
+        mAP = ap.mean(axis=1)  # [T]
+        return EvalResult(
+            tiou=self.thresholds.tolist(),
+            mAP=mAP.tolist(),
+            average_mAP=float(mAP.mean()),
+            ap=ap,
+            class_names=self.class_names,
+        )
+
+
+def format_table(result: EvalResult, per_class: bool = False) -> str:
+    """Readable mAP table in %, optionally followed by a per-class AP table.
+
+    Example::
+
+        tIoU    0.30   0.40   0.50   0.60   0.70    Avg
+        mAP    82.26  81.85  75.05  65.82  50.27  71.86
+    """
+    head = [f"{t:.2f}" for t in result.tiou] + ["Avg"]
+    rows = [("mAP (%)", [100 * m for m in result.mAP] + [100 * result.average_mAP])]
+    lines = _table("tIoU", head, rows)
+    if per_class:
+        class_rows = [(name, list(100 * result.ap[:, c]) + [100 * result.ap[:, c].mean()]) for c, name in enumerate(result.class_names)]
+        lines += [""] + _table("class AP (%)", head, class_rows)
+    return "\n".join(lines)
+
+
+def _table(title: str, head: list[str], rows: list[tuple[str, list[float]]]) -> list[str]:
+    first = max([len(title)] + [len(name) for name, _ in rows])
+    width = max(6, max(len(h) for h in head))
+    lines = [f"{title:<{first}} " + " ".join(f"{h:>{width}}" for h in head)]
+    lines += [f"{name:<{first}} " + " ".join(f"{v:>{width}.2f}" for v in values) for name, values in rows]
+    return lines

@@ -1,0 +1,8 @@
+"""Temporal blocks of the backbone, chosen by name from YAML (`model.block.type`).
+
+Importing a block module registers it in BLOCKS; adding a block costs its file and one import here.
+"""
+from . import base, conv, window_attn  # noqa: F401  (registration side effect)
+from .base import BLOCKS, TemporalBlock
+
+__all__ = ["BLOCKS", "TemporalBlock"]

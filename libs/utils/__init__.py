@@ -1,0 +1,1 @@
+"""Small helpers shared by the scripts and the engine: logging, seeding, atomic file writes."""

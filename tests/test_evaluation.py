@@ -1,0 +1,366 @@
+"""ActivityNet detection mAP: hand-computed cases, vectorised vs loop parity, input validation.
+
+Expected values are computed by hand from the ActivityNet rules (greedy matching by score,
+VOC-2011 interpolated AP, mean over the split's GT classes); no reference code is used.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from libs.core.structures import Detections
+from libs.evaluation import DetectionMAP, EvalResult, detections_to_results, format_table
+from libs.evaluation.matching import average_precision
+
+TIOUS = [0.3, 0.5, 0.7]
+NAMES = {0: "Jump", 1: "Run", 2: "Swim"}
+
+
+def make_gt(videos: dict, subset: str = "Validation", other: dict | None = None) -> dict:
+    """videos: {video_id: [(label, start, end), ...]} in ``subset``; ``other`` goes to "Training"."""
+    ids = {n: i for i, n in NAMES.items()}
+
+    def entry(anns, sub):
+        return {"subset": sub, "duration": 100.0,
+                "annotations": [{"label": l, "segment": [s, e], "label_id": ids[l]} for l, s, e in anns]}
+
+    db = {vid: entry(anns, subset) for vid, anns in videos.items()}
+    db.update({vid: entry(anns, "Training") for vid, anns in (other or {}).items()})
+    return {"version": "test", "database": db}
+
+
+def make_results(preds: dict) -> dict:
+    """preds: {video_id: [(label, start, end, score), ...]}."""
+    return {"version": "VERSION 1.3", "external_data": {},
+            "results": {vid: [{"label": l, "segment": [s, e], "score": sc} for l, s, e, sc in lst] for vid, lst in preds.items()}}
+
+
+def evaluate(gt: dict, preds: dict, **kw) -> EvalResult:
+    return DetectionMAP(gt, "validation", TIOUS, **kw).evaluate(make_results(preds))
+
+
+TWO_GT = make_gt({"a": [("Jump", 0.0, 10.0), ("Jump", 20.0, 30.0)]})
+
+
+# ---------------------------------------------------------------- hand-computed cases
+
+
+def test_perfect_predictions_give_map_one():
+    gt = make_gt({"a": [("Jump", 0, 10), ("Run", 5, 15)], "b": [("Swim", 1, 2), ("Jump", 40, 60)]})
+    preds = {vid: [(l, s, e, 1.0) for l, s, e in [(a["label"], *a["segment"]) for a in v["annotations"]]]
+             for vid, v in gt["database"].items()}
+    r = evaluate(gt, preds)
+    assert r.mAP == [1.0] * 3 and r.average_mAP == 1.0
+    assert r.ap.shape == (3, 3) and r.class_names == ["Jump", "Run", "Swim"]
+
+
+def test_one_fp_above_the_tps_costs_a_third():
+    # ranking FP, TP, TP: precision 0, 1/2, 2/3 at recall 0, 1/2, 1 → envelope 2/3 → AP = 2/3.
+    tps = [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]
+    assert evaluate(TWO_GT, {"a": tps}).average_mAP == 1.0
+    r = evaluate(TWO_GT, {"a": [("Jump", 40, 50, 0.9)] + tps})
+    assert r.mAP == pytest.approx([2 / 3] * 3, abs=1e-15)
+
+
+def test_fp_below_all_tps_costs_nothing():
+    r = evaluate(TWO_GT, {"a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7), ("Jump", 40, 50, 0.1)]})
+    assert r.average_mAP == 1.0
+
+
+@pytest.mark.parametrize("video", ["not_in_json", "train_video", "b"])
+def test_prediction_on_video_without_gt_of_its_class_is_fp(video):
+    # "train_video" is in the JSON but in another subset; "b" is in the split with only Run GT.
+    gt = make_gt({"a": [("Jump", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 10)]},
+                 other={"train_video": [("Jump", 0, 10)]})
+    r = evaluate(gt, {video: [("Jump", 0, 10, 0.9)], "a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]})
+    assert r.ap[:, 0] == pytest.approx([2 / 3] * 3, abs=1e-15)  # Jump; Run has no prediction → 0
+    assert r.ap[:, 1].tolist() == [0.0] * 3
+
+
+def test_score_ties_follow_numpy_argsort_order():
+    # Official ranking: scores.argsort()[::-1] over the class's predictions in results order.
+    # With a TP and an FP of equal score the FP either ranks first (AP 1/2) or second (AP 1).
+    gt = make_gt({"a": [("Jump", 0, 10)]})
+    first = int(np.array([0.5, 0.5]).argsort()[::-1][0])  # numpy puts index 1 first
+    for order in ([("Jump", 0, 10, 0.5), ("Jump", 50, 60, 0.5)], [("Jump", 50, 60, 0.5), ("Jump", 0, 10, 0.5)]):
+        fp_first = order[first][1] == 50
+        assert evaluate(gt, {"a": order}).average_mAP == (0.5 if fp_first else 1.0)
+
+
+def test_duplicate_predictions_count_separately():
+    # ranks: TP(.9), duplicate FP(.8), TP(.7): precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    # → AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    r = evaluate(TWO_GT, {"a": [("Jump", 0, 10, 0.9), ("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]})
+    assert r.mAP == pytest.approx([5 / 6] * 3, abs=1e-15)
+
+
+def test_threshold_decides_tp():
+    # prediction [0, 6] vs GT [0, 10]: tIoU 0.6 → TP at 0.3 and 0.5, FP at 0.7 (AP 0).
+    r = evaluate(make_gt({"a": [("Jump", 0, 10)]}), {"a": [("Jump", 0, 6, 0.9)]})
+    assert r.mAP == [1.0, 1.0, 0.0]
+    assert r.average_mAP == pytest.approx(2 / 3)
+
+
+def test_gt_taken_by_higher_score_falls_through_to_next_gt():
+    # GT [0,10] and [4,14]; both predictions overlap the first best. The second walks on to
+    # the next GT by tIoU (its tIoU with [4,14] is 6/14 ≈ 0.43 → TP at 0.3 only).
+    gt = make_gt({"a": [("Jump", 0, 10), ("Jump", 4, 14)]})
+    r = evaluate(gt, {"a": [("Jump", 0, 10, 0.9), ("Jump", 0, 10, 0.8)]})
+    assert r.mAP == [1.0, 0.5, 0.5]
+
+
+def test_class_without_predictions_gets_zero_and_counts_in_mean():
+    gt = make_gt({"a": [("Jump", 0, 10), ("Run", 20, 30)]})
+    r = evaluate(gt, {"a": [("Jump", 0, 10, 0.9)]})
+    assert r.ap[:, 1].tolist() == [0.0] * 3 and r.mAP == [0.5] * 3
+
+
+def test_empty_predictions_give_zero():
+    assert evaluate(TWO_GT, {}).mAP == [0.0] * 3
+    assert DetectionMAP(TWO_GT, "validation", TIOUS).evaluate([]).average_mAP == 0.0
+
+
+def test_class_order_is_first_appearance_in_split():
+    gt = make_gt({"a": [("Swim", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 1), ("Swim", 5, 6)]},
+                 other={"t": [("Run", 0, 1)]})
+    assert DetectionMAP(gt, "validation", TIOUS).class_names == ["Swim", "Jump", "Run"]
+
+
+def test_remove_duplicates_option():
+    # GT listed twice (within 1e-3 s) plus a zero-length event: officially npos = 3 → recall 1/3.
+    gt = make_gt({"a": [("Jump", 0, 10), ("Jump", 0.0005, 10.0005), ("Jump", 5, 5)]})
+    preds = {"a": [("Jump", 0, 10, 0.9)]}
+    assert evaluate(gt, preds).mAP == pytest.approx([1 / 3] * 3)
+    assert evaluate(gt, preds, remove_duplicates=True).mAP == [1.0] * 3
+
+
+def test_blocked_videos_leave_gt_and_predictions():
+    gt = make_gt({"a": [("Jump", 0, 10)], "b": [("Jump", 0, 10)]})
+    preds = {"a": [("Jump", 0, 10, 0.9)], "b": [("Jump", 50, 60, 0.95)]}
+    assert evaluate(gt, preds).average_mAP == pytest.approx(0.25)  # FP first, recall 1/2
+    assert evaluate(gt, preds, blocked_videos=["b"]).average_mAP == 1.0
+
+
+def test_split_is_case_insensitive_and_may_be_a_list():
+    gt = make_gt({"a": [("Jump", 0, 10)]}, other={"t": [("Run", 0, 10)]})
+    assert DetectionMAP(gt, "VALIDATION", TIOUS).class_names == ["Jump"]
+    assert DetectionMAP(gt, ["validation", "training"], TIOUS).class_names == ["Jump", "Run"]
+
+
+# ---------------------------------------------------------------- label names / ids / Detections
+
+
+def _random_case(seed: int):
+    rng = np.random.default_rng(seed)
+    videos = {f"v{i}": [(NAMES[int(rng.integers(3))], s, s + float(rng.integers(1, 9))) for s in rng.integers(0, 40, 4).astype(float)]
+              for i in range(6)}
+    gt = make_gt(videos)
+    preds = {f"v{i}": [(NAMES[int(rng.integers(3))], s, s + float(rng.integers(1, 9)), float(rng.integers(0, 5)) / 4)
+                       for s in rng.integers(0, 40, 12).astype(float)] for i in range(7)}
+    return gt, preds
+
+
+def test_label_names_ids_and_detections_give_equal_results():
+    gt, preds = _random_case(0)
+    evaluator = DetectionMAP(gt, "validation", np.linspace(0.5, 0.95, 10))
+    by_name = evaluator.evaluate(make_results(preds))
+    ids = {n: i for i, n in NAMES.items()}
+    by_id = evaluator.evaluate(make_results({v: [(ids[l], s, e, sc) for l, s, e, sc in lst] for v, lst in preds.items()}))
+    dets = [Detections(v, torch.tensor([[s, e] for _, s, e, _ in lst]), torch.tensor([sc for *_, sc in lst]),
+                       torch.tensor([ids[l] for l, *_ in lst]), unit="sec") for v, lst in preds.items()]
+    by_dets = evaluator.evaluate(dets)
+    assert 0 < by_name.average_mAP < 1
+    for other in (by_id, by_dets):
+        assert np.array_equal(other.ap, by_name.ap) and other.average_mAP == by_name.average_mAP
+
+
+def test_integer_labels_without_label_id_index_the_class_order():
+    gt = make_gt({"a": [("Run", 0, 10), ("Jump", 20, 30)]})
+    for ann in gt["database"]["a"]["annotations"]:
+        del ann["label_id"]
+    evaluator = DetectionMAP(gt, "validation", TIOUS)  # class order: Run (0), Jump (1)
+    r = evaluator.evaluate(make_results({"a": [(0, 0, 10, 0.9), (1, 20, 30, 0.8)]}))
+    assert r.average_mAP == 1.0
+
+
+def test_detections_to_results_keeps_full_precision():
+    det = Detections("v", torch.tensor([[0.1, 2.3]]), torch.tensor([0.123456789]), torch.tensor([2]), unit="sec")
+    out = detections_to_results([det, Detections.empty("w", unit="sec")], NAMES)
+    assert set(out) == {"version", "results", "external_data"}
+    (entry,) = out["results"]["v"]
+    assert out["results"]["w"] == []
+    assert entry["label"] == "Swim" and entry["score"] == float(torch.tensor(0.123456789))
+    assert entry["segment"] == [float(torch.tensor(0.1)), float(torch.tensor(2.3))]
+    assert all(type(x) is float for x in entry["segment"] + [entry["score"]])
+
+
+def test_detections_round_trip_through_results_dict():
+    gt, preds = _random_case(1)
+    ids = {n: i for i, n in NAMES.items()}
+    dets = [Detections(v, torch.tensor([[s, e] for _, s, e, _ in lst]), torch.tensor([sc for *_, sc in lst]),
+                       torch.tensor([ids[l] for l, *_ in lst]), unit="sec") for v, lst in preds.items()]
+    evaluator = DetectionMAP(gt, "validation", TIOUS)
+    assert np.array_equal(evaluator.evaluate(dets).ap, evaluator.evaluate(detections_to_results(dets, NAMES)).ap)
+
+
+# ---------------------------------------------------------------- vectorised == slow loop
+
+
+def loop_ap(pred_seg, pred_vid, pred_cls, scores, gt_seg, gt_vid, gt_cls, thresholds, num_classes):
+    """Slow reference: one class, one prediction, one threshold at a time."""
+    ap = np.zeros((len(thresholds), num_classes))
+    for c in range(num_classes):
+        order = [i for i in range(len(scores)) if pred_cls[i] == c]
+        if not order:
+            continue
+        order = [order[j] for j in np.array([scores[i] for i in order]).argsort()[::-1]]
+        gt_rows = [g for g in range(len(gt_cls)) if gt_cls[g] == c]
+        for t, thr in enumerate(thresholds):
+            taken, tp = set(), []
+            for i in order:
+                cand = [g for g in gt_rows if gt_vid[g] == pred_vid[i] and pred_vid[i] >= 0]
+                ious = []
+                for g in cand:
+                    inter = max(0.0, min(pred_seg[i][1], gt_seg[g][1]) - max(pred_seg[i][0], gt_seg[g][0]))
+                    union = (gt_seg[g][1] - gt_seg[g][0]) + (pred_seg[i][1] - pred_seg[i][0]) - inter
+                    ious.append(inter / union if union != 0 else math.nan)
+                hit = False
+                for j in np.array(ious, dtype=float).argsort()[::-1]:
+                    if ious[j] < thr:
+                        break
+                    if cand[j] not in taken:
+                        taken.add(cand[j])
+                        hit = True
+                        break
+                tp.append(hit)
+            ap[t, c] = loop_voc_ap(tp, len(gt_rows))
+    return ap
+
+
+def loop_voc_ap(tp: list, num_gt: int) -> float:
+    tp_cum = np.cumsum(np.array(tp, dtype=float))
+    fp_cum = np.cumsum(1.0 - np.array(tp, dtype=float))
+    prec = [0.0] + list(tp_cum / (tp_cum + fp_cum)) + [0.0]
+    rec = [0.0] + list(tp_cum / float(num_gt)) + [1.0]
+    for i in range(len(prec) - 2, -1, -1):
+        prec[i] = max(prec[i], prec[i + 1])
+    terms = [(rec[i] - rec[i - 1]) * prec[i] for i in range(1, len(rec)) if rec[i] != rec[i - 1]]
+    return float(np.sum(np.array(terms)))
+
+
+@st.composite
+def matching_case(draw):
+    """Few videos/classes and a coarse grid, so groups are big and score/tIoU ties common."""
+    n_vid, n_cls = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    coord = st.integers(0, 12).map(float)
+    seg = st.tuples(coord, st.integers(0, 6).map(float)).map(lambda t: (t[0], t[0] + t[1]))
+    gt = draw(st.lists(st.tuples(st.integers(0, n_vid - 1), st.integers(0, n_cls - 1), seg), min_size=1, max_size=40))
+    score = st.integers(0, 4).map(lambda s: s / 4)
+    pred = draw(st.lists(st.tuples(st.integers(-1, n_vid - 1), st.integers(0, n_cls - 1), seg, score), max_size=80))
+    thresholds = draw(st.sampled_from([[0.5], [0.1, 0.3, 0.5, 0.7], [0.0, 0.5, 1.0], list(np.linspace(0.5, 0.95, 10))]))
+    return gt, pred, np.array(thresholds)
+
+
+def numpy_case(seed: int):
+    """The same kind of case from a numpy seed (bigger on average than hypothesis' examples)."""
+    rng = np.random.default_rng(seed)
+    n_vid, n_cls, n_gt, n_pred = int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(0, 80))
+    gs, ps = rng.integers(0, 12, n_gt), rng.integers(0, 12, n_pred)
+    gt = [(int(rng.integers(n_vid)), int(rng.integers(n_cls)), (float(s), float(s + rng.integers(0, 7)))) for s in gs]
+    pred = [(int(rng.integers(-1, n_vid)), int(rng.integers(n_cls)), (float(s), float(s + rng.integers(0, 7))), float(rng.integers(0, 5)) / 4)
+            for s in ps]
+    return gt, pred, np.array([0.1, 0.3, 0.5, 0.7])
+
+
+def check_against_loop(gt, pred, thresholds):
+    """Run vectorised and loop AP on one case (classes renumbered to those with GT)."""
+    gt_vid = np.array([g[0] for g in gt]); gt_cls = np.array([g[1] for g in gt]); gt_seg = np.array([g[2] for g in gt])
+    pred_vid = np.array([p[0] for p in pred], dtype=np.int64); pred_cls = np.array([p[1] for p in pred], dtype=np.int64)
+    pred_seg = np.array([p[2] for p in pred], dtype=float).reshape(-1, 2); scores = np.array([p[3] for p in pred], dtype=float)
+    present = np.unique(gt_cls)  # the evaluator only knows classes with GT
+    keep = np.isin(pred_cls, present)
+    remap = np.full(max(int(pred_cls.max(initial=0)), int(gt_cls.max())) + 1, -1); remap[present] = np.arange(len(present))
+    args = (pred_seg[keep], pred_vid[keep], remap[pred_cls[keep]], scores[keep], gt_seg, gt_vid, remap[gt_cls], thresholds, len(present))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = loop_ap(*args)
+    assert np.array_equal(average_precision(*args), expected)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(matching_case())
+def test_vectorised_matches_loop_reference(case):
+    check_against_loop(*case)
+
+
+def test_vectorised_matches_loop_reference_seeded():
+    for seed in range(150):
+        check_against_loop(*numpy_case(seed))
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+def test_gt_without_database_names_the_file(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text('{"version": 1}')
+    with pytest.raises(ValueError, match=r"gt\.json.*'database'"):
+        DetectionMAP(str(path), "test", TIOUS)
+
+
+def test_empty_split_lists_available_subsets():
+    with pytest.raises(ValueError, match=r"no video of split \['test'\].*\['Validation'\]"):
+        DetectionMAP(TWO_GT, "test", TIOUS)
+
+
+def test_bad_gt_segment_names_the_video():
+    gt = make_gt({"a": [("Jump", 0, 10)]})
+    gt["database"]["a"]["annotations"][0]["segment"] = [1.0]
+    with pytest.raises(ValueError, match="video 'a'.*segment"):
+        DetectionMAP(gt, "validation", TIOUS)
+
+
+def test_results_without_results_key():
+    with pytest.raises(ValueError, match="'results'"):
+        DetectionMAP(TWO_GT, "validation", TIOUS).evaluate({"version": "x"})
+
+
+@pytest.mark.parametrize("entry, pattern", [
+    ({"label": "Jump", "segment": [1, 2, 3], "score": 0.5}, "video 'a'.*segment"),
+    ({"label": "Jump", "segment": ["1", 2], "score": 0.5}, "video 'a'.*segment"),
+    ({"label": "Jump", "segment": [1, 2], "score": float("nan")}, "video 'a'.*finite"),
+    ({"label": "Jump", "segment": [1, 2], "score": "high"}, "video 'a'.*score"),
+    ({"label": "Dance", "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label 'Dance'"),
+    ({"label": 17, "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label id 17"),
+    ({"segment": [1, 2], "score": 0.5}, "video 'a'.*'label'"),
+])
+def test_bad_prediction_entries(entry, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        DetectionMAP(TWO_GT, "validation", TIOUS).evaluate({"results": {"a": [entry]}})
+
+
+def test_detections_must_be_in_seconds():
+    det = Detections("a", torch.zeros(1, 2), torch.ones(1), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="video 'a'.*unit 'sec'"):
+        DetectionMAP(TWO_GT, "validation", TIOUS).evaluate([det])
+
+
+def test_bad_thresholds():
+    with pytest.raises(ValueError, match="tiou_thresholds"):
+        DetectionMAP(TWO_GT, "validation", [])
+
+
+# ---------------------------------------------------------------- output
+
+
+def test_to_json_and_table():
+    r = evaluate(TWO_GT, {"a": [("Jump", 40, 50, 0.9), ("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]})
+    assert r.to_json() == {"tiou": TIOUS, "mAP": r.mAP, "average_mAP": r.average_mAP}
+    table = format_table(r)
+    assert "0.30" in table and "66.67" in table and "Jump" not in table
+    assert "Jump" in format_table(r, per_class=True)
+    assert r.summary()["mAP@0.50"] == r.mAP[1]

@@ -1,0 +1,142 @@
+"""End to end: train.py then eval.py on a tiny synthetic dataset; resume; clear CLI errors.
+
+The dataset is 4 training + 3 validation videos of 30 s with synthetic 16-d features; the model
+is the tiny conv detector (2 levels, 16 channels). Each training run is 2 epochs x 2 iterations.
+"""
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _annotations() -> dict:
+    database = {}
+    for i in range(7):
+        subset = "training" if i < 4 else "validation"
+        acts = [{"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
+                {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]}]
+        database[f"vid{i}"] = {"subset": subset, "duration": 30.0, "fps": 30.0, "annotations": acts}
+    return {"database": database}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    from tools.make_synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("tiny")
+    json_file = root / "anno.json"
+    json_file.write_text(json.dumps(_annotations()))
+    make_synthetic(str(json_file), str(root / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".pt", seed=0)
+    cfg = {
+        "dataset": {"name": "activitynet_format", "json_file": str(json_file), "feat_folder": str(root / "feats"),
+                    "file_ext": ".pt", "train_split": ["training"], "val_split": ["validation"], "feat_stride": 8,
+                    "num_frames": 16, "input_dim": 16, "num_classes": 2, "max_seq_len": 128,
+                    "crop_ratio": [0.9, 1.0], "tiou_thresholds": [0.3, 0.5, 0.7]},
+        "loader": {"batch_size": 2, "num_workers": 0},
+        "model": {"embd_dim": 16, "fpn_dim": 16, "head_dim": 16, "arch": [1, 1, 1],
+                  "regression_range": [[0, 4], [4, 10000]], "block": {"type": "conv"}},
+        "train": {"init_loss_norm": 10, "clip_grad_l2norm": 1.0},
+        "opt": {"learning_rate": 1e-3, "weight_decay": 0.05, "epochs": 1, "warmup_epochs": 1, "ckpt_freq": 1,
+                "print_freq": 1},
+        "output_folder": str(root / "ckpt"),
+    }
+    path = root / "tiny_cli.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Undo the process-wide changes of an in-process train.main() (log handlers, deterministic mode)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(REPO)
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_train_then_eval_cli(tiny_config):
+    out = _run("train.py", tiny_config, "--output", "cli", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = Path(yaml.safe_load(tiny_config.read_text())["output_folder"]) / "tiny_cli_cli"
+    assert f"run folder: {run}" in out.stdout and "mAP" in out.stdout
+    for name in ("config.yaml", "log.txt", "last.pth", "epoch_001.pth", "epoch_002.pth", "results.json",
+                 "metrics.json"):
+        assert (run / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
+    train_metrics = json.loads((run / "metrics.json").read_text())
+    assert set(train_metrics) == {"tiou", "mAP", "average_mAP"} and train_metrics["tiou"] == [0.3, 0.5, 0.7]
+    assert set(json.loads((run / "results.json").read_text())["results"]) <= {"vid4", "vid5", "vid6"}
+
+    out = _run("eval.py", tiny_config, run / "last.pth", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    eval_metrics = json.loads((run / "metrics_eval.json").read_text())
+    assert (run / "results_eval.json").is_file()
+    # eval.py loads the same EMA weights, so it reproduces the end-of-training evaluation
+    assert eval_metrics["average_mAP"] == pytest.approx(train_metrics["average_mAP"], abs=1e-6)
+
+    out = _run("eval.py", tiny_config, run, "--opts", "test.nms_method=hard")  # a run folder → its last.pth
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "results_eval_1.json").is_file() and (run / "metrics_eval_1.json").is_file()  # no overwrite
+
+
+def test_bad_config_key_exits_2_with_one_line(tiny_config):
+    out = _run("train.py", tiny_config, "--opts", "opt.epoch=3")
+    assert out.returncode == 2
+    # the last stderr line is the error (an import-time warning, e.g. libs._C not built, may precede it)
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "opt.epoch" in last and "did you mean 'opt.epochs'" in last
+    assert "Traceback" not in out.stderr
+
+
+def test_eval_missing_checkpoint_exits_2(tiny_config, tmp_path):
+    out = _run("eval.py", tiny_config, tmp_path / "missing.pth")
+    assert out.returncode == 2 and "missing.pth" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resume_continues_identically(tiny_config, tmp_path, in_process):
+    import train
+
+    opts = ["--device", "cpu", "--opts", f"output_folder={tmp_path}"]
+    assert train.main([str(tiny_config), "--output", "full", *opts]) == 0
+    full = tmp_path / "tiny_cli_full"
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(full / "epoch_001.pth", half / "epoch_001.pth")  # as if the run had died after epoch 1
+    assert train.main([str(tiny_config), "--resume", str(half / "epoch_001.pth"), *opts]) == 0
+
+    a = torch.load(full / "last.pth", weights_only=True)
+    b = torch.load(half / "last.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["iteration"] == b["iteration"] == 4
+    assert a["loss_normalizer"] == b["loss_normalizer"] != 10.0
+    for key in ("model", "model_ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name}"
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    torch.testing.assert_close(a["optimizer"]["state"], b["optimizer"]["state"], rtol=0, atol=0)
+    assert json.loads((full / "metrics.json").read_text()) == json.loads((half / "metrics.json").read_text())

@@ -1,0 +1,83 @@
+"""Evaluate an ActivityNet results JSON against an annotation JSON (ActivityNet detection mAP).
+
+    python tools/eval_results.py GT_JSON RESULTS_JSON --split test --tiou 0.3 0.4 0.5 0.6 0.7 \
+        [--json OUT.json] [--per-class] [--remove-duplicates]
+
+Prints the mAP table (%). ``--json`` writes ``{"tiou": [...], "mAP": [...], "average_mAP": x}``
+(fractions) atomically. Bad input exits with status 2 and a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+try:
+    import libs  # noqa: F401
+except ImportError:  # run as `python tools/eval_results.py` from anywhere: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from libs.evaluation import DetectionMAP, format_table
+
+logger = logging.getLogger("eval_results")
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    """Write ``obj`` as JSON so that ``path`` is either the old file or the complete new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="ActivityNet detection mAP of a results JSON (official semantics).")
+    p.add_argument("gt_json", help="annotation JSON with a 'database' key")
+    p.add_argument("results_json", help="results JSON: {'results': {video_id: [{label, segment, score}]}}")
+    p.add_argument("--split", nargs="+", default=["validation"], help="subset name(s), case-insensitive (default: validation)")
+    p.add_argument("--tiou", nargs="+", type=float, default=np.linspace(0.5, 0.95, 10).tolist(),
+                   help="tIoU thresholds (default: 0.50:0.05:0.95, as the official tool)")
+    p.add_argument("--json", metavar="OUT", help="write {'tiou', 'mAP', 'average_mAP'} (fractions) here")
+    p.add_argument("--per-class", action="store_true", help="also print AP per class")
+    p.add_argument("--remove-duplicates", action="store_true",
+                   help="ActionFormer/VMS GT clean-up: drop zero-length and near-duplicate GT events (not official)")
+    p.add_argument("--blocked", nargs="*", default=[], metavar="VIDEO_ID", help="video ids removed from GT and results")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        evaluator = DetectionMAP(
+            args.gt_json, args.split, args.tiou, remove_duplicates=args.remove_duplicates, blocked_videos=args.blocked
+        )
+        result = evaluator.evaluate(args.results_json)
+        print(format_table(result, per_class=args.per_class))
+        if args.json:
+            write_json_atomic(args.json, result.to_json())
+    except (ValueError, OSError) as e:
+        print(f"eval_results: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
