@@ -8,6 +8,7 @@ CKPT may also be a run folder (its last.pth is used). By default the detections 
 `<ckpt dir>/results_eval.json` and the metrics to `<ckpt dir>/metrics_eval.json`; an existing file
 there is never replaced (a suffix `_1`, `_2`, ... is added).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,30 @@ logger = logging.getLogger("eval")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint's EMA weights on the config's val split.")
+    parser = argparse.ArgumentParser(
+        description="Evaluate a checkpoint's EMA weights on the config's val split."
+    )
     parser.add_argument("config", help="YAML config file the checkpoint was trained with")
     parser.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. test.nms_sigma=0.75 dataset.feat_folder=...")
-    parser.add_argument("--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)")
-    parser.add_argument("--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. test.nms_sigma=0.75 dataset.feat_folder=...",
+    )
+    parser.add_argument(
+        "--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)"
+    )
+    parser.add_argument(
+        "--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda if available, else cpu",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,7 +70,7 @@ def resolve_checkpoint(path: str) -> Path:
 
 
 def output_path(requested: Optional[str], default: Path) -> Path:
-    """An explicit path is used as given (replacing a file is logged); the default never replaces one."""
+    """An explicit path is used as given (a replaced file is logged); a default never replaces."""
     if requested is None:
         return unique_path(default)
     path = Path(requested)
@@ -74,16 +91,35 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(cfg.model, cfg.train, cfg.test)
     load_weights(model, state_dict, source=str(ckpt))
     model.to(device).eval()
-    logger.info("evaluating %s weights of %s (%s format, epoch %s) on %s", meta["weights"], ckpt,
-                meta["format"], meta.get("epoch", "?"), device)
+    logger.info(
+        "evaluating %s weights of %s (%s format, epoch %s) on %s",
+        meta["weights"],
+        ckpt,
+        meta["format"],
+        meta.get("epoch", "?"),
+        device,
+    )
 
     val_set = build_dataset(cfg.dataset, "val", is_training=False)
-    val_loader = build_loader(val_set, batch_size=1, num_workers=cfg.loader.num_workers, is_training=False,
-                              max_seq_len=cfg.dataset.max_seq_len, size_divisor=model.size_divisor)
+    val_loader = build_loader(
+        val_set,
+        batch_size=1,
+        num_workers=cfg.loader.num_workers,
+        is_training=False,
+        max_seq_len=cfg.dataset.max_seq_len,
+        size_divisor=model.size_divisor,
+    )
     results_path = output_path(args.results, ckpt.parent / "results_eval.json")
     metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
-    result = evaluate(model, val_loader, val_set, cfg, results_path=results_path, metrics_path=metrics_path,
-                      device=device)
+    result = evaluate(
+        model,
+        val_loader,
+        val_set,
+        cfg,
+        results_path=results_path,
+        metrics_path=metrics_path,
+        device=device,
+    )
     print(format_table(result))
     print(f"results: {results_path}\nmetrics: {metrics_path}")
     return 0

@@ -1,4 +1,4 @@
-"""Train a temporal action detector, evaluate its EMA weights, and keep everything in one run folder.
+"""Train a temporal action detector, evaluate its EMA weights, keep everything in one run folder.
 
     python train.py CONFIG [--output NAME] [--opts key=value ...] [--resume CKPT] [--overwrite]
                            [--device cpu|cuda]
@@ -8,6 +8,7 @@ is added instead of reusing an existing one, unless --overwrite). It receives co
 log.txt, logs/ (TensorBoard), last.pth, epoch_NNN.pth, and at the end results.json and
 metrics.json. `--resume RUN/last.pth` continues that run in its folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,33 @@ logger = logging.getLogger("train")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a temporal action detector (train + final evaluation).")
+    parser = argparse.ArgumentParser(
+        description="Train a temporal action detector (train + final evaluation)."
+    )
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("--output", default=None, help="run name suffix (default: a timestamp)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. opt.epochs=3 model.block.type=dbm")
-    parser.add_argument("--resume", default=None, metavar="CKPT", help="continue a run from its last.pth / epoch_NNN.pth")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. opt.epochs=3 model.block.type=dbm",
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="CKPT",
+        help="continue a run from its last.pth / epoch_NNN.pth",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run folder of the same name"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda if available, else cpu",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,22 +86,35 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(run_folder)
     if args.resume is not None and args.output is not None:
         logger.warning("--output is ignored with --resume: continuing in %s", run_folder)
-    logger.info("config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder)
+    logger.info(
+        "config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder
+    )
     generator = fix_random_seed(cfg.seed)  # before anything that draws random numbers
 
     train_set = build_dataset(cfg.dataset, "train", is_training=True)
     val_set = build_dataset(cfg.dataset, "val", is_training=False)
     model = build_model(cfg.model, cfg.train, cfg.test).to(device)
-    logger.info("model: %.2fM parameters, size divisor %d",
-                sum(p.numel() for p in model.parameters()) / 1e6, model.size_divisor)
-    common = dict(num_workers=cfg.loader.num_workers, max_seq_len=cfg.dataset.max_seq_len,
-                  size_divisor=model.size_divisor)
-    train_loader = build_loader(train_set, batch_size=cfg.loader.batch_size, is_training=True,
-                                generator=generator, **common)
+    common = dict(
+        num_workers=cfg.loader.num_workers,
+        max_seq_len=cfg.dataset.max_seq_len,
+        size_divisor=model.size_divisor,
+    )
+    train_loader = build_loader(
+        train_set, batch_size=cfg.loader.batch_size, is_training=True, generator=generator, **common
+    )
     val_loader = build_loader(val_set, batch_size=1, is_training=False, **common)
 
-    result = train(cfg, model, train_loader, run_folder, device=device, val_loader=val_loader,
-                   val_dataset=val_set, resume=args.resume, generator=generator)
+    result = train(
+        cfg,
+        model,
+        train_loader,
+        run_folder,
+        device=device,
+        val_loader=val_loader,
+        val_dataset=val_set,
+        resume=args.resume,
+        generator=generator,
+    )
     print(format_table(result))
     print(f"run folder: {run_folder}")
     return 0
@@ -94,7 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FloatingPointError as exc:  # diverged training: the message names epoch, iteration, terms
+    except FloatingPointError as exc:
+        # diverged training: the message names the epoch, the iteration and the loss terms
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ __device__ __forceinline__ float iou_rn(float ix1, float ix2, float iarea, float
 __device__ __forceinline__ float soft_weight_rn(float ovr, float thr, float sigma, int method) {
   if (method == 0) return ovr >= thr ? 0.f : 1.f;
   if (method == 1) return ovr >= thr ? __fsub_rn(1.f, ovr) : 1.f;
+  if (ovr == 0.f) return 1.f;  // exp(-0) == 1 exactly; most pairs do not overlap
   const float x = __fdiv_rn(-__fmul_rn(ovr, ovr), sigma);
   return static_cast<float>(exp(static_cast<double>(x)));  // double: immune to fast-math expf
 }

@@ -6,7 +6,8 @@
 //   y_t  = sum_n C_t[n] h_t[n] + D_d u_t,            out_t = y_t silu(z_t)
 //
 // Design (measured in docs/cpu-scan-notes.md):
-// - rows are split over threads (at::parallel_for); a row walks L sequentially;
+// - rows are split into ~4 ranges per thread, handed out dynamically on ATen's threads (a thread
+//   descheduled by other load does not hold up the rest); a row walks L sequentially;
 // - the N states of a row live in NV SIMD vectors of W lanes (N = 16 is one AVX-512 vector),
 //   padded with A = B = C = 0 lanes; exp is a vectorised exp2 polynomial, not libm;
 // - B and C are first transposed to [B*G, L, NP], so one time step is one vector load;
@@ -14,10 +15,11 @@
 //   transpose-and-add tree, cheaper than one horizontal sum per step;
 // - the forward saves the state every kChunk steps; the backward recomputes one chunk into an
 //   L1-sized buffer, walks it in reverse carrying dL/dh, and adds dB / dC of groups shared
-//   with another thread into per-range slots that are summed afterwards (deterministic).
+//   with another range into per-range slots that are summed afterwards in a fixed order.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -41,6 +43,9 @@ constexpr int64_t kMaxState = 256;  // largest N, as in mamba-ssm
 #endif
 typedef float vfloat __attribute__((vector_size(SCAN_WF * 4)));
 typedef int32_t vint __attribute__((vector_size(SCAN_WF * 4)));
+// Unaligned access type. Typed (not memcpy) loads and stores: a memcpy may alias anything, which
+// made GCC reload every scratch pointer after each store in the inner loops.
+typedef float vfloat_u __attribute__((vector_size(SCAN_WF * 4), aligned(4)));
 
 // Shuffle masks of the transpose-and-add tree: level l pairs lanes h = 2^l apart.
 struct TsumMasks {
@@ -73,8 +78,8 @@ struct F32 {
     return V{} + s;
 #endif
   }
-  static V load(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V load(const T* p) { return *reinterpret_cast<const vfloat_u*>(p); }
+  static void store(T* p, V v) { *reinterpret_cast<vfloat_u*>(p) = v; }
   static V sel(vint m, V a, V b) { return m ? a : b; }
   static V fma(V a, V b, V c) {
 #if defined(__AVX512F__)
@@ -209,17 +214,37 @@ struct Grads {
   T *dA_rows, *dD_rows, *dbias_rows;  // [rows, np], [rows], [rows] (the last two may be null)
 };
 
-// Per-thread scratch: padded rows (L) and chunk buffers (kChunk steps).
+constexpr int kBlock = 8;  // rows whose backward chunks are interleaved (see backward_block)
+
+// Scratch rows of one row, padded to whole chunks: dt, d dt / d delta, dt u, u, dL/dy (gy),
+// dL/dout silu'(z) (gd), y (forward only).
+template <typename T>
+struct RowBuf {
+  std::vector<T> dt, dsp, du, u, gy, gd, y;
+  explicit RowBuf(int64_t len)
+      : dt(pad(len)), dsp(pad(len)), du(pad(len)), u(pad(len)), gy(pad(len)), gd(pad(len)),
+        y(pad(len)) {}
+  static int64_t pad(int64_t len) { return (len + kChunk - 1) / kChunk * kChunk; }
+};
+
+// Per-thread scratch: row buffers and the chunk buffers of the backward (L1-sized).
 template <class Tr>
 struct Scratch {
   using T = typename Tr::T;
   using V = typename Tr::V;
-  std::vector<T> dt, du, dsp, y, u, gy, gd, h, a;  // rows of len (padded), then chunk buffers
-  std::vector<V> p, r1, r2;
-  Scratch(int64_t len, int64_t np)
-      : dt(pad(len)), du(pad(len)), dsp(pad(len)), y(pad(len)), u(pad(len)), gy(pad(len)),
-        gd(pad(len)), h((kChunk + 1) * np), a(kChunk * np), p(kChunk), r1(kChunk), r2(kChunk) {}
-  static int64_t pad(int64_t len) { return (len + kChunk - 1) / kChunk * kChunk; }
+  std::vector<RowBuf<T>> rows;
+  std::vector<T> h, a;     // states h_{t-1}, h_t and decays a_t of the chunk: [kChunk(+1), np]
+  std::vector<V> p, r1, r2;  // per-step products for the deferred sums over n
+  Scratch(int64_t len, int64_t np, int nrows)
+      : rows(nrows, RowBuf<T>(len)), h((kChunk + 1) * np), a(kChunk * np), p(kChunk),
+        r1(kChunk), r2(kChunk) {}
+};
+
+// dB / dC partial sums of the (at most two) groups a row range shares with other ranges.
+template <typename T>
+struct RangeSlots {
+  int64_t group[2] = {-1, -1};
+  std::vector<T> dB[2], dC[2];  // [L, NP] each, allocated when used
 };
 
 // Sets flush-to-zero / denormals-are-zero for the scope: states decaying over a long zero
@@ -231,6 +256,23 @@ struct FlushDenormals {
   ~FlushDenormals() { _mm_setcsr(saved); }
 #endif
 };
+
+// Splits `rows` into ~4 contiguous ranges per thread and runs f(r0, r1, scratch) for each on
+// ATen's threads (honours torch.set_num_threads), handing ranges out one at a time so that a
+// thread descheduled by other load does not hold up the rest. f(q, ...) gets range index q.
+template <class MakeScratch, class F>
+void parallel_ranges(int64_t rows, const MakeScratch& make, const F& f) {
+  const int64_t n = std::min<int64_t>(rows, 4 * at::get_num_threads());
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, n, n, [&](int64_t, int64_t) {});  // no-op: keeps the pool warm-up cheap
+  at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    FlushDenormals ftz;
+    auto w = make();
+    for (int64_t q = next++; q < n; q = next++) f(q, q * rows / n, (q + 1) * rows / n, w);
+  });
+}
+
+inline int64_t num_ranges(int64_t rows) { return std::min<int64_t>(rows, 4 * at::get_num_threads()); }
 
 template <class Tr, int NV>
 struct Kernel {
@@ -247,16 +289,18 @@ struct Kernel {
     for (int v = 0; v < nvec(s); ++v) out[v] = Tr::load(tmp + v * W);
   }
 
-  // dt = softplus(delta + bias) (or without softplus), du = dt * u, dsp = d dt / d delta.
-  static void prepare_dt(const Scan<T>& s, int64_t r, Scratch<Tr>& w) {
+  // dt = softplus(delta + bias) (or without softplus), dsp = d dt / d delta, du = dt u, u.
+  static void prepare_dt(const Scan<T>& s, int64_t r, RowBuf<T>& rb) {
     const T bias = s.bias ? s.bias[(r % s.dim)] : T(0);
     const T *dl = s.dlrow(r), *u = s.urow(r);
     for (int64_t i = 0; i < s.len; i += W) {
       V x = loadn<Tr>(dl + i, s.len - i) + bias, g = Tr::set1(1);
       if (s.softplus) Tr::softplus(V(x), x, g);
-      Tr::store(&w.dt[i], x);
-      Tr::store(&w.du[i], x * loadn<Tr>(u + i, s.len - i));
-      Tr::store(&w.dsp[i], g);
+      const V uv = loadn<Tr>(u + i, s.len - i);
+      Tr::store(&rb.dt[i], x);
+      Tr::store(&rb.dsp[i], g);
+      Tr::store(&rb.du[i], x * uv);
+      Tr::store(&rb.u[i], uv);
     }
   }
 
@@ -275,10 +319,9 @@ struct Kernel {
     return p;
   }
 
-  static void forward_row(const Scan<T>& s, int64_t r, T* out, T* last, T* ckpt,
-                          Scratch<Tr>& w) {
+  static void forward_row(const Scan<T>& s, int64_t r, T* out, T* last, T* ckpt, RowBuf<T>& rb) {
     const int nv = nvec(s);
-    prepare_dt(s, r, w);
+    prepare_dt(s, r, rb);
     V a2[kCap], h[kCap], prod[W];
     load_a(s, r % s.dim, Tr::kAScale, a2);
     std::fill(h, h + nv, V{});
@@ -290,22 +333,22 @@ struct Kernel {
         for (int v = 0; v < nv; ++v) Tr::store(ckpt + (t0 / kChunk) * s.np + v * W, h[v]);
       }
       for (int64_t t = t0; t < std::min<int64_t>(t0 + W, s.len); ++t) {
-        prod[t - t0] = step(a2, h, w.dt[t], w.du[t], Bt + t * s.np, Ct + t * s.np, nv,
+        prod[t - t0] = step(a2, h, rb.dt[t], rb.du[t], Bt + t * s.np, Ct + t * s.np, nv,
                             nullptr, nullptr);
       }
-      Tr::store(&w.y[t0], Tr::tsum(prod));
+      Tr::store(&rb.y[t0], Tr::tsum(prod));
     }
     T tmp[kCap * W];
     for (int v = 0; v < nv; ++v) Tr::store(tmp + v * W, h[v]);
     std::copy(tmp, tmp + s.dstate, last);
-    finish_out(s, r, w.y.data(), out);
+    finish_out(s, r, rb, out);
   }
 
-  static void finish_out(const Scan<T>& s, int64_t r, const T* y, T* out) {
-    const T* u = s.urow(r);
+  // out = (y + D u) silu(z).
+  static void finish_out(const Scan<T>& s, int64_t r, const RowBuf<T>& rb, T* out) {
     for (int64_t i = 0; i < s.len; i += W) {
-      V yv = Tr::load(y + i);
-      if (s.Dsk) yv = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), loadn<Tr>(u + i, s.len - i), yv);
+      V yv = Tr::load(&rb.y[i]);
+      if (s.Dsk) yv = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), Tr::load(&rb.u[i]), yv);
       if (s.z) {
         const V zv = loadn<Tr>(s.zrow(r) + i, s.len - i);
         yv = yv * zv * Tr::sigmoid(zv);
@@ -314,59 +357,69 @@ struct Kernel {
     }
   }
 
-  static void forward_range(const Scan<T>& s, int64_t r0, int64_t r1, T* out, T* last,
-                            T* ckpt) {
-    FlushDenormals ftz;
-    Scratch<Tr> w(s.len, s.np);
+  static void forward_range(const Scan<T>& s, int64_t r0, int64_t r1, T* out, T* last, T* ckpt,
+                            Scratch<Tr>& w) {
     for (int64_t r = r0; r < r1; ++r) {
       forward_row(s, r, out + r * s.len, last + r * s.dstate,
-                  ckpt ? ckpt + r * s.nchunks * s.np : nullptr, w);
+                  ckpt ? ckpt + r * s.nchunks * s.np : nullptr, w.rows[0]);
     }
   }
 
-  // Backward state of one row across its chunks (walked from the last to the first).
+  // Backward state of one row, carried across its chunks (walked from the last to the first).
   struct RowState {
     V a2[kCap], ar[kCap], lam[kCap], anext[kCap], dA[kCap];
     V acc_d{}, acc_bias{};
   };
 
+  // Row pass in time order (the chunks run backwards, which defeats the prefetcher):
+  // gy = dL/dy = g silu(z) and gd = g silu'(z) for dz; the carried state starts at
+  // lam = dL/dh_{L-1} (the last state's gradient, or 0) and a_L = 1.
+  static void prepare_grad(const Scan<T>& s, const Grads<T>& g, int64_t r, RowState& st,
+                           RowBuf<T>& rb) {
+    prepare_dt(s, r, rb);
+    const T* go = g.dout + (r / s.dim) * g.go_sb + (r % s.dim) * g.go_sd;
+    for (int64_t i = 0; i < s.len; i += W) {
+      const V gv = loadn<Tr>(go + i, s.len - i);
+      if (!s.z) {
+        Tr::store(&rb.gy[i], gv);
+        continue;
+      }
+      const V zv = loadn<Tr>(s.zrow(r) + i, s.len - i), sg = Tr::sigmoid(zv);
+      Tr::store(&rb.gy[i], gv * zv * sg);
+      Tr::store(&rb.gd[i], gv * sg * (zv * (Tr::set1(1) - sg) + T(1)));
+    }
+    load_a(s, r % s.dim, Tr::kAScale, st.a2);
+    load_a(s, r % s.dim, T(1), st.ar);
+    T tmp[kCap * W] = {};
+    if (g.dlast) std::copy(g.dlast + r * s.dstate, g.dlast + (r + 1) * s.dstate, tmp);
+    for (int v = 0; v < nvec(s); ++v) {
+      st.lam[v] = Tr::load(tmp + v * W);
+      st.anext[v] = Tr::set1(1);
+      st.dA[v] = V{};
+    }
+    st.acc_d = st.acc_bias = V{};
+  }
+
   static void recompute_chunk(const Scan<T>& s, const T* ck, const T* Bt, const T* Ct,
-                              int64_t t0, int64_t n, RowState& st, Scratch<Tr>& w) {
-    const int nv = nvec(s);
+                              int64_t t0, int64_t n, const RowState& st, const RowBuf<T>& rb,
+                              Scratch<Tr>& w) {
     V h[kCap];
-    for (int v = 0; v < nv; ++v) h[v] = Tr::load(ck + v * W);
+    for (int v = 0; v < nvec(s); ++v) h[v] = Tr::load(ck + v * W);
     std::copy(ck, ck + s.np, w.h.begin());
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = t0 + i;
-      w.p[i] = step(st.a2, h, w.dt[t], w.du[t], Bt + t * s.np, Ct + t * s.np, nv,
+      w.p[i] = step(st.a2, h, rb.dt[t], rb.du[t], Bt + t * s.np, Ct + t * s.np, nvec(s),
                     &w.a[i * s.np], &w.h[(i + 1) * s.np]);
     }
   }
 
-  // Row pass in time order (the chunks run backwards, which defeats the prefetcher): copies
-  // u and gy = dL/dy = g silu(z), and gd = g silu'(z) for dz, into the scratch rows.
-  static void prepare_grad(const Scan<T>& s, const Grads<T>& g, int64_t r, Scratch<Tr>& w) {
-    const T *go = g.dout + (r / s.dim) * g.go_sb + (r % s.dim) * g.go_sd, *u = s.urow(r);
-    for (int64_t i = 0; i < s.len; i += W) {
-      const V gv = loadn<Tr>(go + i, s.len - i);
-      Tr::store(&w.u[i], loadn<Tr>(u + i, s.len - i));
-      if (!s.z) {
-        Tr::store(&w.gy[i], gv);
-        continue;
-      }
-      const V zv = loadn<Tr>(s.zrow(r) + i, s.len - i), sg = Tr::sigmoid(zv);
-      Tr::store(&w.gy[i], gv * zv * sg);
-      Tr::store(&w.gd[i], gv * sg * (zv * (Tr::set1(1) - sg) + T(1)));
-    }
-  }
-
   // dz = g silu'(z) y, with y = sum_n C h + D u from the recomputed chunk.
-  static void gate_chunk(const Scan<T>& s, const Grads<T>& g, int64_t r, int64_t t0,
-                         int64_t n, Scratch<Tr>& w) {
+  static void gate_chunk(const Scan<T>& s, const Grads<T>& g, int64_t r, int64_t t0, int64_t n,
+                         const RowBuf<T>& rb, Scratch<Tr>& w) {
     for (int64_t i = 0; i < n; i += W) {
       V y = Tr::tsum(&w.p[i]);
-      if (s.Dsk) y = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), Tr::load(&w.u[t0 + i]), y);
-      storen<Tr>(g.dz + r * s.len + t0 + i, Tr::load(&w.gd[t0 + i]) * y, n - i);
+      if (s.Dsk) y = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), Tr::load(&rb.u[t0 + i]), y);
+      storen<Tr>(g.dz + r * s.len + t0 + i, Tr::load(&rb.gd[t0 + i]) * y, n - i);
     }
   }
 
@@ -374,7 +427,8 @@ struct Kernel {
   // The carried vectors are copied to locals: stores through dB / dC (float*) could alias
   // st's members and would force them through memory on the critical path.
   static void reverse_chunk(const Scan<T>& s, const T* Bt, const T* Ct, T* dB, T* dC,
-                            int64_t t0, int64_t n, RowState& st, Scratch<Tr>& w) {
+                            int64_t t0, int64_t n, RowState& st, const RowBuf<T>& rb,
+                            Scratch<Tr>& w) {
     const int nv = nvec(s);
     V lam[kCap], anext[kCap], dA[kCap], ar[kCap];
     std::copy(st.lam, st.lam + nv, lam);
@@ -383,7 +437,7 @@ struct Kernel {
     std::copy(st.ar, st.ar + nv, ar);
     for (int64_t i = n - 1; i >= 0; --i) {
       const int64_t t = t0 + i, o = t * s.np;
-      const V gyv = Tr::set1(w.gy[t]), dtv = Tr::set1(w.dt[t]), duv = Tr::set1(w.du[t]);
+      const V gyv = Tr::set1(rb.gy[t]), dtv = Tr::set1(rb.dt[t]), duv = Tr::set1(rb.du[t]);
       const T *hcur = &w.h[(i + 1) * s.np], *hprev = &w.h[i * s.np], *ap = &w.a[i * s.np];
       V s1{}, s2{};
       for (int v = 0; v < nv; ++v) {
@@ -407,13 +461,13 @@ struct Kernel {
 
   // du, ddelta of the chunk from r1 = sum_n q A and r2 = sum_n lam B.
   static void finish_chunk(const Scan<T>& s, const Grads<T>& g, int64_t r, int64_t t0,
-                           int64_t n, RowState& st, Scratch<Tr>& w) {
+                           int64_t n, RowState& st, const RowBuf<T>& rb, Scratch<Tr>& w) {
     for (int64_t i = 0; i < n; i += W) {
       const V s1 = Tr::tsum(&w.r1[i]), s2 = Tr::tsum(&w.r2[i]);
-      const V uv = Tr::load(&w.u[t0 + i]), gy = Tr::load(&w.gy[t0 + i]);
-      V du = Tr::load(&w.dt[t0 + i]) * s2;
+      const V uv = Tr::load(&rb.u[t0 + i]), gy = Tr::load(&rb.gy[t0 + i]);
+      V du = Tr::load(&rb.dt[t0 + i]) * s2;
       if (s.Dsk) du = Tr::fma(Tr::set1(s.Dsk[r % s.dim]), gy, du);
-      const V dd = Tr::fma(uv, s2, s1) * Tr::load(&w.dsp[t0 + i]);
+      const V dd = Tr::fma(uv, s2, s1) * Tr::load(&rb.dsp[t0 + i]);
       storen<Tr>(g.du + r * s.len + t0 + i, du, n - i);
       storen<Tr>(g.ddelta + r * s.len + t0 + i, dd, n - i);
       st.acc_bias += maskn<Tr>(dd, n - i);  // only the valid lanes enter the row sums
@@ -421,55 +475,60 @@ struct Kernel {
     }
   }
 
-  static void backward_row(const Scan<T>& s, const Grads<T>& g, int64_t r, T* dB, T* dC,
-                           Scratch<Tr>& w) {
-    const int nv = nvec(s);
-    prepare_dt(s, r, w);
-    prepare_grad(s, g, r, w);
-    RowState st;
-    load_a(s, r % s.dim, Tr::kAScale, st.a2);
-    load_a(s, r % s.dim, T(1), st.ar);
-    T tmp[kCap * W] = {};
-    if (g.dlast) std::copy(g.dlast + r * s.dstate, g.dlast + (r + 1) * s.dstate, tmp);
-    for (int v = 0; v < nv; ++v) {
-      st.lam[v] = Tr::load(tmp + v * W);  // dL/dh_{L-1} from the last state's gradient
-      st.anext[v] = Tr::set1(1);
-      st.dA[v] = V{};
-    }
-    const T* Bt = s.Bt + s.group_of(r) * s.len * s.np;
-    const T* Ct = s.Ct + s.group_of(r) * s.len * s.np;
+  // Rows r0 .. r0+nr-1 (nr <= kBlock), chunk by chunk: the rows' recomputes and reverse
+  // walks of one chunk run back to back, so the chunk's B, C, dB, dC stay in L1 across rows
+  // (one row at a time would stream the whole [L, NP] of all four through L2 for every row).
+  static void backward_block(const Scan<T>& s, const Grads<T>& g, int64_t r0, int nr,
+                             T* const* dB, T* const* dC, Scratch<Tr>& w) {
+    RowState st[kBlock];
+    for (int j = 0; j < nr; ++j) prepare_grad(s, g, r0 + j, st[j], w.rows[j]);
     for (int64_t c = s.nchunks - 1; c >= 0; --c) {
       const int64_t t0 = c * kChunk, n = std::min(kChunk, s.len - t0);
-      recompute_chunk(s, g.ckpt + (r * s.nchunks + c) * s.np, Bt, Ct, t0, n, st, w);
-      if (s.z) gate_chunk(s, g, r, t0, n, w);
-      reverse_chunk(s, Bt, Ct, dB, dC, t0, n, st, w);
-      finish_chunk(s, g, r, t0, n, st, w);
+      for (int j = 0; j < nr; ++j) {
+        const int64_t r = r0 + j, bc = s.group_of(r) * s.len * s.np;
+        const T* ck = g.ckpt + (r * s.nchunks + c) * s.np;
+        recompute_chunk(s, ck, s.Bt + bc, s.Ct + bc, t0, n, st[j], w.rows[j], w);
+        if (s.z) gate_chunk(s, g, r, t0, n, w.rows[j], w);
+        reverse_chunk(s, s.Bt + bc, s.Ct + bc, dB[j], dC[j], t0, n, st[j], w.rows[j], w);
+        finish_chunk(s, g, r, t0, n, st[j], w.rows[j], w);
+      }
     }
-    for (int v = 0; v < nv; ++v) Tr::store(g.dA_rows + r * s.np + v * W, st.dA[v]);
-    if (g.dD_rows) g.dD_rows[r] = hsum<Tr>(st.acc_d);
-    if (g.dbias_rows) g.dbias_rows[r] = hsum<Tr>(st.acc_bias);
+    for (int j = 0; j < nr; ++j) {
+      const int64_t r = r0 + j;
+      for (int v = 0; v < nvec(s); ++v) Tr::store(g.dA_rows + r * s.np + v * W, st[j].dA[v]);
+      if (g.dD_rows) g.dD_rows[r] = hsum<Tr>(st[j].acc_d);
+      if (g.dbias_rows) g.dbias_rows[r] = hsum<Tr>(st[j].acc_bias);
+    }
   }
 
   // Rows [r0, r1). dB / dC of a group wholly inside the range go straight to dBt / dCt;
-  // the (at most two) groups shared with other ranges go to this range's slots 0 and 1.
+  // the (at most two) groups shared with other ranges go to the range's own slots 0 and 1.
   static void backward_range(const Scan<T>& s, const Grads<T>& g, int64_t r0, int64_t r1,
-                             T* dBt, T* dCt, T* slotB, T* slotC, int64_t* slot_group) {
-    FlushDenormals ftz;
-    Scratch<Tr> w(s.len, s.np);
+                             T* dBt, T* dCt, RangeSlots<T>& slots, Scratch<Tr>& w) {
     const int64_t dg = s.dim / s.groups, stride = s.len * s.np;
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t gi = s.group_of(r);
-      const bool owned = gi * dg >= r0 && (gi + 1) * dg <= r1;
-      const int slot = gi == s.group_of(r0) ? 0 : 1;
-      if (!owned) slot_group[slot] = gi;
-      T* dB = owned ? dBt + gi * stride : slotB + slot * stride;
-      T* dC = owned ? dCt + gi * stride : slotC + slot * stride;
-      backward_row(s, g, r, dB, dC, w);
+    T *dB[kBlock], *dC[kBlock];
+    for (int64_t rb = r0; rb < r1; rb += kBlock) {
+      const int nr = int(std::min<int64_t>(kBlock, r1 - rb));
+      for (int j = 0; j < nr; ++j) {
+        const int64_t gi = s.group_of(rb + j);
+        dB[j] = dBt + gi * stride;
+        dC[j] = dCt + gi * stride;
+        if (gi * dg >= r0 && (gi + 1) * dg <= r1) continue;  // group owned by this range
+        const int k = gi == s.group_of(r0) ? 0 : 1;
+        if (slots.group[k] < 0) {
+          slots.group[k] = gi;
+          slots.dB[k].assign(stride, T(0));
+          slots.dC[k].assign(stride, T(0));
+        }
+        dB[j] = slots.dB[k].data();
+        dC[j] = slots.dC[k].data();
+      }
+      backward_block(s, g, rb, nr, dB, dC, w);
     }
   }
 };
 
-// Runs F<Kernel<Tr, NV>> with NV = 1, 2 compiled in and larger counts at runtime.
+// Runs f(Kernel<Tr, NV>{}) with NV = 1, 2 compiled in and larger counts at runtime.
 template <class Tr, class F>
 void with_kernel(int64_t np, F&& f) {
   const int64_t nv = np / Tr::W;
@@ -548,9 +607,11 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& u, const at::Tensor& delta,
   if (save_states) ckpt = at::empty({s.batch, s.dim, s.nchunks, s.np}, u.options());
   T* ck = save_states ? ckpt.data_ptr<T>() : nullptr;
   with_kernel<Tr>(s.np, [&](auto k) {
-    at::parallel_for(0, s.batch * s.dim, 1, [&](int64_t r0, int64_t r1) {
-      decltype(k)::forward_range(s, r0, r1, out.data_ptr<T>(), last.data_ptr<T>(), ck);
-    });
+    parallel_ranges(
+        s.batch * s.dim, [&] { return Scratch<Tr>(s.len, s.np, 1); },
+        [&](int64_t, int64_t r0, int64_t r1, Scratch<Tr>& w) {
+          decltype(k)::forward_range(s, r0, r1, out.data_ptr<T>(), last.data_ptr<T>(), ck, w);
+        });
   });
   return {out, last, ckpt};
 }
@@ -567,7 +628,7 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& u, const at::Tensor& delta,
   at::Tensor Bt, Ct;
   const Scan<T> s = make_scan<T>(u, delta, A, B, C, D, z, bias, softplus, &Bt, &Ct, Tr::W);
   check_row_tensor(dout, "dout", u);
-  const int64_t rows = s.batch * s.dim, ranges = std::min<int64_t>(at::get_num_threads(), rows);
+  const int64_t rows = s.batch * s.dim, ranges = num_ranges(rows);
   TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == rows * s.nchunks * s.np,
               "ckpt does not match this problem (was it saved by selective_scan_fwd?)");
   at::Tensor dlast_c;
@@ -578,28 +639,27 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& u, const at::Tensor& delta,
   at::Tensor dA_rows = at::empty({rows, s.np}, opt), dD_rows = at::empty({rows}, opt);
   at::Tensor dbias_rows = at::empty({rows}, opt);
   at::Tensor dBt = at::zeros_like(Bt), dCt = at::zeros_like(Ct);
-  at::Tensor slots = at::zeros({2, ranges, 2, s.len, s.np}, opt);  // [B|C, range, slot, L, NP]
-  std::vector<int64_t> slot_group(ranges * 2, -1);
+  std::vector<RangeSlots<T>> slots(ranges);
   Grads<T> g{dout.data_ptr<T>(), dlast ? dlast_c.data_ptr<T>() : nullptr, ckpt.data_ptr<T>(),
              dout.stride(0), dout.stride(1), du.data_ptr<T>(), ddelta.data_ptr<T>(),
              z ? dz.data_ptr<T>() : nullptr, dA_rows.data_ptr<T>(),
              D ? dD_rows.data_ptr<T>() : nullptr, bias ? dbias_rows.data_ptr<T>() : nullptr};
-  const int64_t slot_size = 2 * s.len * s.np;
   with_kernel<Tr>(s.np, [&](auto k) {
-    at::parallel_for(0, ranges, 1, [&](int64_t k0, int64_t k1) {
-      for (int64_t q = k0; q < k1; ++q) {
-        decltype(k)::backward_range(s, g, q * rows / ranges, (q + 1) * rows / ranges,
-                                    dBt.data_ptr<T>(), dCt.data_ptr<T>(),
-                                    slots[0].data_ptr<T>() + q * slot_size,
-                                    slots[1].data_ptr<T>() + q * slot_size, &slot_group[q * 2]);
-      }
-    });
+    parallel_ranges(
+        rows, [&] { return Scratch<Tr>(s.len, s.np, kBlock); },
+        [&](int64_t q, int64_t r0, int64_t r1, Scratch<Tr>& w) {
+          decltype(k)::backward_range(s, g, r0, r1, dBt.data_ptr<T>(), dCt.data_ptr<T>(),
+                                      slots[q], w);
+        });
   });
-  at::Tensor dBt_g = dBt.view({-1, s.len, s.np}), dCt_g = dCt.view({-1, s.len, s.np});
-  for (int64_t i = 0; i < ranges * 2; ++i) {  // fixed order: deterministic sums
-    if (slot_group[i] < 0) continue;
-    dBt_g[slot_group[i]].add_(slots[0][i / 2][i % 2]);
-    dCt_g[slot_group[i]].add_(slots[1][i / 2][i % 2]);
+  const int64_t stride = s.len * s.np;
+  for (const auto& sl : slots) {  // fixed order: deterministic sums
+    for (int k = 0; k < 2; ++k) {
+      if (sl.group[k] < 0) continue;
+      T *dB = dBt.data_ptr<T>() + sl.group[k] * stride, *dC = dCt.data_ptr<T>() + sl.group[k] * stride;
+      for (int64_t i = 0; i < stride; ++i) dB[i] += sl.dB[k][i];
+      for (int64_t i = 0; i < stride; ++i) dC[i] += sl.dC[k][i];
+    }
   }
   auto untranspose = [&](const at::Tensor& x) {  // [B, G, L, NP] -> [B, G, N, L]
     return x.narrow(3, 0, s.dstate).permute({0, 1, 3, 2}).contiguous();

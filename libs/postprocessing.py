@@ -8,6 +8,7 @@ grid -> seconds with the sample's own fps / stride / clip length, then clamp to
 `libs.score_fusion` follows (ActivityNet / HACS). NMS is kept out of the model so eval.py can
 cache raw detections and re-tune these knobs without a GPU.
 """
+
 import logging
 from typing import Sequence
 
@@ -27,18 +28,26 @@ NMS_METHODS = {"soft": (True, 2), "linear": (True, 1), "hard": (False, 0), "none
 
 def _check_cfg(cfg: TestCfg) -> None:
     if cfg.nms_method not in NMS_METHODS:
-        raise ValueError(f"test.nms_method must be one of {sorted(NMS_METHODS)}, got {cfg.nms_method!r}")
+        raise ValueError(
+            f"test.nms_method must be one of {sorted(NMS_METHODS)}, got {cfg.nms_method!r}"
+        )
 
 
 def _check_pair(raw: Detections, sample: VideoSample) -> None:
     if raw.video_id != sample.video_id:
-        raise ValueError(f"raw detections of '{raw.video_id}' paired with sample '{sample.video_id}'")
+        raise ValueError(
+            f"raw detections of '{raw.video_id}' paired with sample '{sample.video_id}'"
+        )
     if raw.unit != "grid":
-        raise ValueError(f"video '{raw.video_id}': postprocess expects grid-unit detections, got {raw.unit!r}")
+        raise ValueError(
+            f"video '{raw.video_id}': postprocess expects grid-unit detections, got {raw.unit!r}"
+        )
 
 
 @torch.no_grad()
-def postprocess_video(raw: Detections, sample: VideoSample, cfg: TestCfg, backend: str = "auto") -> Detections:
+def postprocess_video(
+    raw: Detections, sample: VideoSample, cfg: TestCfg, backend: str = "auto"
+) -> Detections:
     """NMS + grid -> seconds + clamp for one video.
 
     Args:
@@ -68,7 +77,9 @@ def postprocess_video(raw: Detections, sample: VideoSample, cfg: TestCfg, backen
     return Detections(raw.video_id, segs, scores, labels, unit="sec")
 
 
-def postprocess(raw: Sequence[Detections], samples: Sequence[VideoSample], cfg: TestCfg) -> list[Detections]:
+def postprocess(
+    raw: Sequence[Detections], samples: Sequence[VideoSample], cfg: TestCfg
+) -> list[Detections]:
     """Post-process a batch: `postprocess_video` per video, then external-score fusion if set.
 
     Args:

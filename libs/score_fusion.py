@@ -6,6 +6,7 @@ score sqrt(class_score * proposal_score). This reproduces video-mamba-suite's
 `postprocess_results` (ActionFormer's plus softmax of raw logits and nested-list unwrapping),
 including its numpy argsort orderings, so the evaluated ranking is the same.
 """
+
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ def load_external_scores(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"external score file not found: {path}")
     if not path.endswith(".json"):
-        raise ValueError(f"external score file must be JSON (the .pkl format is not supported): {path}")
+        raise ValueError(
+            f"external score file must be JSON (the .pkl format is not supported): {path}"
+        )
     return _load_json(os.path.abspath(path), os.path.getmtime(path))
 
 
@@ -61,7 +64,9 @@ def video_class_scores(raw: Sequence) -> np.ndarray:
     return scores
 
 
-def _fuse_video(det: Detections, cls_scores: np.ndarray, topk: int, max_per_video: int) -> Detections:
+def _fuse_video(
+    det: Detections, cls_scores: np.ndarray, topk: int, max_per_video: int
+) -> Detections:
     """Duplicate the top max_per_video proposals of one video for its top-k classes.
 
     Output order is class-major: all proposals with the best class, then with the second, ...

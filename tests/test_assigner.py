@@ -1,4 +1,5 @@
 """Label assignment: hand-made cases and the vectorised version against a per-point loop."""
+
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def slow_label_points(points, segments, labels, num_classes, center_sample="radi
     for p in range(P):
         t, lo, hi, s = points[p].tolist()
         lengths = []
-        for (a, b) in segments.tolist():
+        for a, b in segments.tolist():
             left, right = t - a, b - t
             if center_sample == "radius":
                 m = 0.5 * (a + b)
@@ -52,7 +53,9 @@ def positives(cls_t):
 
 def test_one_gt_centre_radius_points_are_positive():
     pts = make_points(32, [(0, 100)])
-    cls_t, reg_t = label_points_single_video(pts, torch.tensor([[10.0, 20.0]]), torch.tensor([2]), 3)
+    cls_t, reg_t = label_points_single_video(
+        pts, torch.tensor([[10.0, 20.0]]), torch.tensor([2]), 3
+    )
     # centre 15 ± 1.5 · stride 1 → t ∈ (13.5, 16.5)
     assert positives(cls_t) == [14, 15, 16]
     assert torch.equal(cls_t[15], torch.tensor([0.0, 0.0, 1.0]))
@@ -61,14 +64,20 @@ def test_one_gt_centre_radius_points_are_positive():
 
 def test_center_sample_none_uses_whole_segment():
     pts = make_points(32, [(0, 100)])
-    cls_t, _ = label_points_single_video(pts, torch.tensor([[10.0, 20.0]]), torch.tensor([0]), 1, center_sample="none")
+    cls_t, _ = label_points_single_video(
+        pts, torch.tensor([[10.0, 20.0]]), torch.tensor([0]), 1, center_sample="none"
+    )
     assert positives(cls_t) == list(range(11, 20))  # strict inside: the boundaries are not positive
 
 
 def test_regression_range_picks_the_level():
-    pts = make_points(32, [(0, 4), (4, 100)])  # level 0: t = 0..31; level 1: t = 0, 2, .., 30 at rows 32..47
-    cls_t, reg_t = label_points_single_video(pts, torch.tensor([[10.0, 20.0], [3.0, 6.0]]), torch.tensor([0, 1]), 2)
-    # long GT: level-0 points have max distance 5-6 > 4; level-1 points t=14, 16 (radius 3) are in range
+    # level 0: t = 0..31; level 1: t = 0, 2, .., 30 at rows 32..47
+    pts = make_points(32, [(0, 4), (4, 100)])
+    cls_t, reg_t = label_points_single_video(
+        pts, torch.tensor([[10.0, 20.0], [3.0, 6.0]]), torch.tensor([0, 1]), 2
+    )
+    # long GT: level-0 points have max distance 5-6 > 4; level-1 points t=14, 16 (radius 3) are
+    # in range
     # short GT: level-0 points 4, 5 (max distance ≤ 4); at level 1, t=4 has max distance 2 < 4
     assert positives(cls_t) == [4, 5, 32 + 7, 32 + 8]
     assert torch.equal(reg_t[32 + 7], torch.tensor([2.0, 3.0]))  # (14 − 10, 20 − 14) / stride 2
@@ -77,32 +86,46 @@ def test_regression_range_picks_the_level():
 
 def test_regression_range_is_inclusive_and_a_point_can_be_positive_on_two_levels():
     pts = make_points(32, [(0, 4), (4, 100)])
-    cls_t, reg_t = label_points_single_video(pts, torch.tensor([[10.0, 18.0]]), torch.tensor([0]), 1)
+    cls_t, reg_t = label_points_single_video(
+        pts, torch.tensor([[10.0, 18.0]]), torch.tensor([0]), 1
+    )
     # t = 14 has max distance exactly 4 = reg_max of level 0 = reg_min of level 1; at level 1
     # (radius 3) t = 12, 16 are positive too (max distance 6)
     assert positives(cls_t) == [14, 32 + 6, 32 + 7, 32 + 8]
-    assert torch.equal(reg_t[14], torch.tensor([4.0, 4.0])) and torch.equal(reg_t[32 + 7], torch.tensor([2.0, 2.0]))
+    assert torch.equal(reg_t[14], torch.tensor([4.0, 4.0])) and torch.equal(
+        reg_t[32 + 7], torch.tensor([2.0, 2.0])
+    )
 
 
 def test_overlapping_gts_shortest_wins():
     pts = make_points(32, [(0, 100)])
     segs = torch.tensor([[0.0, 30.0], [10.0, 20.0]])
-    cls_t, reg_t = label_points_single_video(pts, segs, torch.tensor([0, 1]), 2, center_sample="none")
-    assert torch.equal(cls_t[15], torch.tensor([0.0, 1.0])) and torch.equal(reg_t[15], torch.tensor([5.0, 5.0]))
-    assert torch.equal(cls_t[5], torch.tensor([1.0, 0.0])) and torch.equal(reg_t[5], torch.tensor([5.0, 25.0]))
+    cls_t, reg_t = label_points_single_video(
+        pts, segs, torch.tensor([0, 1]), 2, center_sample="none"
+    )
+    assert torch.equal(cls_t[15], torch.tensor([0.0, 1.0])) and torch.equal(
+        reg_t[15], torch.tensor([5.0, 5.0])
+    )
+    assert torch.equal(cls_t[5], torch.tensor([1.0, 0.0])) and torch.equal(
+        reg_t[5], torch.tensor([5.0, 25.0])
+    )
 
 
 def test_near_equal_lengths_give_multi_label_targets():
     pts = make_points(32, [(0, 100)])
-    segs = torch.tensor([[10.0, 20.0], [10.0005, 20.0], [10.0, 20.0]])  # within 1e-3, plus an exact duplicate
+    # within 1e-3, plus an exact duplicate
+    segs = torch.tensor([[10.0, 20.0], [10.0005, 20.0], [10.0, 20.0]])
     cls_t, reg_t = label_points_single_video(pts, segs, torch.tensor([0, 1, 0]), 3)
     assert torch.equal(cls_t[15], torch.tensor([1.0, 1.0, 0.0]))  # duplicates clamp at 1
-    torch.testing.assert_close(reg_t[15], torch.tensor([15 - 10.0005, 5.0]))  # regress to the shortest
+    # regress to the shortest
+    torch.testing.assert_close(reg_t[15], torch.tensor([15 - 10.0005, 5.0]))
 
 
 def test_zero_gt_gives_background():
     pts = make_points(16, [(0, 4), (4, 100)])
-    cls_t, reg_t = label_points_single_video(pts, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 4)
+    cls_t, reg_t = label_points_single_video(
+        pts, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 4
+    )
     assert cls_t.shape == (24, 4) and reg_t.shape == (24, 2)
     assert not cls_t.any() and not reg_t.any()
 
@@ -116,17 +139,20 @@ def test_batch_with_none_and_empty_gt():
     assert gt_cls[0].any() and not gt_cls[1:].any()
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    gts=st.lists(
-        st.tuples(st.floats(-4, 60), st.floats(0.05, 40), st.integers(0, 3)), min_size=1, max_size=6
-    ),
-    center_sample=st.sampled_from(["radius", "none"]),
+# endpoints on a 1/8 grid are exact in float32 and float64, so boundary ties (strict '>' of the
+# centre region, inclusive range ends) are decided identically by both versions; the optional
+# 0.0005 start jitter creates near-equal lengths that must share a point (1e-3 tolerance)
+GT = st.tuples(
+    st.integers(-32, 480), st.integers(1, 320), st.sampled_from([0.0, 0.0005]), st.integers(0, 3)
 )
+
+
+@settings(max_examples=60, deadline=None)
+@given(gts=st.lists(GT, min_size=1, max_size=6), center_sample=st.sampled_from(["radius", "none"]))
 def test_vectorised_matches_loop(gts, center_sample):
     pts = make_points(64, [(0, 4), (4, 8), (8, 16), (16, 10000)])
-    segs = torch.tensor([[s, s + d] for s, d, _ in gts])
-    labels = torch.tensor([c for _, _, c in gts])
+    segs = torch.tensor([[i / 8 + jitter, (i + d) / 8] for i, d, jitter, _ in gts])
+    labels = torch.tensor([c for *_, c in gts])
     cls_fast, reg_fast = label_points_single_video(pts, segs, labels, 4, center_sample)
     cls_slow, reg_slow = slow_label_points(pts, segs, labels, 4, center_sample)
     assert torch.equal(cls_fast, cls_slow)
@@ -137,4 +163,6 @@ def test_vectorised_matches_loop(gts, center_sample):
 
 def test_bad_center_sample_raises():
     with pytest.raises(ValueError, match="center_sample"):
-        label_points_single_video(make_points(8, [(0, 4)]), torch.tensor([[1.0, 3.0]]), torch.tensor([0]), 1, "box")
+        label_points_single_video(
+            make_points(8, [(0, 4)]), torch.tensor([[1.0, 3.0]]), torch.tensor([0]), 1, "box"
+        )

@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes, safe loading of ours and published checkpoints, run folders, RNG state."""
+"""Atomic checkpoint writes, safe loading (ours and published), run folders, RNG state."""
+
 import os
 import random
 
@@ -8,7 +9,12 @@ import torch
 from torch import nn
 
 from libs.core.config import load_config
-from libs.engine.checkpoint import load_checkpoint, load_model_weights, load_weights, save_checkpoint
+from libs.engine.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    load_weights,
+    save_checkpoint,
+)
 from libs.engine.run_folder import make_run_folder
 from libs.utils.io import atomic_write_json, unique_path
 from libs.utils.seeding import capture_rng_state, fix_random_seed, restore_rng_state
@@ -17,7 +23,10 @@ from libs.utils.seeding import capture_rng_state, fix_random_seed, restore_rng_s
 @pytest.fixture(autouse=True)
 def _restore_global_modes(monkeypatch):
     """fix_random_seed flips process-wide switches; keep them from leaking into other tests."""
-    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):  # monkeypatch restores them afterwards
+    for name in (
+        "PYTHONHASHSEED",
+        "CUBLAS_WORKSPACE_CONFIG",
+    ):  # monkeypatch restores them afterwards
         if name in os.environ:
             monkeypatch.setenv(name, os.environ[name])
         else:
@@ -35,8 +44,13 @@ def _net():
 def test_save_load_roundtrip_is_weights_only(tmp_path):
     net = _net()
     gen = fix_random_seed(7)
-    state = {"model": net.state_dict(), "epoch": 3, "loss_normalizer": 91.8, "rng": capture_rng_state(gen),
-             "config": {"opt": {"epochs": 3, "schedule_steps": []}}}
+    state = {
+        "model": net.state_dict(),
+        "epoch": 3,
+        "loss_normalizer": 91.8,
+        "rng": capture_rng_state(gen),
+        "config": {"opt": {"epochs": 3, "schedule_steps": []}},
+    }
     path = tmp_path / "last.pth"
     save_checkpoint(path, state)
     loaded = torch.load(path, weights_only=True)  # no custom classes anywhere in our checkpoints
@@ -95,7 +109,11 @@ def test_published_pth_tar_prefers_ema_and_strips_module(tmp_path):
     path = tmp_path / "epoch_035.pth.tar"
     torch.save(published, path)
     weights, meta = load_model_weights(path)
-    assert meta["format"] == "published" and meta["weights"] == "state_dict_ema" and meta["epoch"] == 35
+    assert (
+        meta["format"] == "published"
+        and meta["weights"] == "state_dict_ema"
+        and meta["epoch"] == 35
+    )
     target = _net()
     load_weights(target, weights)
     torch.testing.assert_close(target.state_dict(), ema.state_dict())
@@ -107,10 +125,22 @@ def test_published_pth_tar_prefers_ema_and_strips_module(tmp_path):
 def test_ours_prefers_model_ema(tmp_path):
     net, ema = _net(), _net()
     path = tmp_path / "last.pth"
-    save_checkpoint(path, {"model": net.state_dict(), "model_ema": ema.state_dict(), "epoch": 2,
-                           "loss_normalizer": 12.5, "config": {}})
+    save_checkpoint(
+        path,
+        {
+            "model": net.state_dict(),
+            "model_ema": ema.state_dict(),
+            "epoch": 2,
+            "loss_normalizer": 12.5,
+            "config": {},
+        },
+    )
     weights, meta = load_model_weights(path)
-    assert meta["format"] == "ours" and meta["weights"] == "model_ema" and meta["loss_normalizer"] == 12.5
+    assert (
+        meta["format"] == "ours"
+        and meta["weights"] == "model_ema"
+        and meta["loss_normalizer"] == 12.5
+    )
     torch.testing.assert_close(weights, ema.state_dict())
 
 
@@ -159,8 +189,18 @@ def test_rng_capture_restore(tmp_path):
     state = capture_rng_state(gen)
     path = tmp_path / "rng.pth"
     save_checkpoint(path, {"rng": state})
-    draws = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    draws = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen).item(),
+    )
     fix_random_seed(999)
     restore_rng_state(load_checkpoint(path)["rng"], gen)
-    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()) == draws
+    assert (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen).item(),
+    ) == draws
     assert os.environ["PYTHONHASHSEED"] == "999"

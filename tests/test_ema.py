@@ -1,4 +1,5 @@
 """Model EMA math (reference-spec §6.5)."""
+
 import torch
 from torch import nn
 

@@ -3,6 +3,7 @@
 Expected values are computed by hand from the ActivityNet rules (greedy matching by score,
 VOC-2011 interpolated AP, mean over the split's GT classes); no reference code is used.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,20 +15,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.core.structures import Detections
-from libs.evaluation import DetectionMAP, EvalResult, detections_to_results, format_table
+from libs.evaluation import DetectionMAP, EvalResult, detections_to_results
 from libs.evaluation.matching import average_precision
 
 TIOUS = [0.3, 0.5, 0.7]
 NAMES = {0: "Jump", 1: "Run", 2: "Swim"}
 
 
+IDS = {n: i for i, n in NAMES.items()}
+
+
 def make_gt(videos: dict, subset: str = "Validation", other: dict | None = None) -> dict:
-    """videos: {video_id: [(label, start, end), ...]} in ``subset``; ``other`` goes to "Training"."""
-    ids = {n: i for i, n in NAMES.items()}
+    """videos: {video_id: [(label, start, end)]} in ``subset``; ``other`` goes to "Training"."""
 
     def entry(anns, sub):
-        return {"subset": sub, "duration": 100.0,
-                "annotations": [{"label": l, "segment": [s, e], "label_id": ids[l]} for l, s, e in anns]}
+        return {
+            "subset": sub,
+            "duration": 100.0,
+            "annotations": [
+                {"label": lab, "segment": [s, e], "label_id": IDS[lab]} for lab, s, e in anns
+            ],
+        }
 
     db = {vid: entry(anns, subset) for vid, anns in videos.items()}
     db.update({vid: entry(anns, "Training") for vid, anns in (other or {}).items()})
@@ -36,8 +44,28 @@ def make_gt(videos: dict, subset: str = "Validation", other: dict | None = None)
 
 def make_results(preds: dict) -> dict:
     """preds: {video_id: [(label, start, end, score), ...]}."""
-    return {"version": "VERSION 1.3", "external_data": {},
-            "results": {vid: [{"label": l, "segment": [s, e], "score": sc} for l, s, e, sc in lst] for vid, lst in preds.items()}}
+    return {
+        "version": "VERSION 1.3",
+        "external_data": {},
+        "results": {
+            vid: [{"label": lab, "segment": [s, e], "score": sc} for lab, s, e, sc in lst]
+            for vid, lst in preds.items()
+        },
+    }
+
+
+def to_detections(preds: dict) -> list[Detections]:
+    """The same predictions as per-video `Detections` (float32 tensors, integer label ids)."""
+    return [
+        Detections(
+            vid,
+            torch.tensor([[s, e] for _, s, e, _ in lst]),
+            torch.tensor([sc for *_, sc in lst]),
+            torch.tensor([IDS[lab] for lab, *_ in lst]),
+            unit="sec",
+        )
+        for vid, lst in preds.items()
+    ]
 
 
 def evaluate(gt: dict, preds: dict, **kw) -> EvalResult:
@@ -52,8 +80,10 @@ TWO_GT = make_gt({"a": [("Jump", 0.0, 10.0), ("Jump", 20.0, 30.0)]})
 
 def test_perfect_predictions_give_map_one():
     gt = make_gt({"a": [("Jump", 0, 10), ("Run", 5, 15)], "b": [("Swim", 1, 2), ("Jump", 40, 60)]})
-    preds = {vid: [(l, s, e, 1.0) for l, s, e in [(a["label"], *a["segment"]) for a in v["annotations"]]]
-             for vid, v in gt["database"].items()}
+    preds = {
+        vid: [(a["label"], *a["segment"], 1.0) for a in v["annotations"]]
+        for vid, v in gt["database"].items()
+    }
     r = evaluate(gt, preds)
     assert r.mAP == [1.0] * 3 and r.average_mAP == 1.0
     assert r.ap.shape == (3, 3) and r.class_names == ["Jump", "Run", "Swim"]
@@ -68,16 +98,22 @@ def test_one_fp_above_the_tps_costs_a_third():
 
 
 def test_fp_below_all_tps_costs_nothing():
-    r = evaluate(TWO_GT, {"a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7), ("Jump", 40, 50, 0.1)]})
+    r = evaluate(
+        TWO_GT, {"a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7), ("Jump", 40, 50, 0.1)]}
+    )
     assert r.average_mAP == 1.0
 
 
 @pytest.mark.parametrize("video", ["not_in_json", "train_video", "b"])
 def test_prediction_on_video_without_gt_of_its_class_is_fp(video):
     # "train_video" is in the JSON but in another subset; "b" is in the split with only Run GT.
-    gt = make_gt({"a": [("Jump", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 10)]},
-                 other={"train_video": [("Jump", 0, 10)]})
-    r = evaluate(gt, {video: [("Jump", 0, 10, 0.9)], "a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]})
+    gt = make_gt(
+        {"a": [("Jump", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 10)]},
+        other={"train_video": [("Jump", 0, 10)]},
+    )
+    r = evaluate(
+        gt, {video: [("Jump", 0, 10, 0.9)], "a": [("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]}
+    )
     assert r.ap[:, 0] == pytest.approx([2 / 3] * 3, abs=1e-15)  # Jump; Run has no prediction → 0
     assert r.ap[:, 1].tolist() == [0.0] * 3
 
@@ -87,7 +123,10 @@ def test_score_ties_follow_numpy_argsort_order():
     # With a TP and an FP of equal score the FP either ranks first (AP 1/2) or second (AP 1).
     gt = make_gt({"a": [("Jump", 0, 10)]})
     first = int(np.array([0.5, 0.5]).argsort()[::-1][0])  # numpy puts index 1 first
-    for order in ([("Jump", 0, 10, 0.5), ("Jump", 50, 60, 0.5)], [("Jump", 50, 60, 0.5), ("Jump", 0, 10, 0.5)]):
+    for order in (
+        [("Jump", 0, 10, 0.5), ("Jump", 50, 60, 0.5)],
+        [("Jump", 50, 60, 0.5), ("Jump", 0, 10, 0.5)],
+    ):
         fp_first = order[first][1] == 50
         assert evaluate(gt, {"a": order}).average_mAP == (0.5 if fp_first else 1.0)
 
@@ -126,8 +165,10 @@ def test_empty_predictions_give_zero():
 
 
 def test_class_order_is_first_appearance_in_split():
-    gt = make_gt({"a": [("Swim", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 1), ("Swim", 5, 6)]},
-                 other={"t": [("Run", 0, 1)]})
+    gt = make_gt(
+        {"a": [("Swim", 0, 10), ("Jump", 20, 30)], "b": [("Run", 0, 1), ("Swim", 5, 6)]},
+        other={"t": [("Run", 0, 1)]},
+    )
     assert DetectionMAP(gt, "validation", TIOUS).class_names == ["Swim", "Jump", "Run"]
 
 
@@ -155,13 +196,16 @@ def test_split_is_case_insensitive_and_may_be_a_list():
 # ---------------------------------------------------------------- label names / ids / Detections
 
 
-def _random_case(seed: int):
+def _random_case(seed: int) -> tuple[dict, dict]:
+    """6 GT videos with 4 events each; 7 prediction videos (one without GT) with 12 each."""
     rng = np.random.default_rng(seed)
-    videos = {f"v{i}": [(NAMES[int(rng.integers(3))], s, s + float(rng.integers(1, 9))) for s in rng.integers(0, 40, 4).astype(float)]
-              for i in range(6)}
-    gt = make_gt(videos)
-    preds = {f"v{i}": [(NAMES[int(rng.integers(3))], s, s + float(rng.integers(1, 9)), float(rng.integers(0, 5)) / 4)
-                       for s in rng.integers(0, 40, 12).astype(float)] for i in range(7)}
+
+    def events(n):
+        starts = rng.integers(0, 40, n).astype(float)
+        return [(NAMES[int(rng.integers(3))], s, s + float(rng.integers(1, 9))) for s in starts]
+
+    gt = make_gt({f"v{i}": events(4) for i in range(6)})
+    preds = {f"v{i}": [(*e, float(rng.integers(0, 5)) / 4) for e in events(12)] for i in range(7)}
     return gt, preds
 
 
@@ -169,11 +213,10 @@ def test_label_names_ids_and_detections_give_equal_results():
     gt, preds = _random_case(0)
     evaluator = DetectionMAP(gt, "validation", np.linspace(0.5, 0.95, 10))
     by_name = evaluator.evaluate(make_results(preds))
-    ids = {n: i for i, n in NAMES.items()}
-    by_id = evaluator.evaluate(make_results({v: [(ids[l], s, e, sc) for l, s, e, sc in lst] for v, lst in preds.items()}))
-    dets = [Detections(v, torch.tensor([[s, e] for _, s, e, _ in lst]), torch.tensor([sc for *_, sc in lst]),
-                       torch.tensor([ids[l] for l, *_ in lst]), unit="sec") for v, lst in preds.items()]
-    by_dets = evaluator.evaluate(dets)
+    by_id = evaluator.evaluate(
+        make_results({v: [(IDS[lab], *rest) for lab, *rest in lst] for v, lst in preds.items()})
+    )
+    by_dets = evaluator.evaluate(to_detections(preds))
     assert 0 < by_name.average_mAP < 1
     for other in (by_id, by_dets):
         assert np.array_equal(other.ap, by_name.ap) and other.average_mAP == by_name.average_mAP
@@ -189,7 +232,9 @@ def test_integer_labels_without_label_id_index_the_class_order():
 
 
 def test_detections_to_results_keeps_full_precision():
-    det = Detections("v", torch.tensor([[0.1, 2.3]]), torch.tensor([0.123456789]), torch.tensor([2]), unit="sec")
+    det = Detections(
+        "v", torch.tensor([[0.1, 2.3]]), torch.tensor([0.123456789]), torch.tensor([2]), unit="sec"
+    )
     out = detections_to_results([det, Detections.empty("w", unit="sec")], NAMES)
     assert set(out) == {"version", "results", "external_data"}
     (entry,) = out["results"]["v"]
@@ -201,11 +246,11 @@ def test_detections_to_results_keeps_full_precision():
 
 def test_detections_round_trip_through_results_dict():
     gt, preds = _random_case(1)
-    ids = {n: i for i, n in NAMES.items()}
-    dets = [Detections(v, torch.tensor([[s, e] for _, s, e, _ in lst]), torch.tensor([sc for *_, sc in lst]),
-                       torch.tensor([ids[l] for l, *_ in lst]), unit="sec") for v, lst in preds.items()]
+    dets = to_detections(preds)
     evaluator = DetectionMAP(gt, "validation", TIOUS)
-    assert np.array_equal(evaluator.evaluate(dets).ap, evaluator.evaluate(detections_to_results(dets, NAMES)).ap)
+    assert np.array_equal(
+        evaluator.evaluate(dets).ap, evaluator.evaluate(detections_to_results(dets, NAMES)).ap
+    )
 
 
 # ---------------------------------------------------------------- vectorised == slow loop
@@ -226,8 +271,12 @@ def loop_ap(pred_seg, pred_vid, pred_cls, scores, gt_seg, gt_vid, gt_cls, thresh
                 cand = [g for g in gt_rows if gt_vid[g] == pred_vid[i] and pred_vid[i] >= 0]
                 ious = []
                 for g in cand:
-                    inter = max(0.0, min(pred_seg[i][1], gt_seg[g][1]) - max(pred_seg[i][0], gt_seg[g][0]))
-                    union = (gt_seg[g][1] - gt_seg[g][0]) + (pred_seg[i][1] - pred_seg[i][0]) - inter
+                    inter = max(
+                        0.0, min(pred_seg[i][1], gt_seg[g][1]) - max(pred_seg[i][0], gt_seg[g][0])
+                    )
+                    union = (
+                        (gt_seg[g][1] - gt_seg[g][0]) + (pred_seg[i][1] - pred_seg[i][0]) - inter
+                    )
                     ious.append(inter / union if union != 0 else math.nan)
                 hit = False
                 for j in np.array(ious, dtype=float).argsort()[::-1]:
@@ -257,38 +306,49 @@ def loop_voc_ap(tp: list, num_gt: int) -> float:
 def matching_case(draw):
     """Few videos/classes and a coarse grid, so groups are big and score/tIoU ties common."""
     n_vid, n_cls = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    coord = st.integers(0, 12).map(float)
-    seg = st.tuples(coord, st.integers(0, 6).map(float)).map(lambda t: (t[0], t[0] + t[1]))
-    gt = draw(st.lists(st.tuples(st.integers(0, n_vid - 1), st.integers(0, n_cls - 1), seg), min_size=1, max_size=40))
-    score = st.integers(0, 4).map(lambda s: s / 4)
-    pred = draw(st.lists(st.tuples(st.integers(-1, n_vid - 1), st.integers(0, n_cls - 1), seg, score), max_size=80))
-    thresholds = draw(st.sampled_from([[0.5], [0.1, 0.3, 0.5, 0.7], [0.0, 0.5, 1.0], list(np.linspace(0.5, 0.95, 10))]))
-    return gt, pred, np.array(thresholds)
+    seg = st.tuples(st.integers(0, 12), st.integers(0, 6)).map(lambda t: (t[0], t[0] + t[1]))
+    gt = st.tuples(st.integers(0, n_vid - 1), st.integers(0, n_cls - 1), seg)
+    pred = st.tuples(st.integers(-1, n_vid - 1), st.integers(0, n_cls - 1), seg, st.integers(0, 4))
+    gt, pred = draw(st.lists(gt, min_size=1, max_size=40)), draw(st.lists(pred, max_size=80))
+    thresholds = [[0.5], [0.1, 0.3, 0.5, 0.7], [0.0, 0.5, 1.0], np.linspace(0.5, 0.95, 10)]
+
+    def column(k, dtype):
+        return np.array([p[k] for p in pred], dtype=dtype)
+
+    return (
+        tuple(np.array([g[k] for g in gt]) for k in range(3)),
+        (column(0, int), column(1, int), column(2, float).reshape(-1, 2), column(3, float) / 4),
+        np.asarray(draw(st.sampled_from(thresholds))),
+    )
 
 
 def numpy_case(seed: int):
     """The same kind of case from a numpy seed (bigger on average than hypothesis' examples)."""
     rng = np.random.default_rng(seed)
-    n_vid, n_cls, n_gt, n_pred = int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(0, 80))
-    gs, ps = rng.integers(0, 12, n_gt), rng.integers(0, 12, n_pred)
-    gt = [(int(rng.integers(n_vid)), int(rng.integers(n_cls)), (float(s), float(s + rng.integers(0, 7)))) for s in gs]
-    pred = [(int(rng.integers(-1, n_vid)), int(rng.integers(n_cls)), (float(s), float(s + rng.integers(0, 7))), float(rng.integers(0, 5)) / 4)
-            for s in ps]
-    return gt, pred, np.array([0.1, 0.3, 0.5, 0.7])
+    n_vid, n_cls = rng.integers(1, 3, 2)
+    n_gt, n_pred = int(rng.integers(1, 40)), int(rng.integers(0, 80))
+
+    def segments(n):  # [n, 2] on an integer grid
+        start = rng.integers(0, 12, n).astype(float)
+        return np.stack([start, start + rng.integers(0, 7, n)], axis=1)
+
+    gt = (rng.integers(0, n_vid, n_gt), rng.integers(0, n_cls, n_gt), segments(n_gt))
+    pred = (rng.integers(-1, n_vid, n_pred), rng.integers(0, n_cls, n_pred), segments(n_pred))
+    return gt, (*pred, rng.integers(0, 5, n_pred) / 4), np.array([0.1, 0.3, 0.5, 0.7])
 
 
 def check_against_loop(gt, pred, thresholds):
-    """Run vectorised and loop AP on one case (classes renumbered to those with GT)."""
-    gt_vid = np.array([g[0] for g in gt]); gt_cls = np.array([g[1] for g in gt]); gt_seg = np.array([g[2] for g in gt])
-    pred_vid = np.array([p[0] for p in pred], dtype=np.int64); pred_cls = np.array([p[1] for p in pred], dtype=np.int64)
-    pred_seg = np.array([p[2] for p in pred], dtype=float).reshape(-1, 2); scores = np.array([p[3] for p in pred], dtype=float)
-    present = np.unique(gt_cls)  # the evaluator only knows classes with GT
-    keep = np.isin(pred_cls, present)
-    remap = np.full(max(int(pred_cls.max(initial=0)), int(gt_cls.max())) + 1, -1); remap[present] = np.arange(len(present))
-    args = (pred_seg[keep], pred_vid[keep], remap[pred_cls[keep]], scores[keep], gt_seg, gt_vid, remap[gt_cls], thresholds, len(present))
+    """gt: (video [G], class [G], segments [G, 2]); pred: (video, class, segments, scores)."""
+    (gt_vid, gt_cls, gt_seg), (pred_vid, pred_cls, pred_seg, scores) = gt, pred
+    present = np.unique(gt_cls)  # the evaluator only knows classes with GT: renumber them
+    remap = np.full(max(int(pred_cls.max(initial=0)), int(gt_cls.max())) + 1, -1)
+    remap[present] = np.arange(len(present))
+    keep = remap[pred_cls] >= 0
+    preds = (pred_seg[keep].astype(float), pred_vid[keep], remap[pred_cls[keep]], scores[keep])
+    gts = (gt_seg.astype(float), gt_vid, remap[gt_cls], thresholds, len(present))
     with np.errstate(invalid="ignore", divide="ignore"):
-        expected = loop_ap(*args)
-    assert np.array_equal(average_precision(*args), expected)
+        expected = loop_ap(*preds, *gts)
+    assert np.array_equal(average_precision(*preds, *gts), expected)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -329,15 +389,18 @@ def test_results_without_results_key():
         DetectionMAP(TWO_GT, "validation", TIOUS).evaluate({"version": "x"})
 
 
-@pytest.mark.parametrize("entry, pattern", [
-    ({"label": "Jump", "segment": [1, 2, 3], "score": 0.5}, "video 'a'.*segment"),
-    ({"label": "Jump", "segment": ["1", 2], "score": 0.5}, "video 'a'.*segment"),
-    ({"label": "Jump", "segment": [1, 2], "score": float("nan")}, "video 'a'.*finite"),
-    ({"label": "Jump", "segment": [1, 2], "score": "high"}, "video 'a'.*score"),
-    ({"label": "Dance", "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label 'Dance'"),
-    ({"label": 17, "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label id 17"),
-    ({"segment": [1, 2], "score": 0.5}, "video 'a'.*'label'"),
-])
+@pytest.mark.parametrize(
+    "entry, pattern",
+    [
+        ({"label": "Jump", "segment": [1, 2, 3], "score": 0.5}, "video 'a'.*segment"),
+        ({"label": "Jump", "segment": ["1", 2], "score": 0.5}, "video 'a'.*segment"),
+        ({"label": "Jump", "segment": [1, 2], "score": float("nan")}, "video 'a'.*finite"),
+        ({"label": "Jump", "segment": [1, 2], "score": "high"}, "video 'a'.*score"),
+        ({"label": "Dance", "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label 'Dance'"),
+        ({"label": 17, "segment": [1, 2], "score": 0.5}, "video 'a'.*unknown label id 17"),
+        ({"segment": [1, 2], "score": 0.5}, "video 'a'.*'label'"),
+    ],
+)
 def test_bad_prediction_entries(entry, pattern):
     with pytest.raises(ValueError, match=pattern):
         DetectionMAP(TWO_GT, "validation", TIOUS).evaluate({"results": {"a": [entry]}})
@@ -352,15 +415,3 @@ def test_detections_must_be_in_seconds():
 def test_bad_thresholds():
     with pytest.raises(ValueError, match="tiou_thresholds"):
         DetectionMAP(TWO_GT, "validation", [])
-
-
-# ---------------------------------------------------------------- output
-
-
-def test_to_json_and_table():
-    r = evaluate(TWO_GT, {"a": [("Jump", 40, 50, 0.9), ("Jump", 0, 10, 0.8), ("Jump", 20, 30, 0.7)]})
-    assert r.to_json() == {"tiou": TIOUS, "mAP": r.mAP, "average_mAP": r.average_mAP}
-    table = format_table(r)
-    assert "0.30" in table and "66.67" in table and "Jump" not in table
-    assert "Jump" in format_table(r, per_class=True)
-    assert r.summary()["mAP@0.50"] == r.mAP[1]

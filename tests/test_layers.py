@@ -1,11 +1,19 @@
-"""Small layers: masking, normalisation, drop path, pooling, position table (hand-computed values)."""
+"""Small layers: masking, normalisation, drop path, pooling, position table (hand-computed)."""
+
 import math
 
 import pytest
 import torch
 
 from libs.modeling.layers import (
-    AffineDropPath, LayerNorm, MaskedConv1D, MaxPooler, Scale, drop_path, get_sinusoid_encoding, prior_bias,
+    AffineDropPath,
+    LayerNorm,
+    MaskedConv1D,
+    MaxPooler,
+    Scale,
+    drop_path,
+    get_sinusoid_encoding,
+    prior_bias,
 )
 
 
@@ -36,7 +44,10 @@ def test_layer_norm_normalises_channels():
     with torch.no_grad():
         ln.weight.fill_(2.0)
         ln.bias.fill_(0.5)
-    expected = torch.nn.functional.layer_norm(x.transpose(1, 2), (6,), eps=1e-5).transpose(1, 2) * 2.0 + 0.5
+    expected = (
+        torch.nn.functional.layer_norm(x.transpose(1, 2), (6,), eps=1e-5).transpose(1, 2) * 2.0
+        + 0.5
+    )
     torch.testing.assert_close(ln(x), expected)
     assert ln.weight.shape == (1, 6, 1)
     # a zero column maps to the bias: the reason padded positions are not zero after an embedding LN
@@ -74,7 +85,9 @@ def test_sinusoid_encoding_values():
     d, n = 6, 4
     pe = get_sinusoid_encoding(n, d)
     assert pe.shape == (1, d, n) and pe.dtype == torch.float32
-    assert torch.equal(pe[0, 0::2, 0], torch.zeros(3)) and torch.equal(pe[0, 1::2, 0], torch.ones(3))
+    assert torch.equal(pe[0, 0::2, 0], torch.zeros(3)) and torch.equal(
+        pe[0, 1::2, 0], torch.ones(3)
+    )
     assert math.isclose(pe[0, 0, 1].item(), math.sin(1.0), rel_tol=1e-6)
     assert math.isclose(pe[0, 3, 2].item(), math.cos(2.0 / 10000 ** (2 / 6)), rel_tol=1e-6)
 

@@ -3,6 +3,7 @@
 Expected values are computed by hand in the comments; the ext/CUDA kernels are checked against
 the pure-PyTorch twins (the readable specification) on random inputs with ties.
 """
+
 import math
 import types
 
@@ -16,7 +17,9 @@ from libs.ops.nms import batched_nms, nms_1d, seg_voting, soft_nms_1d
 
 HAS_EXT = _ext._C is not None and hasattr(_ext._C, "nms_1d") and hasattr(_ext._C, "soft_nms_1d")
 HAS_CUDA_EXT = HAS_EXT and bool(_ext._C.compiled_with_cuda())
-needs_ext = pytest.mark.skipif(not HAS_EXT, reason="libs._C without nms_1d: pip install -e . --no-build-isolation")
+needs_ext = pytest.mark.skipif(
+    not HAS_EXT, reason="libs._C without nms_1d: pip install -e . --no-build-isolation"
+)
 needs_cuda_ext = pytest.mark.skipif(not HAS_CUDA_EXT, reason="libs._C was built without CUDA")
 BACKENDS = ["torch", pytest.param("ext", marks=needs_ext)]
 
@@ -51,10 +54,21 @@ def test_nms_hand_made(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nms_identical_segments_use_greater_equal(backend):
+def test_nms_identical_segments(backend):
     segs = torch.tensor([[2.0, 5.0], [2.0, 5.0]])
-    # IoU of identical segments is exactly 1 and the test is ">=", so threshold 1 suppresses
-    assert nms_1d(segs, torch.tensor([0.3, 0.7]), 1.0, backend=backend).tolist() == [1]
+    scores = torch.tensor([0.3, 0.7])
+    # IoU of identical segments is 3 / (3 + 1e-6) < 1: only the +1e-6 areas enter the union
+    assert nms_1d(segs, scores, 1.0, backend=backend).tolist() == [1, 0]
+    assert nms_1d(segs, scores, 0.9999, backend=backend).tolist() == [1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nms_threshold_is_inclusive(backend):
+    segs = torch.tensor([[0.0, 4.0], [0.0, 2.0]])  # IoU = 2 / (4 + 2 - 2 + 2e-6), just below 0.5
+    scores = torch.tensor([0.9, 0.8])
+    iou_f32 = torch.tensor(2.0) / (torch.tensor(4.0) + 1e-6 + (torch.tensor(2.0) + 1e-6) - 2)
+    assert nms_1d(segs, scores, float(iou_f32), backend=backend).tolist() == [0]  # IoU >= thr
+    assert nms_1d(segs, scores, float(iou_f32) + 1e-7, backend=backend).tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -104,7 +118,9 @@ def test_soft_nms_swap_with_last_decides_ties(backend):
 def test_soft_nms_first_pick_ignores_min_score(backend):
     segs = torch.tensor([[0, 1], [2, 3], [4, 5]], dtype=torch.float32)
     # the first maximum is always emitted; the others fall below min_score and are dropped
-    inds, dets = soft_nms_1d(segs, torch.tensor([0.1, 0.2, 0.05]), 0.5, 0.5, 0.5, 2, backend=backend)
+    inds, dets = soft_nms_1d(
+        segs, torch.tensor([0.1, 0.2, 0.05]), 0.5, 0.5, 0.5, 2, backend=backend
+    )
     assert inds.tolist() == [1] and dets.tolist() == [[2.0, 3.0, pytest.approx(0.2)]]
 
 
@@ -120,7 +136,9 @@ def test_soft_nms_does_not_modify_inputs():
 def assert_soft_equal(a: tuple, b: tuple) -> None:
     assert torch.equal(a[0], b[0])
     assert torch.equal(a[1][:, :2], b[1][:, :2])
-    assert torch.allclose(a[1][:, 2], b[1][:, 2], rtol=1e-6, atol=1e-12)  # exp() may differ by 1 ulp
+    assert torch.allclose(
+        a[1][:, 2], b[1][:, 2], rtol=1e-6, atol=1e-12
+    )  # exp() may differ by 1 ulp
 
 
 @needs_ext
@@ -129,7 +147,9 @@ def assert_soft_equal(a: tuple, b: tuple) -> None:
 def test_ext_matches_torch(n, ties):
     segs, scores = make_case(n, ties=ties, seed=n)
     for thr in (0.1, 0.5, 0.7):
-        assert torch.equal(nms_1d(segs, scores, thr, backend="ext"), nms_1d(segs, scores, thr, backend="torch"))
+        assert torch.equal(
+            nms_1d(segs, scores, thr, backend="ext"), nms_1d(segs, scores, thr, backend="torch")
+        )
     for method, min_score in [(0, 0.001), (1, 0.001), (2, 0.001), (2, 0.3), (1, 0.2)]:
         args = (segs, scores, 0.5, 0.5, min_score, method)
         assert_soft_equal(soft_nms_1d(*args, backend="ext"), soft_nms_1d(*args, backend="torch"))
@@ -138,7 +158,9 @@ def test_ext_matches_torch(n, ties):
 @needs_ext
 @settings(max_examples=60, deadline=None)
 @given(
-    data=st.lists(st.tuples(st.integers(0, 20), st.integers(1, 6), st.integers(0, 4)), min_size=1, max_size=40),
+    data=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(1, 6), st.integers(0, 4)), min_size=1, max_size=40
+    ),
     thr=st.sampled_from([0.0, 0.2, 0.5, 1.0]),
     method=st.sampled_from([0, 1, 2]),
 )
@@ -146,7 +168,9 @@ def test_ext_matches_torch_property(data, thr, method):
     # integer segments and 5 score levels: many exact IoU and score ties
     segs = torch.tensor([[s, s + w] for s, w, _ in data], dtype=torch.float32)
     scores = torch.tensor([q / 4 for _, _, q in data], dtype=torch.float32)
-    assert torch.equal(nms_1d(segs, scores, thr, backend="ext"), nms_1d(segs, scores, thr, backend="torch"))
+    assert torch.equal(
+        nms_1d(segs, scores, thr, backend="ext"), nms_1d(segs, scores, thr, backend="torch")
+    )
     args = (segs, scores, thr, 0.5, 0.1, method)
     assert_soft_equal(soft_nms_1d(*args, backend="ext"), soft_nms_1d(*args, backend="torch"))
 
@@ -189,7 +213,9 @@ def test_batched_nms_multiclass_hand_made():
 def test_batched_nms_multiclass_soft(backend):
     segs = torch.tensor([[0, 10], [0, 10], [0, 10]], dtype=torch.float32)
     scores, labels = torch.tensor([0.9, 0.8, 0.6]), torch.tensor([2, 2, 5])
-    _, out_scores, out_labels = batched_nms(segs, scores, labels, 0.5, 0.001, 100, sigma=0.5, backend=backend)
+    _, out_scores, out_labels = batched_nms(
+        segs, scores, labels, 0.5, 0.001, 100, sigma=0.5, backend=backend
+    )
     # class 2: the duplicate decays to 0.8 e^-2 = 0.108; class 5 keeps 0.6
     assert out_scores.tolist() == pytest.approx([0.9, 0.6, 0.8 * math.exp(-2)], rel=1e-6)
     assert out_labels.tolist() == [2, 5, 2]
@@ -204,8 +230,11 @@ def test_batched_nms_agnostic_voting_hand_made():
     # (IoU 0.67 >= 0.6) with weights 0.8 and 0.2 -> [0.4, 10.4]; seg 2 has no neighbour
     assert torch.allclose(out_segs, torch.tensor([[0.4, 10.4], [40.0, 50.0]]))
     assert out_scores.tolist() == pytest.approx([0.8, 0.5]) and out_labels.tolist() == [3, 5]
-    # ActionFormer's variant also weights by IoU: (0.8 * [0, 10] + 0.2 * 2/3 * [2, 12]) / (0.8 + 0.4/3)
-    af_segs, _, _ = batched_nms(segs, scores, labels, 0.5, 0.01, 100, voting_iou_weighted=True, **kwargs)
+    # ActionFormer's variant also weights by IoU:
+    # (0.8 * [0, 10] + 0.2 * 2/3 * [2, 12]) / (0.8 + 0.2 * 2/3)
+    af_segs, _, _ = batched_nms(
+        segs, scores, labels, 0.5, 0.01, 100, voting_iou_weighted=True, **kwargs
+    )
     w = 0.2 * 2 / 3
     assert torch.allclose(af_segs[0], torch.tensor([2 * w, 8 + 12 * w]) / (0.8 + w))
 
@@ -227,7 +256,9 @@ def test_seg_voting_single_segment_is_identity():
 
 
 def test_batched_nms_empty():
-    segs, scores, labels = batched_nms(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.int32), 0.5, 0.01, 10)
+    segs, scores, labels = batched_nms(
+        torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.int32), 0.5, 0.01, 10
+    )
     assert segs.shape == (0, 2) and scores.shape == (0,) and labels.dtype == torch.int32
 
 
@@ -294,7 +325,7 @@ def test_cuda_backend_rejects_cpu_tensors():
 
 # --------------------------------------------------------------------------- CUDA parity
 def distinct_case(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """No two equal scores: the CPU (std::sort) and CUDA (stable) orders of ties differ by design."""
+    """No two equal scores: CPU (std::sort) and CUDA (stable sort) order ties differently."""
     segs, _ = make_case(n, seed=seed)
     g = torch.Generator().manual_seed(seed)
     return segs, (torch.randperm(n, generator=g).float() + 1) / (n + 1)
@@ -333,6 +364,11 @@ def test_cuda_ties_keep_a_valid_greedy_result():
 @pytest.mark.cuda
 def test_torch_twin_on_cuda_matches_cpu():
     segs, scores = distinct_case(300, seed=5)
-    assert torch.equal(nms_1d(segs.cuda(), scores.cuda(), 0.5, backend="torch").cpu(), nms_1d(segs, scores, 0.5, backend="torch"))
+    assert torch.equal(
+        nms_1d(segs.cuda(), scores.cuda(), 0.5, backend="torch").cpu(),
+        nms_1d(segs, scores, 0.5, backend="torch"),
+    )
     gpu = soft_nms_1d(segs.cuda(), scores.cuda(), 0.5, 0.5, 0.001, 2, backend="torch")
-    assert_soft_equal(tuple(t.cpu() for t in gpu), soft_nms_1d(segs, scores, 0.5, 0.5, 0.001, 2, backend="torch"))
+    assert_soft_equal(
+        tuple(t.cpu() for t in gpu), soft_nms_1d(segs, scores, 0.5, 0.5, 0.001, 2, backend="torch")
+    )

@@ -1,4 +1,5 @@
 """Per-iteration LR schedule values (reference-spec §6.4)."""
+
 import math
 
 import pytest
@@ -36,7 +37,9 @@ def _chained_reference(w, m, steps):
         elif k == w:
             lr = BASE
         else:
-            ratio = (1 + math.cos(math.pi * (k - w) / (m - w))) / (1 + math.cos(math.pi * (k - w - 1) / (m - w)))
+            ratio = (1 + math.cos(math.pi * (k - w) / (m - w))) / (
+                1 + math.cos(math.pi * (k - w - 1) / (m - w))
+            )
             lr = ratio * (lrs[-1] - ETA_MIN) + ETA_MIN
         lrs.append(lr)
     return lrs
@@ -68,8 +71,14 @@ def test_closed_form_matches_chained_reference():
 
 def test_multistep_with_warmup():
     iters = 3
-    opt = OptCfg(learning_rate=BASE, epochs=4, warmup_epochs=1, schedule_type="multistep",
-                 schedule_steps=(1, 3), schedule_gamma=0.5)
+    opt = OptCfg(
+        learning_rate=BASE,
+        epochs=4,
+        warmup_epochs=1,
+        schedule_type="multistep",
+        schedule_steps=(1, 3),
+        schedule_gamma=0.5,
+    )
     lrs = _lrs_used(build_scheduler(_optimizer(), opt, iters), 15)
     assert lrs[:3] == pytest.approx([0.0, BASE / 2, BASE])
     assert lrs[3:6] == pytest.approx([BASE] * 3)  # epoch 0 after warmup
@@ -83,7 +92,9 @@ def test_without_warmup():
     assert lrs[0] == BASE
     assert lrs[3] == pytest.approx(0.5 * BASE * (1 + math.cos(math.pi * 3 / 10)))
     assert lrs[10] == pytest.approx(0.0, abs=1e-15)  # torch CosineAnnealingLR floor (eta_min 0)
-    step = OptCfg(learning_rate=BASE, epochs=3, warmup=False, schedule_type="multistep", schedule_steps=(1,))
+    step = OptCfg(
+        learning_rate=BASE, epochs=3, warmup=False, schedule_type="multistep", schedule_steps=(1,)
+    )
     lrs = _lrs_used(build_scheduler(_optimizer(), step, 2), 4)
     assert lrs == pytest.approx([BASE, BASE, BASE * 0.1, BASE * 0.1])
 
@@ -95,8 +106,21 @@ def test_state_dict_resume_continues_identically():
     state = first.state_dict()
     resumed = WarmupScheduler(_optimizer(), 10, 40)
     resumed.load_state_dict(state)
-    resumed.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0]["lr"]  # optimizer state carries it
+    resumed.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0][
+        "lr"
+    ]  # optimizer state carries it
     assert _lrs_used(resumed, 23) == pytest.approx(full[17:], rel=1e-12)
+
+
+def test_state_dict_keeps_the_configured_shape():
+    old = WarmupScheduler(_optimizer(), 10, 40)
+    _lrs_used(old, 20)
+    longer = WarmupScheduler(_optimizer(), 10, 80)  # e.g. resumed with more epochs
+    longer.load_state_dict(old.state_dict())
+    assert longer.last_epoch == 20 and longer.max_steps == 80
+    assert longer.lr_at(20, BASE) == pytest.approx(
+        ETA_MIN + 0.5 * (BASE - ETA_MIN) * (1 + math.cos(math.pi * 10 / 70))
+    )
 
 
 def test_empty_loader_is_a_clear_error():

@@ -3,6 +3,7 @@
 The dataset is 4 training + 3 validation videos of 30 s with synthetic 16-d features; the model
 is the tiny conv detector (2 levels, 16 channels). Each training run is 2 epochs x 2 iterations.
 """
+
 import json
 import logging
 import os
@@ -22,8 +23,10 @@ def _annotations() -> dict:
     database = {}
     for i in range(7):
         subset = "training" if i < 4 else "validation"
-        acts = [{"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
-                {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]}]
+        acts = [
+            {"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
+            {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]},
+        ]
         database[f"vid{i}"] = {"subset": subset, "duration": 30.0, "fps": 30.0, "annotations": acts}
     return {"database": database}
 
@@ -35,18 +38,43 @@ def tiny_config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     json_file = root / "anno.json"
     json_file.write_text(json.dumps(_annotations()))
-    make_synthetic(str(json_file), str(root / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".pt", seed=0)
+    make_synthetic(
+        str(json_file), str(root / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".pt", seed=0
+    )
     cfg = {
-        "dataset": {"name": "activitynet_format", "json_file": str(json_file), "feat_folder": str(root / "feats"),
-                    "file_ext": ".pt", "train_split": ["training"], "val_split": ["validation"], "feat_stride": 8,
-                    "num_frames": 16, "input_dim": 16, "num_classes": 2, "max_seq_len": 128,
-                    "crop_ratio": [0.9, 1.0], "tiou_thresholds": [0.3, 0.5, 0.7]},
+        "dataset": {
+            "name": "activitynet_format",
+            "json_file": str(json_file),
+            "feat_folder": str(root / "feats"),
+            "file_ext": ".pt",
+            "train_split": ["training"],
+            "val_split": ["validation"],
+            "feat_stride": 8,
+            "num_frames": 16,
+            "input_dim": 16,
+            "num_classes": 2,
+            "max_seq_len": 128,
+            "crop_ratio": [0.9, 1.0],
+            "tiou_thresholds": [0.3, 0.5, 0.7],
+        },
         "loader": {"batch_size": 2, "num_workers": 0},
-        "model": {"embd_dim": 16, "fpn_dim": 16, "head_dim": 16, "arch": [1, 1, 1],
-                  "regression_range": [[0, 4], [4, 10000]], "block": {"type": "conv"}},
+        "model": {
+            "embd_dim": 16,
+            "fpn_dim": 16,
+            "head_dim": 16,
+            "arch": [1, 1, 1],
+            "regression_range": [[0, 4], [4, 10000]],
+            "block": {"type": "conv"},
+        },
         "train": {"init_loss_norm": 10, "clip_grad_l2norm": 1.0},
-        "opt": {"learning_rate": 1e-3, "weight_decay": 0.05, "epochs": 1, "warmup_epochs": 1, "ckpt_freq": 1,
-                "print_freq": 1},
+        "opt": {
+            "learning_rate": 1e-3,
+            "weight_decay": 0.05,
+            "epochs": 1,
+            "warmup_epochs": 1,
+            "ckpt_freq": 1,
+            "print_freq": 1,
+        },
         "output_folder": str(root / "ckpt"),
     }
     path = root / "tiny_cli.yaml"
@@ -56,7 +84,7 @@ def tiny_config(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def in_process(monkeypatch):
-    """Undo the process-wide changes of an in-process train.main() (log handlers, deterministic mode)."""
+    """Undo the process-wide changes of an in-process train.main() (log handlers, determinism)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -76,8 +104,13 @@ def in_process(monkeypatch):
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_train_then_eval_cli(tiny_config):
@@ -85,13 +118,28 @@ def test_train_then_eval_cli(tiny_config):
     assert out.returncode == 0, out.stderr[-3000:]
     run = Path(yaml.safe_load(tiny_config.read_text())["output_folder"]) / "tiny_cli_cli"
     assert f"run folder: {run}" in out.stdout and "mAP" in out.stdout
-    for name in ("config.yaml", "log.txt", "last.pth", "epoch_001.pth", "epoch_002.pth", "results.json",
-                 "metrics.json"):
+    for name in (
+        "config.yaml",
+        "log.txt",
+        "last.pth",
+        "epoch_001.pth",
+        "epoch_002.pth",
+        "results.json",
+        "metrics.json",
+    ):
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     train_metrics = json.loads((run / "metrics.json").read_text())
-    assert set(train_metrics) == {"tiou", "mAP", "average_mAP"} and train_metrics["tiou"] == [0.3, 0.5, 0.7]
-    assert set(json.loads((run / "results.json").read_text())["results"]) <= {"vid4", "vid5", "vid6"}
+    assert set(train_metrics) == {"tiou", "mAP", "average_mAP"} and train_metrics["tiou"] == [
+        0.3,
+        0.5,
+        0.7,
+    ]
+    assert set(json.loads((run / "results.json").read_text())["results"]) <= {
+        "vid4",
+        "vid5",
+        "vid6",
+    }
 
     out = _run("eval.py", tiny_config, run / "last.pth", "--device", "cpu")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -100,17 +148,24 @@ def test_train_then_eval_cli(tiny_config):
     # eval.py loads the same EMA weights, so it reproduces the end-of-training evaluation
     assert eval_metrics["average_mAP"] == pytest.approx(train_metrics["average_mAP"], abs=1e-6)
 
-    out = _run("eval.py", tiny_config, run, "--opts", "test.nms_method=hard")  # a run folder → its last.pth
+    out = _run(
+        "eval.py", tiny_config, run, "--opts", "test.nms_method=hard"
+    )  # a run folder → its last.pth
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (run / "results_eval_1.json").is_file() and (run / "metrics_eval_1.json").is_file()  # no overwrite
+    assert (run / "results_eval_1.json").is_file() and (
+        run / "metrics_eval_1.json"
+    ).is_file()  # no overwrite
 
 
 def test_bad_config_key_exits_2_with_one_line(tiny_config):
     out = _run("train.py", tiny_config, "--opts", "opt.epoch=3")
     assert out.returncode == 2
-    # the last stderr line is the error (an import-time warning, e.g. libs._C not built, may precede it)
+    # the last stderr line is the error (an import-time warning, e.g. libs._C not built, may
+    # precede it)
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "opt.epoch" in last and "did you mean 'opt.epochs'" in last
+    assert (
+        last.startswith("error: ") and "opt.epoch" in last and "did you mean 'opt.epochs'" in last
+    )
     assert "Traceback" not in out.stderr
 
 
@@ -122,12 +177,25 @@ def test_eval_missing_checkpoint_exits_2(tiny_config, tmp_path):
 def test_resume_continues_identically(tiny_config, tmp_path, in_process):
     import train
 
-    opts = ["--device", "cpu", "--opts", f"output_folder={tmp_path}"]
-    assert train.main([str(tiny_config), "--output", "full", *opts]) == 0
+    # window attention with drop path: training also draws from the global torch RNG
+    opts = [
+        "--device",
+        "cpu",
+        "--opts",
+        f"output_folder={tmp_path}",
+        "model.block.type=window_attn",
+        "model.block.args.drop_path=0.5",
+        "model.n_mha_win_size=5",
+    ]
+    # the uninterrupted run also evaluates after epoch 1: evaluation must not shift the training
+    # randomness
+    assert train.main([str(tiny_config), "--output", "full", *opts, "opt.eval_start_epoch=0"]) == 0
     full = tmp_path / "tiny_cli_full"
     half = tmp_path / "half"
     half.mkdir()
-    shutil.copy(full / "epoch_001.pth", half / "epoch_001.pth")  # as if the run had died after epoch 1
+    shutil.copy(
+        full / "epoch_001.pth", half / "epoch_001.pth"
+    )  # as if the run had died after epoch 1
     assert train.main([str(tiny_config), "--resume", str(half / "epoch_001.pth"), *opts]) == 0
 
     a = torch.load(full / "last.pth", weights_only=True)
@@ -139,4 +207,30 @@ def test_resume_continues_identically(tiny_config, tmp_path, in_process):
             assert torch.equal(value, b[key][name]), f"{key}.{name}"
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
     torch.testing.assert_close(a["optimizer"]["state"], b["optimizer"]["state"], rtol=0, atol=0)
-    assert json.loads((full / "metrics.json").read_text()) == json.loads((half / "metrics.json").read_text())
+    assert json.loads((full / "metrics.json").read_text()) == json.loads(
+        (half / "metrics.json").read_text()
+    )
+
+
+def test_non_finite_loss_stops_before_the_step():
+    from torch import nn
+
+    from libs.engine.ema import ModelEma
+    from libs.engine.scheduler import WarmupScheduler
+    from libs.engine.train_loop import TrainState, train_step
+
+    class Diverging(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Linear(2, 1)
+
+        def forward(self, batch):
+            return {"cls_loss": self.w.weight.sum() * float("nan"), "reg_loss": self.w.bias.sum()}
+
+    model = Diverging()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainState(model, ModelEma(model), optimizer, WarmupScheduler(optimizer, 0, 10))
+    before = model.w.weight.detach().clone()
+    with pytest.raises(FloatingPointError, match=r"epoch 3 iteration 7 \(cls_loss=nan, reg_loss="):
+        train_step(state, None, clip_grad_l2norm=1.0, epoch=2, iter_idx=7)
+    assert torch.equal(model.w.weight, before) and state.iteration == 0

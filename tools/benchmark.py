@@ -10,6 +10,7 @@
 Each subcommand lives in tools/bench/<name>_bench.py and exposes add_args(parser) and
 run(args) -> dict; it prints its own table with ratios against its baseline.
 """
+
 import argparse
 import importlib
 import json
@@ -26,7 +27,9 @@ def _module(name: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="suite", required=True)
     for name in SUITES:
         p = sub.add_parser(name)

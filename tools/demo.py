@@ -7,6 +7,7 @@
 4. with --all-blocks, also trains the window-attention and ViM demo configs and prints the
    three blocks side by side.
 """
+
 import argparse
 import json
 import os
@@ -36,7 +37,9 @@ def ensure_features() -> None:
     summary = make_synthetic(ANNOTATIONS, FEATURES, **SYNTHETIC)
     with open(stamp, "w") as f:
         json.dump(SYNTHETIC, f)
-    print(f"[demo] wrote synthetic features for {summary.get('videos', '?')} videos in {time.time() - t0:.0f}s")
+    print(
+        f"[demo] wrote synthetic features for {summary.get('videos', '?')} videos in {time.time() - t0:.0f}s"
+    )
 
 
 def train_block(block: str) -> dict:
@@ -63,8 +66,12 @@ def print_side_by_side(results: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--all-blocks", action="store_true", help="also train window attention and ViM")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--all-blocks", action="store_true", help="also train window attention and ViM"
+    )
     args = parser.parse_args()
     os.chdir(REPO)
     ensure_features()
@@ -73,7 +80,10 @@ def main() -> int:
         results[block] = train_block(block)
     main_metrics = results[BLOCKS[0]]
     os.makedirs(OUTPUT, exist_ok=True)
-    shutil.copyfile(os.path.join(main_metrics["run_folder"], "metrics.json"), os.path.join(OUTPUT, "metrics.json"))
+    shutil.copyfile(
+        os.path.join(main_metrics["run_folder"], "metrics.json"),
+        os.path.join(OUTPUT, "metrics.json"),
+    )
     print_side_by_side(results)
     at05 = main_metrics["mAP"][main_metrics["tiou"].index(0.5)]
     print(f"\n[demo] DBM mAP@0.5 = {100 * at05:.2f}%  (written to {OUTPUT}/metrics.json)")

@@ -8,6 +8,7 @@ shows percentages: for every block one row "ours" and one row "paper", with the 
 README reports (all five for THUMOS; 0.5 / 0.75 / 0.95 for the others) and the average mAP,
 which for ANet/HACS/FineAction is the mean over all ten thresholds 0.50:0.05:0.95.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,11 @@ PAPER: dict[str, dict[str, dict]] = {
         "dbm": {0.5: 45.44, 0.75: 28.82, 0.95: 6.79, "avg": 29.04},
     },
 }
-BLOCK_NAMES = {"winattn": "ActionFormer (Win Attn)", "vim": "ActionMamba (ViM)", "dbm": "ActionMamba (DBM)"}
+BLOCK_NAMES = {
+    "winattn": "ActionFormer (Win Attn)",
+    "vim": "ActionMamba (ViM)",
+    "dbm": "ActionMamba (DBM)",
+}
 
 
 def load_metrics(path: str) -> dict:
@@ -51,7 +56,9 @@ def load_metrics(path: str) -> dict:
         if key not in data:
             raise ValueError(f"{path}: missing key '{key}' (expected eval.py --metrics output)")
     if len(data["tiou"]) != len(data["mAP"]):
-        raise ValueError(f"{path}: 'tiou' has {len(data['tiou'])} values but 'mAP' has {len(data['mAP'])}")
+        raise ValueError(
+            f"{path}: 'tiou' has {len(data['tiou'])} values but 'mAP' has {len(data['mAP'])}"
+        )
     out = {round(float(t), 2): 100.0 * float(m) for t, m in zip(data["tiou"], data["mAP"])}
     out["avg"] = 100.0 * float(data["average_mAP"])
     return out
@@ -71,14 +78,23 @@ def format_table(dataset: str, rows: list[tuple[str, dict]]) -> str:
         ref = paper.get(block)
         name = BLOCK_NAMES.get(block, block)
         delta = None if ref is None else ours["avg"] - ref["avg"]
-        lines.append("| " + " | ".join(
-            [name, "ours"] + [_cell(ours.get(t)) for t in columns] + [_cell(ours["avg"]),
-                                                                     "-" if delta is None else f"{delta:+.2f}"]
-        ) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [name, "ours"]
+                + [_cell(ours.get(t)) for t in columns]
+                + [_cell(ours["avg"]), "-" if delta is None else f"{delta:+.2f}"]
+            )
+            + " |"
+        )
         if ref is not None:
-            lines.append("| " + " | ".join(
-                [name, "paper"] + [_cell(ref.get(t)) for t in columns] + [_cell(ref["avg"]), ""]
-            ) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [name, "paper"] + [_cell(ref.get(t)) for t in columns] + [_cell(ref["avg"]), ""]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -86,13 +102,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("metrics", nargs="+", help="metrics JSONs written by eval.py --metrics")
     parser.add_argument("--dataset", required=True, choices=sorted(PAPER))
-    parser.add_argument("--blocks", nargs="+", default=["winattn", "vim", "dbm"],
-                        help="block of each metrics file, in the same order")
+    parser.add_argument(
+        "--blocks",
+        nargs="+",
+        default=["winattn", "vim", "dbm"],
+        help="block of each metrics file, in the same order",
+    )
     args = parser.parse_args(argv)
     if len(args.metrics) != len(args.blocks):
-        parser.error(f"{len(args.metrics)} metrics files for {len(args.blocks)} blocks ({' '.join(args.blocks)})")
+        parser.error(
+            f"{len(args.metrics)} metrics files for {len(args.blocks)} blocks ({' '.join(args.blocks)})"
+        )
     rows = [(block, load_metrics(path)) for block, path in zip(args.blocks, args.metrics)]
-    avg_note = "tIoU 0.3:0.1:0.7" if args.dataset == "thumos" else "tIoU 0.50:0.05:0.95 (10 thresholds)"
+    avg_note = (
+        "tIoU 0.3:0.1:0.7" if args.dataset == "thumos" else "tIoU 0.50:0.05:0.95 (10 thresholds)"
+    )
     print(f"{args.dataset}: mAP (%), average over {avg_note}")
     print(format_table(args.dataset, rows))
     return 0

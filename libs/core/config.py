@@ -112,6 +112,7 @@ class TrainCfg:
 
 @dataclass
 class TestCfg:
+    __test__ = False  # not a pytest test class
     pre_nms_thresh: float = 0.001  # keep candidates with probability > this
     pre_nms_topk: int = 5000  # top-k per pyramid level before NMS
     iou_threshold: float = 0.1  # NMS IoU threshold (hard / linear soft-NMS)

@@ -4,6 +4,7 @@ The loops live in `libs.engine.train_loop` (`train`, `train_one_epoch`, `evaluat
 not imported here because they pull in the data/evaluation stack, while the pieces below only
 need torch and are used on their own (tests, notebooks).
 """
+
 from libs.engine.checkpoint import (
     extract_weights,
     load_checkpoint,

@@ -12,6 +12,7 @@ The published ActionFormer / video-mamba-suite `.pth.tar` files hold `state_dict
 `state_dict_ema` with DataParallel's `module.` prefix; `load_model_weights` reads both formats.
 Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,12 +33,14 @@ _WEIGHT_KEYS = {"ours": ("model_ema", "model"), "published": ("state_dict_ema", 
 
 
 def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
-    """Write `state` with `torch.save` atomically: `path` is either the old or the new file, never a torn one."""
+    """`torch.save` atomically: `path` is either the old or the new file, never a torn one."""
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True`.
 
     Raises:
@@ -51,20 +54,29 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors
         raise ValueError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(truncated or corrupt file, or it stores Python objects that weights_only=True refuses)"
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {_first_line(exc)} "
+            "(truncated or corrupt file, or it pickles objects that weights_only=True refuses)"
         ) from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
 
 
-def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def strip_prefix(
+    state_dict: dict[str, torch.Tensor], prefix: str = "module."
+) -> dict[str, torch.Tensor]:
     """Remove DataParallel's `module.` prefix from every key that has it."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
-def extract_weights(state: dict[str, Any], prefer_ema: bool = True, source: str = "checkpoint") -> tuple[dict, dict]:
+def extract_weights(
+    state: dict[str, Any], prefer_ema: bool = True, source: str = "checkpoint"
+) -> tuple[dict, dict]:
     """Pick the model weights out of a loaded checkpoint dict of either format.
 
     Returns:
@@ -74,7 +86,11 @@ def extract_weights(state: dict[str, Any], prefer_ema: bool = True, source: str 
     """
     for fmt, (ema_key, plain_key) in _WEIGHT_KEYS.items():
         if ema_key in state or plain_key in state:
-            key = ema_key if (prefer_ema and ema_key in state) or plain_key not in state else plain_key
+            key = (
+                ema_key
+                if (prefer_ema and ema_key in state) or plain_key not in state
+                else plain_key
+            )
             meta = {"format": fmt, "weights": key}
             meta.update({k: state[k] for k in ("epoch", "loss_normalizer", "config") if k in state})
             return strip_prefix(state[key]), meta
@@ -86,19 +102,28 @@ def extract_weights(state: dict[str, Any], prefer_ema: bool = True, source: str 
     )
 
 
-def load_model_weights(path: PathLike, prefer_ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_model_weights(
+    path: PathLike, prefer_ema: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read the model weights of a checkpoint: ours, a published `.pth.tar`, or a bare state_dict.
 
     The EMA weights are preferred (every evaluation in the reference uses them). See
     `extract_weights` for the returned meta.
     """
     state_dict, meta = extract_weights(load_checkpoint(path), prefer_ema, source=str(path))
-    logger.info("loaded '%s' weights (%s format, %d tensors) from %s", meta["weights"], meta["format"],
-                len(state_dict), path)
+    logger.info(
+        "loaded '%s' weights (%s format, %d tensors) from %s",
+        meta["weights"],
+        meta["format"],
+        len(state_dict),
+        path,
+    )
     return state_dict, meta
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """`model.load_state_dict(state_dict)` (strict) with one error listing every bad key.
 
     Raises:
@@ -110,19 +135,27 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         raise ValueError(
-            f"{source}: weights do not fit the model built from the config ({len(problems)} problem(s)):\n"
+            f"{source}: weights do not fit the model built from the config "
+            f"({len(problems)} problem(s)):\n"
             f"  {shown}{more}"
         )
     model.load_state_dict(state_dict)
 
 
-def weight_mismatches(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> list[str]:
+def weight_mismatches(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]
+) -> list[str]:
     """Human-readable lines, one per key, describing how `given` differs from `expected`."""
     lines = []
     for key, value in expected.items():
         if key not in given:
             lines.append(f"{key}: missing from the checkpoint (model has {tuple(value.shape)})")
         elif tuple(given[key].shape) != tuple(value.shape):
-            lines.append(f"{key}: shape {tuple(given[key].shape)} in the checkpoint, {tuple(value.shape)} in the model")
-    lines += [f"{key}: in the checkpoint but not in the model" for key in given if key not in expected]
+            lines.append(
+                f"{key}: shape {tuple(given[key].shape)} in the checkpoint, "
+                f"{tuple(value.shape)} in the model"
+            )
+    lines += [
+        f"{key}: in the checkpoint but not in the model" for key in given if key not in expected
+    ]
     return lines

@@ -1,4 +1,5 @@
-"""Exponential moving average of the model weights, used for every evaluation (reference-spec §6.5)."""
+"""Exponential moving average of the model weights, used for every evaluation (spec §6.5)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,12 @@ class ModelEma:
         device: keep the copy on another device (None = same as the model).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, device: Optional[Union[str, torch.device]] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float = 0.999,
+        device: Optional[Union[str, torch.device]] = None,
+    ):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         self.module = copy.deepcopy(model)

@@ -4,6 +4,7 @@ Modules are matched by class *name* (over the MRO) rather than by `isinstance`, 
 does not import `libs.modeling` and any class called `MaskedConv1D`, `LayerNorm`, `Scale` or
 `AffineDropPath` is treated the same, whatever module defines it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,9 @@ def _classify(module: nn.Module, rel_name: str) -> str | None:
     return None
 
 
-def split_decay_names(model: nn.Module, decay_ssm_params: bool = True) -> tuple[list[str], list[str]]:
+def split_decay_names(
+    model: nn.Module, decay_ssm_params: bool = True
+) -> tuple[list[str], list[str]]:
     """Names of the parameters with and without weight decay.
 
     A parameter is classified from every module that contains it (its owner and all ancestors,
@@ -87,17 +90,22 @@ def split_decay_names(model: nn.Module, decay_ssm_params: bool = True) -> tuple[
 def _check_partition(params: dict[str, nn.Parameter], decay: set[str], no_decay: set[str]) -> None:
     both = decay & no_decay
     if both:
-        raise ValueError(f"parameters matched both the decay and the no-decay rules: {sorted(both)}")
+        raise ValueError(
+            f"parameters matched both the decay and the no-decay rules: {sorted(both)}"
+        )
     missing = sorted(set(params) - decay - no_decay)
     if missing:
         owner = missing[0].rsplit(".", 1)[0]
         raise ValueError(
             f"{len(missing)} parameter(s) match no weight-decay rule, e.g. '{missing[0]}' (module "
-            f"'{owner}'); all: {missing}. Add a rule in libs/engine/optim.py or rename the parameter."
+            f"'{owner}'); all: {missing}. Add a rule in libs/engine/optim.py or rename the "
+            "parameter."
         )
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_ssm_params: bool = True) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_ssm_params: bool = True
+) -> list[dict[str, Any]]:
     """Two optimizer groups: [decayed (weight_decay), not decayed (0.0)].
 
     See `split_decay_names` for the rules and errors. Parameters keep a sorted-name order, so
@@ -115,9 +123,14 @@ def build_optimizer(model: nn.Module, opt: OptCfg) -> torch.optim.Optimizer:
     """AdamW (betas 0.9/0.999, eps 1e-8, torch defaults) or SGD with momentum, on `param_groups`."""
     groups = param_groups(model, opt.weight_decay, opt.decay_ssm_params)
     logger.info(
-        "optimizer %s lr %g: %d tensors (%d params) with weight decay %g, %d tensors (%d params) without",
-        opt.type, opt.learning_rate, len(groups[0]["params"]), sum(p.numel() for p in groups[0]["params"]),
-        opt.weight_decay, len(groups[1]["params"]), sum(p.numel() for p in groups[1]["params"]),
+        "optimizer %s lr %g: %d tensors (%d values) with weight decay %g, %d (%d) without",
+        opt.type,
+        opt.learning_rate,
+        len(groups[0]["params"]),
+        sum(p.numel() for p in groups[0]["params"]),
+        opt.weight_decay,
+        len(groups[1]["params"]),
+        sum(p.numel() for p in groups[1]["params"]),
     )
     if opt.type == "AdamW":
         return torch.optim.AdamW(groups, lr=opt.learning_rate, betas=(0.9, 0.999), eps=1e-8)

@@ -1,4 +1,5 @@
 """Run folders: `output_folder/<config stem>_<name>`, never silently reused."""
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,10 @@ def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = F
             logger.warning("--overwrite: deleting the previous run folder %s", folder)
             shutil.rmtree(folder)
         else:
-            raise ValueError(f"refusing to overwrite {folder}: it exists but holds no {CONFIG_NAME}, so it is not a run folder")
+            raise ValueError(
+                f"refusing to overwrite {folder}: it exists but holds no {CONFIG_NAME}, "
+                "so it is not a run folder"
+            )
     while True:
         try:
             folder.mkdir(parents=True)

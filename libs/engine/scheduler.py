@@ -12,6 +12,7 @@ With warmup (W warmup iterations, M total iterations, base learning rate b):
 Without warmup, W = 0 and the same post-warmup formulas apply; as in the reference (torch's
 CosineAnnealingLR) eta_min is then 0 and M counts only `opt.epochs`.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -24,6 +25,16 @@ from torch.optim.lr_scheduler import LRScheduler
 from libs.core.config import OptCfg
 
 WARMUP_ETA_MIN = 1e-8  # final LR of the warmup + cosine schedule (reference value)
+# the shape of the schedule comes from the config of the current run, never from a checkpoint
+_SHAPE_KEYS = (
+    "warmup_steps",
+    "max_steps",
+    "schedule",
+    "milestones",
+    "gamma",
+    "eta_min",
+    "warmup_start_lr",
+)
 
 
 class WarmupScheduler(LRScheduler):
@@ -41,13 +52,24 @@ class WarmupScheduler(LRScheduler):
         last_epoch: index of the last iteration (-1 for a fresh schedule; torch's naming).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int,
-                 schedule: str = "cosine", milestones: Sequence[int] = (), gamma: float = 0.1,
-                 eta_min: float = WARMUP_ETA_MIN, warmup_start_lr: float = 0.0, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int,
+        max_steps: int,
+        schedule: str = "cosine",
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+        eta_min: float = WARMUP_ETA_MIN,
+        warmup_start_lr: float = 0.0,
+        last_epoch: int = -1,
+    ):
         if schedule not in ("cosine", "multistep"):
             raise ValueError(f"schedule must be 'cosine' or 'multistep', got {schedule!r}")
         if not 0 <= warmup_steps <= max_steps:
-            raise ValueError(f"need 0 <= warmup_steps <= max_steps, got {warmup_steps} and {max_steps}")
+            raise ValueError(
+                f"need 0 <= warmup_steps <= max_steps, got {warmup_steps} and {max_steps}"
+            )
         self.warmup_steps, self.max_steps = int(warmup_steps), int(max_steps)
         self.schedule, self.gamma = schedule, float(gamma)
         self.milestones = sorted(int(m) for m in milestones)
@@ -76,8 +98,16 @@ class WarmupScheduler(LRScheduler):
     def _get_closed_form_lr(self) -> list[float]:
         return self.get_lr()
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the position in the schedule (`last_epoch`, base LRs). The schedule's shape
+        (W, M, milestones, ...) stays the one built from this run's config, so resuming with a
+        changed config follows the new schedule from the saved iteration on."""
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in _SHAPE_KEYS})
 
-def build_scheduler(optimizer: torch.optim.Optimizer, opt: OptCfg, iters_per_epoch: int) -> WarmupScheduler:
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, opt: OptCfg, iters_per_epoch: int
+) -> WarmupScheduler:
     """The reference `make_scheduler`: epochs are converted to iterations with `iters_per_epoch`.
 
     With warmup the schedule spans `epochs + warmup_epochs` epochs; without, `epochs`. Multistep

@@ -1,10 +1,11 @@
-"""Training and evaluation loops (reference-spec §6.5-6.6, house style §2.8), without a hooks framework.
+"""Training and evaluation loops (reference-spec §6.5-6.6, house style §2.8), no hooks framework.
 
 One training iteration: zero_grad → losses = model(batch) → loss = sum(losses) + finite check →
 backward → clip → optimizer.step → scheduler.step → EMA update. Evaluation always runs on the
 EMA copy (`ema.module`). Checkpoints: `last.pth` every epoch, `epoch_NNN.pth` every
 `opt.ckpt_freq` epochs, both written atomically into the run folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,15 @@ class TrainState:
 
 
 def _progress(iterable, desc: str, total: Optional[int] = None):
-    """A tqdm bar on interactive terminals only; log files and CI get the periodic log lines instead."""
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+    """A tqdm bar on interactive terminals only; log files and CI get the periodic log lines."""
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not sys.stderr.isatty(),
+    )
 
 
 def _check_finite(loss: Tensor, losses: dict[str, Tensor], epoch: int, iter_idx: int) -> None:
@@ -64,7 +72,9 @@ def _check_finite(loss: Tensor, losses: dict[str, Tensor], epoch: int, iter_idx:
         )
 
 
-def train_step(state: TrainState, batch, clip_grad_l2norm: float, epoch: int, iter_idx: int) -> dict[str, Tensor]:
+def train_step(
+    state: TrainState, batch, clip_grad_l2norm: float, epoch: int, iter_idx: int
+) -> dict[str, Tensor]:
     """One optimisation step; returns the detached loss terms plus `final_loss` (no host sync)."""
     model, optimizer = state.model, state.optimizer
     optimizer.zero_grad(set_to_none=True)
@@ -83,22 +93,45 @@ def train_step(state: TrainState, batch, clip_grad_l2norm: float, epoch: int, it
     return out
 
 
-def _log_iteration(writer: Optional[SummaryWriter], values: dict[str, Tensor], lr: float, epoch: int,
-                   iter_idx: int, num_iters: int, global_step: int, sec_per_iter: float) -> None:
+def _log_iteration(
+    writer: Optional[SummaryWriter],
+    values: dict[str, Tensor],
+    lr: float,
+    epoch: int,
+    iter_idx: int,
+    num_iters: int,
+    global_step: int,
+    sec_per_iter: float,
+) -> None:
     floats = {k: v.item() for k, v in values.items()}  # the only host syncs of the loop
     terms = " ".join(f"{k} {v:.4f}" for k, v in floats.items() if k != "final_loss")
-    logger.info("epoch %d [%d/%d] lr %.3e loss %.4f (%s) %.3f s/it", epoch + 1, iter_idx, num_iters, lr,
-                floats["final_loss"], terms, sec_per_iter)
+    logger.info(
+        "epoch %d [%d/%d] lr %.3e loss %.4f (%s) %.3f s/it",
+        epoch + 1,
+        iter_idx,
+        num_iters,
+        lr,
+        floats["final_loss"],
+        terms,
+        sec_per_iter,
+    )
     if writer is not None:
         writer.add_scalar("train/learning_rate", lr, global_step)
         for key, value in floats.items():
             writer.add_scalar(f"train/{key}", value, global_step)
 
 
-def train_one_epoch(state: TrainState, loader, epoch: int, device: Union[str, torch.device], *,
-                    clip_grad_l2norm: float = -1.0, print_freq: int = 10,
-                    writer: Optional[SummaryWriter] = None) -> dict[str, float]:
-    """Train for one pass over `loader` (`epoch` is 0-based; logs show it 1-based, like checkpoint names).
+def train_one_epoch(
+    state: TrainState,
+    loader,
+    epoch: int,
+    device: Union[str, torch.device],
+    *,
+    clip_grad_l2norm: float = -1.0,
+    print_freq: int = 10,
+    writer: Optional[SummaryWriter] = None,
+) -> dict[str, float]:
+    """Train one pass over `loader` (`epoch` is 0-based; logs show it 1-based, like checkpoints).
 
     Logs to the console and TensorBoard at iterations `i != 0` with `i % print_freq == 0`
     (global step `epoch * len(loader) + i`, as in the reference); the logged learning rate is
@@ -120,13 +153,23 @@ def train_one_epoch(state: TrainState, loader, epoch: int, device: Union[str, to
                 sums[key] = sums[key] + value if key in sums else value.clone()
             count += 1
             if iter_idx != 0 and print_freq > 0 and iter_idx % print_freq == 0:
-                _log_iteration(writer, values, lr, epoch, iter_idx, num_iters, epoch * num_iters + iter_idx,
-                               (time.time() - tic) / count)
+                _log_iteration(
+                    writer,
+                    values,
+                    lr,
+                    epoch,
+                    iter_idx,
+                    num_iters,
+                    epoch * num_iters + iter_idx,
+                    (time.time() - tic) / count,
+                )
     return {k: v.item() / max(count, 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, cfg: Config, device: Union[str, torch.device, None] = None) -> list[Detections]:
+def predict(
+    model: nn.Module, loader, cfg: Config, device: Union[str, torch.device, None] = None
+) -> list[Detections]:
     """Post-processed detections (seconds) of every video in `loader`, model in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -135,7 +178,10 @@ def predict(model: nn.Module, loader, cfg: Config, device: Union[str, torch.devi
     try:
         for batch in _progress(loader, "eval"):
             raw = model(batch.to(device))  # list[Detections], grid units, pre-NMS
-            raw = [Detections(d.video_id, d.segments.cpu(), d.scores.cpu(), d.labels.cpu(), d.unit) for d in raw]
+            raw = [
+                Detections(d.video_id, d.segments.cpu(), d.scores.cpu(), d.labels.cpu(), d.unit)
+                for d in raw
+            ]
             # NMS runs on CPU in postprocess: the candidates are few after the per-level top-k
             detections.extend(postprocess(raw, batch.samples, cfg.test))
     finally:
@@ -143,8 +189,15 @@ def predict(model: nn.Module, loader, cfg: Config, device: Union[str, torch.devi
     return detections
 
 
-def evaluate(model: nn.Module, loader, dataset, cfg: Config, results_path: Optional[Union[str, Path]] = None,
-             metrics_path: Optional[Union[str, Path]] = None, device: Union[str, torch.device, None] = None):
+def evaluate(
+    model: nn.Module,
+    loader,
+    dataset,
+    cfg: Config,
+    results_path: Optional[Union[str, Path]] = None,
+    metrics_path: Optional[Union[str, Path]] = None,
+    device: Union[str, torch.device, None] = None,
+):
     """Detect on every video of `dataset` and compute the ActivityNet-style mAP.
 
     Args:
@@ -160,10 +213,17 @@ def evaluate(model: nn.Module, loader, dataset, cfg: Config, results_path: Optio
     """
     tic = time.time()
     detections = predict(model, loader, cfg, device)
-    result = DetectionMAP(dataset.json_file, dataset.split, cfg.dataset.tiou_thresholds).evaluate(detections)
+    result = DetectionMAP(dataset.json_file, dataset.split, cfg.dataset.tiou_thresholds).evaluate(
+        detections
+    )
     per_tiou = " ".join(f"{t:.2f}:{m:.4f}" for t, m in zip(result.tiou, result.mAP))
-    logger.info("evaluated %d videos in %.1f s: average mAP %.4f (per tIoU %s)", len(detections),
-                time.time() - tic, result.average_mAP, per_tiou)
+    logger.info(
+        "evaluated %d videos in %.1f s: average mAP %.4f (per tIoU %s)",
+        len(detections),
+        time.time() - tic,
+        result.average_mAP,
+        per_tiou,
+    )
     if results_path is not None:
         atomic_write_json(results_path, detections_to_results(detections, dataset.id_to_name))
         logger.info("detections written to %s", results_path)
@@ -173,7 +233,9 @@ def evaluate(model: nn.Module, loader, dataset, cfg: Config, results_path: Optio
     return result
 
 
-def checkpoint_state(state: TrainState, cfg: Config, generator: Optional[torch.Generator]) -> dict[str, Any]:
+def checkpoint_state(
+    state: TrainState, cfg: Config, generator: Optional[torch.Generator]
+) -> dict[str, Any]:
     """The dict saved as `last.pth` / `epoch_NNN.pth` (layout in libs/engine/checkpoint.py)."""
     normalizer = getattr(state.model, "loss_normalizer", None)
     return {
@@ -189,8 +251,12 @@ def checkpoint_state(state: TrainState, cfg: Config, generator: Optional[torch.G
     }
 
 
-def restore_training_state(path: Union[str, Path], state: TrainState, cfg: Config,
-                           generator: Optional[torch.Generator] = None) -> None:
+def restore_training_state(
+    path: Union[str, Path],
+    state: TrainState,
+    cfg: Config,
+    generator: Optional[torch.Generator] = None,
+) -> None:
     """Load a checkpoint written by `train` into `state` (weights, EMA, optimizer, scheduler,
     counters, loss normaliser) and restore every RNG, so training continues as if never stopped.
 
@@ -200,8 +266,10 @@ def restore_training_state(path: Union[str, Path], state: TrainState, cfg: Confi
     ckpt = load_checkpoint(path, map_location="cpu")
     missing = [k for k in _RESUME_KEYS if k not in ckpt]
     if missing:
-        raise ValueError(f"--resume {path}: not a checkpoint written by train.py (missing {missing}); "
-                         "published weights can be evaluated with eval.py but not resumed")
+        raise ValueError(
+            f"--resume {path}: not a checkpoint written by train.py (missing {missing}); "
+            "published weights can be evaluated with eval.py but not resumed"
+        )
     load_weights(state.model, strip_prefix(ckpt["model"]), source=str(path))
     load_weights(state.ema.module, strip_prefix(ckpt["model_ema"]), source=f"{path} (EMA)")
     state.optimizer.load_state_dict(ckpt["optimizer"])
@@ -211,7 +279,9 @@ def restore_training_state(path: Union[str, Path], state: TrainState, cfg: Confi
         state.model.loss_normalizer = float(ckpt["loss_normalizer"])
     restore_rng_state(ckpt["rng"], generator)
     _warn_config_drift(ckpt.get("config"), cfg, path)
-    logger.info("resumed from %s: %d epochs / %d iterations done", path, state.epoch, state.iteration)
+    logger.info(
+        "resumed from %s: %d epochs / %d iterations done", path, state.epoch, state.iteration
+    )
 
 
 def _warn_config_drift(saved: Optional[dict], cfg: Config, path) -> None:
@@ -235,16 +305,27 @@ def _diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _save_epoch(state: TrainState, cfg: Config, run_folder: Path, generator: Optional[torch.Generator]) -> None:
+def _save_epoch(
+    state: TrainState, cfg: Config, run_folder: Path, generator: Optional[torch.Generator]
+) -> None:
     ckpt = checkpoint_state(state, cfg, generator)
     save_checkpoint(run_folder / "last.pth", ckpt)
     if cfg.opt.ckpt_freq > 0 and state.epoch % cfg.opt.ckpt_freq == 0:
         save_checkpoint(run_folder / f"epoch_{state.epoch:03d}.pth", ckpt)
 
 
-def train(cfg: Config, model: nn.Module, train_loader, run_folder: Union[str, Path], *,
-          device: Union[str, torch.device], val_loader=None, val_dataset=None,
-          resume: Optional[Union[str, Path]] = None, generator: Optional[torch.Generator] = None):
+def train(
+    cfg: Config,
+    model: nn.Module,
+    train_loader,
+    run_folder: Union[str, Path],
+    *,
+    device: Union[str, torch.device],
+    val_loader=None,
+    val_dataset=None,
+    resume: Optional[Union[str, Path]] = None,
+    generator: Optional[torch.Generator] = None,
+):
     """Train `model` (already on `device`) for `total_epochs(cfg.opt)` epochs.
 
     Evaluates `ema.module` after every epoch >= `opt.eval_start_epoch` (when >= 0) and always
@@ -266,44 +347,105 @@ def train(cfg: Config, model: nn.Module, train_loader, run_folder: Union[str, Pa
     if resume is not None:
         restore_training_state(resume, state, cfg, generator)
     max_epochs = total_epochs(cfg.opt)
-    logger.info("training %d epochs x %d iterations from epoch %d; run folder %s", max_epochs,
-                len(train_loader), state.epoch, run_folder)
+    logger.info(
+        "training %d epochs x %d iterations from epoch %d; run folder %s",
+        max_epochs,
+        len(train_loader),
+        state.epoch,
+        run_folder,
+    )
     writer = SummaryWriter(str(run_folder / "logs"))
     result = None
     try:
         for epoch in range(state.epoch, max_epochs):
-            result = _run_epoch(state, cfg, train_loader, epoch, max_epochs, device, writer,
-                                val_loader, val_dataset, run_folder)
+            _train_epoch(state, cfg, train_loader, epoch, max_epochs, device, writer)
             state.epoch = epoch + 1
-            # RNG captured after the evaluation, which draws a seed from the global generator
-            _save_epoch(state, cfg, run_folder, generator)
-        if result is None and val_loader is not None:  # resumed from a finished run
+            _save_epoch(
+                state, cfg, run_folder, generator
+            )  # before evaluating: a failed eval loses no training
+            result = _maybe_evaluate(
+                state, cfg, epoch, max_epochs, writer, val_loader, val_dataset, run_folder, device
+            )
+        if (
+            state.epoch >= max_epochs and result is None and val_loader is not None
+        ):  # resumed a finished run
             result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
     finally:
         writer.close()
     return result
 
 
-def _run_epoch(state: TrainState, cfg: Config, train_loader, epoch: int, max_epochs: int, device,
-               writer: SummaryWriter, val_loader, val_dataset, run_folder: Path):
-    """Train one epoch and evaluate if this epoch is due; returns the EvalResult or None."""
+def _train_epoch(
+    state: TrainState,
+    cfg: Config,
+    train_loader,
+    epoch: int,
+    max_epochs: int,
+    device,
+    writer: SummaryWriter,
+) -> None:
     tic = time.time()
-    means = train_one_epoch(state, train_loader, epoch, device, clip_grad_l2norm=cfg.train.clip_grad_l2norm,
-                            print_freq=cfg.opt.print_freq, writer=writer)
-    logger.info("epoch %d/%d done in %.1f s: %s, lr now %.3e", epoch + 1, max_epochs, time.time() - tic,
-                " ".join(f"{k} {v:.4f}" for k, v in means.items()), state.optimizer.param_groups[0]["lr"])
+    means = train_one_epoch(
+        state,
+        train_loader,
+        epoch,
+        device,
+        clip_grad_l2norm=cfg.train.clip_grad_l2norm,
+        print_freq=cfg.opt.print_freq,
+        writer=writer,
+    )
+    logger.info(
+        "epoch %d/%d done in %.1f s: %s, lr now %.3e",
+        epoch + 1,
+        max_epochs,
+        time.time() - tic,
+        " ".join(f"{k} {v:.4f}" for k, v in means.items()),
+        state.optimizer.param_groups[0]["lr"],
+    )
+
+
+def _maybe_evaluate(
+    state: TrainState,
+    cfg: Config,
+    epoch: int,
+    max_epochs: int,
+    writer: SummaryWriter,
+    val_loader,
+    val_dataset,
+    run_folder: Path,
+    device,
+):
+    """Evaluate the EMA model if this epoch is due; returns the EvalResult or None.
+
+    The RNG states are put back afterwards: evaluation (the loader draws a worker seed) then
+    never shifts the randomness of later training, so turning intermediate evaluations on or off,
+    or resuming, gives the same weights (the reference's eval model rebuild does shift it).
+    """
     last = epoch + 1 == max_epochs
     due = cfg.opt.eval_start_epoch >= 0 and epoch >= cfg.opt.eval_start_epoch
     if val_loader is None or not (last or due):
         return None
-    if last:
-        result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
-    else:
-        result = evaluate(state.ema.module, val_loader, val_dataset, cfg, device=device)
+    rng = capture_rng_state()
+    try:
+        if last:
+            result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
+        else:
+            result = evaluate(state.ema.module, val_loader, val_dataset, cfg, device=device)
+    finally:
+        restore_rng_state(rng)
     writer.add_scalar("val/avg_mAP", result.average_mAP, epoch + 1)
     return result
 
 
-def _evaluate_final(state: TrainState, cfg: Config, val_loader, val_dataset, run_folder: Path, device):
-    return evaluate(state.ema.module, val_loader, val_dataset, cfg, results_path=run_folder / "results.json",
-                    metrics_path=run_folder / "metrics.json", device=device)
+def _evaluate_final(
+    state: TrainState, cfg: Config, val_loader, val_dataset, run_folder: Path, device
+):
+    return evaluate(
+        state.ema.module,
+        val_loader,
+        val_dataset,
+        cfg,
+        results_path=run_folder / "results.json",
+        metrics_path=run_folder / "metrics.json",
+        device=device,
+    )

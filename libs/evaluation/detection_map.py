@@ -18,6 +18,7 @@ a class that has GT elsewhere in the database but not in the split is ignored (t
 code raises KeyError); blocked videos are passed in, never fetched. ``remove_duplicates=True``
 switches on the ActionFormer/VMS GT clean-up (not official).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,12 @@ import numpy as np
 from libs.core.structures import Detections
 from libs.evaluation.ground_truth import GroundTruth, GtSource, load_ground_truth, load_json_source
 from libs.evaluation.matching import average_precision
-from libs.evaluation.predictions import LabelResolver, PredictionArrays, from_detections, from_results
+from libs.evaluation.predictions import (
+    LabelResolver,
+    PredictionArrays,
+    from_detections,
+    from_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +54,11 @@ class EvalResult:
 
     def to_json(self) -> dict:
         """``{"tiou": [...], "mAP": [...], "average_mAP": x}`` (plain floats, fractions)."""
-        return {"tiou": [float(t) for t in self.tiou], "mAP": [float(m) for m in self.mAP], "average_mAP": float(self.average_mAP)}
+        return {
+            "tiou": [float(t) for t in self.tiou],
+            "mAP": [float(m) for m in self.mAP],
+            "average_mAP": float(self.average_mAP),
+        }
 
     def summary(self) -> dict[str, float]:
         """Flat metrics for logs: ``{"mAP@0.50": x, ..., "avg_mAP": y}`` (fractions)."""
@@ -64,7 +74,10 @@ def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
     except (TypeError, ValueError):
         values = np.zeros(0)
     if values.size == 0 or not np.isfinite(values).all():
-        raise ValueError(f"tiou_thresholds must be a non-empty sequence of finite numbers, got {tiou_thresholds!r}")
+        raise ValueError(
+            "tiou_thresholds must be a non-empty sequence of finite numbers, "
+            f"got {tiou_thresholds!r}"
+        )
     return values
 
 
@@ -95,12 +108,18 @@ class DetectionMAP:
     ):
         self.thresholds = _check_thresholds(tiou_thresholds)  # [T]
         self.blocked = set(blocked_videos)
-        self.gt: GroundTruth = load_ground_truth(gt, split, remove_duplicates=remove_duplicates, blocked_videos=self.blocked)
+        self.gt: GroundTruth = load_ground_truth(
+            gt, split, remove_duplicates=remove_duplicates, blocked_videos=self.blocked
+        )
         self.resolver = LabelResolver(self.gt, label_names)
         self._video_index = {vid: i for i, vid in enumerate(self.gt.video_ids)}
         logger.info(
             "DetectionMAP: %s split %s: %d videos, %d GT segments, %d classes",
-            self.gt.source, list(self.gt.split), len(self.gt.video_ids), len(self.gt.segments), self.gt.num_classes,
+            self.gt.source,
+            list(self.gt.split),
+            len(self.gt.video_ids),
+            len(self.gt.segments),
+            self.gt.num_classes,
         )
 
     @property
@@ -108,17 +127,22 @@ class DetectionMAP:
         return list(self.gt.class_names)
 
     def parse(self, predictions: Predictions) -> PredictionArrays:
-        """Predictions (list of `Detections`, results dict, or results JSON path) → flat arrays."""
+        """Predictions (list of `Detections`, results dict or JSON path) → flat arrays."""
         if isinstance(predictions, (Mapping, str)) or hasattr(predictions, "__fspath__"):
             data, source = load_json_source(predictions, "predictions")
             return from_results(data, source, self.resolver, self.blocked)
         if isinstance(predictions, (list, tuple)):
             return from_detections(predictions, self.resolver, self.blocked)
-        raise ValueError(f"predictions must be a list of Detections, a results dict or a JSON path, got {type(predictions).__name__}")
+        raise ValueError(
+            "predictions must be a list of Detections, a results dict or a JSON path, "
+            f"got {type(predictions).__name__}"
+        )
 
     def gt_video_index(self, preds: PredictionArrays) -> np.ndarray:
-        """[N] index of each prediction's video in ``self.gt.video_ids``; -1 if it has no GT video."""
-        to_gt = np.array([self._video_index.get(v, -1) for v in preds.video_ids], dtype=np.int64)  # [V']
+        """[N] index of each prediction's video in ``self.gt.video_ids`` (-1: no GT video)."""
+        to_gt = np.array(
+            [self._video_index.get(v, -1) for v in preds.video_ids], dtype=np.int64
+        )  # [V']
         return to_gt[preds.video] if len(preds.video) else np.zeros(0, dtype=np.int64)  # [N]
 
     def evaluate(self, predictions: Predictions) -> EvalResult:
@@ -133,8 +157,15 @@ class DetectionMAP:
         """
         preds = self.parse(predictions)
         ap = average_precision(
-            preds.segments, self.gt_video_index(preds), preds.labels, preds.scores,
-            self.gt.segments, self.gt.video_idx, self.gt.class_idx, self.thresholds, self.gt.num_classes,
+            preds.segments,
+            self.gt_video_index(preds),
+            preds.labels,
+            preds.scores,
+            self.gt.segments,
+            self.gt.video_idx,
+            self.gt.class_idx,
+            self.thresholds,
+            self.gt.num_classes,
         )  # [T, C]
         mAP = ap.mean(axis=1)  # [T]
         return EvalResult(
@@ -151,14 +182,17 @@ def format_table(result: EvalResult, per_class: bool = False) -> str:
 
     Example::
 
-        tIoU    0.30   0.40   0.50   0.60   0.70    Avg
-        mAP    82.26  81.85  75.05  65.82  50.27  71.86
+        tIoU      0.30   0.40   0.50   0.60   0.70    Avg
+        mAP (%)  82.26  81.85  75.05  65.82  50.27  71.86
     """
     head = [f"{t:.2f}" for t in result.tiou] + ["Avg"]
     rows = [("mAP (%)", [100 * m for m in result.mAP] + [100 * result.average_mAP])]
     lines = _table("tIoU", head, rows)
     if per_class:
-        class_rows = [(name, list(100 * result.ap[:, c]) + [100 * result.ap[:, c].mean()]) for c, name in enumerate(result.class_names)]
+        class_rows = [
+            (name, list(100 * result.ap[:, c]) + [100 * result.ap[:, c].mean()])
+            for c, name in enumerate(result.class_names)
+        ]
         lines += [""] + _table("class AP (%)", head, class_rows)
     return "\n".join(lines)
 
@@ -167,5 +201,7 @@ def _table(title: str, head: list[str], rows: list[tuple[str, list[float]]]) -> 
     first = max([len(title)] + [len(name) for name, _ in rows])
     width = max(6, max(len(h) for h in head))
     lines = [f"{title:<{first}} " + " ".join(f"{h:>{width}}" for h in head)]
-    lines += [f"{name:<{first}} " + " ".join(f"{v:>{width}.2f}" for v in values) for name, values in rows]
+    lines += [
+        f"{name:<{first}} " + " ".join(f"{v:>{width}.2f}" for v in values) for name, values in rows
+    ]
     return lines

@@ -8,6 +8,7 @@ Class order follows ActivityNet's official ``eval_detection.py``: a class gets t
 the first time its *name* appears among the annotations of the selected split, walking the
 videos in JSON order and each video's annotations in list order.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,16 +92,23 @@ def _database(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
     db = data.get("database")
     if not isinstance(db, Mapping):
         why = "has no 'database' key" if db is None else "'database' is not an object"
-        raise ValueError(f"ground truth {source} {why}; expected an ActivityNet-style annotation JSON")
+        raise ValueError(
+            f"ground truth {source} {why}; expected an ActivityNet-style annotation JSON"
+        )
     for vid, video in db.items():
         if not isinstance(video, Mapping) or not isinstance(video.get("subset"), str):
             raise ValueError(f"ground truth {source}: video '{vid}' has no string 'subset'")
         anns = video.get("annotations", [])
         if not isinstance(anns, list) or not all(isinstance(a, Mapping) for a in anns):
-            raise ValueError(f"ground truth {source}: video '{vid}': 'annotations' must be a list of objects")
+            raise ValueError(
+                f"ground truth {source}: video '{vid}': 'annotations' must be a list of objects"
+            )
         for ann in anns:
             if not isinstance(ann.get("label"), str):
-                raise ValueError(f"ground truth {source}: video '{vid}': annotation without a string 'label': {ann!r}")
+                raise ValueError(
+                    f"ground truth {source}: video '{vid}': "
+                    f"annotation without a string 'label': {ann!r}"
+                )
     return db
 
 
@@ -113,7 +121,10 @@ def _label_id_map(db: Mapping[str, Any], source: str) -> Optional[dict[int, str]
                 continue
             lid = ann["label_id"]
             if not is_number(lid) or int(lid) != lid:
-                raise ValueError(f"ground truth {source}: video '{vid}': label_id must be an integer, got {lid!r}")
+                raise ValueError(
+                    f"ground truth {source}: video '{vid}': "
+                    f"label_id must be an integer, got {lid!r}"
+                )
             name = id_to_name.setdefault(int(lid), ann["label"])
             if name != ann["label"]:
                 raise ValueError(
@@ -123,7 +134,9 @@ def _label_id_map(db: Mapping[str, Any], source: str) -> Optional[dict[int, str]
     return id_to_name or None
 
 
-def remove_duplicate_annotations(events: Sequence[tuple[float, float, str]], tol: float = DUPLICATE_TOL) -> list[tuple[float, float, str]]:
+def remove_duplicate_annotations(
+    events: Sequence[tuple[float, float, str]], tol: float = DUPLICATE_TOL
+) -> list[tuple[float, float, str]]:
     """ActionFormer/VMS GT clean-up of one video's ``(start, end, label)`` events.
 
     Drops events with ``end - start <= 0`` and events whose start and end are both within
@@ -139,12 +152,17 @@ def remove_duplicate_annotations(events: Sequence[tuple[float, float, str]], tol
     return kept
 
 
-def _split_videos(db: Mapping[str, Any], split: tuple[str, ...], blocked: set, source: str) -> list[str]:
-    video_ids = [vid for vid, v in db.items() if v["subset"].lower() in split and vid not in blocked]
+def _split_videos(
+    db: Mapping[str, Any], split: tuple[str, ...], blocked: set, source: str
+) -> list[str]:
+    video_ids = [
+        vid for vid, v in db.items() if v["subset"].lower() in split and vid not in blocked
+    ]
     if not video_ids:
         subsets = sorted({v["subset"] for v in db.values()})
+        note = " once blocked videos are removed" if blocked else ""
         raise ValueError(
-            f"ground truth {source}: no video of split {list(split)} (after removing blocked videos); "
+            f"ground truth {source}: no video of split {list(split)}{note}; "
             f"subsets in the file: {subsets}"
         )
     return video_ids
@@ -155,6 +173,17 @@ def _normalise_split(split: Union[str, Iterable[str]]) -> tuple[str, ...]:
     if not names or not all(isinstance(s, str) for s in names):
         raise ValueError(f"split must be a subset name or a list of names, got {split!r}")
     return tuple(s.lower() for s in names)
+
+
+def _video_events(
+    video: Mapping[str, Any], vid: str, source: str
+) -> list[tuple[float, float, str]]:
+    """One video's annotations as validated ``(start, end, label)`` tuples, in list order."""
+    events = []
+    for i, ann in enumerate(video.get("annotations", [])):
+        where = f"ground truth {source}: video '{vid}' annotation {i}"
+        events.append((*check_segment(ann.get("segment"), where), ann["label"]))
+    return events
 
 
 def load_ground_truth(
@@ -181,10 +210,7 @@ def load_ground_truth(
     class_index: dict[str, int] = {}
     segments, video_idx, class_idx, n_degenerate = [], [], [], 0
     for v, vid in enumerate(video_ids):
-        events = [
-            (*check_segment(a.get("segment"), f"ground truth {source}: video '{vid}' annotation {i}"), a["label"])
-            for i, a in enumerate(db[vid].get("annotations", []))
-        ]
+        events = _video_events(db[vid], vid, source)
         if remove_duplicates:
             events = remove_duplicate_annotations(events)
         for s, e, label in events:
@@ -193,9 +219,15 @@ def load_ground_truth(
             video_idx.append(v)
             class_idx.append(class_index.setdefault(label, len(class_index)))
     if not segments:
-        raise ValueError(f"ground truth {source}: split {list(split_names)} has videos but no annotations")
+        raise ValueError(
+            f"ground truth {source}: split {list(split_names)} has videos but no annotations"
+        )
     if n_degenerate:
-        logger.warning("ground truth %s: %d annotations with end <= start kept (official semantics)", source, n_degenerate)
+        logger.warning(
+            "ground truth %s: %d annotations with end <= start kept (official semantics)",
+            source,
+            n_degenerate,
+        )
     known = frozenset(a["label"] for v in db.values() for a in v.get("annotations", []))
     return GroundTruth(
         source=source,

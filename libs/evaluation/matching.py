@@ -15,6 +15,7 @@ numpy's argsort is unstable, so ties are reproduced by sorting arrays of exactly
 official code sorts: per class the 1-D score array, per prediction its row of m tIoUs (row-wise
 argsort of an [n, m] array sorts each row as the same 1-D sort would).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,13 @@ def pair_tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         return inter / union
 
 
-def _group_predictions(pred_video, pred_class, gt_video, gt_class, num_classes):
+def _group_predictions(
+    pred_video: np.ndarray,
+    pred_class: np.ndarray,
+    gt_video: np.ndarray,
+    gt_class: np.ndarray,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Attach predictions to (video, class) GT groups.
 
     Returns:
@@ -59,14 +66,25 @@ def _group_predictions(pred_video, pred_class, gt_video, gt_class, num_classes):
     """
     gt_key = gt_video * num_classes + gt_class  # [G]
     gt_order = np.argsort(gt_key, kind="stable")  # [G]
-    keys, group_start, group_count = np.unique(gt_key[gt_order], return_index=True, return_counts=True)  # [H]
+    keys, group_start, group_count = np.unique(
+        gt_key[gt_order], return_index=True, return_counts=True
+    )  # [H]
     pred_key = np.where(pred_video >= 0, pred_video * num_classes + pred_class, -1)  # [N]
     pos = np.searchsorted(keys, pred_key).clip(max=len(keys) - 1)  # [N]
     pred_group = np.where(keys[pos] == pred_key, pos, -1)  # [N]
     return gt_order, group_start, group_count, pred_group
 
 
-def _sorted_tiou_table(rows, groups, width, pred_segments, gt_segments, gt_order, group_start, group_count):
+def _sorted_tiou_table(
+    rows: np.ndarray,
+    groups: np.ndarray,
+    width: int,
+    pred_segments: np.ndarray,
+    gt_segments: np.ndarray,
+    gt_order: np.ndarray,
+    group_start: np.ndarray,
+    group_count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """For predictions ``rows`` [P] in ``groups`` [P]: tIoUs to their group's GTs in walk order.
 
     Returns:
@@ -78,7 +96,8 @@ def _sorted_tiou_table(rows, groups, width, pred_segments, gt_segments, gt_order
     counts = group_count[groups]  # [P]
     for m in np.unique(counts).tolist():
         sub = np.flatnonzero(counts == m)  # [P_m]
-        members = gt_order[group_start[groups[sub], None] + np.arange(m)]  # [P_m, m] GT rows, annotation order
+        # [P_m, m] GT rows of each prediction's group, in annotation order
+        members = gt_order[group_start[groups[sub], None] + np.arange(m)]
         t = pair_tiou(pred_segments[rows[sub]], gt_segments[members])  # [P_m, m]
         walk = t.argsort(axis=1)[:, ::-1]  # [P_m, m] descending tIoU, official tie order
         tiou[sub, :m] = np.take_along_axis(t, walk, axis=1)
@@ -86,7 +105,15 @@ def _sorted_tiou_table(rows, groups, width, pred_segments, gt_segments, gt_order
     return tiou, gt_rows
 
 
-def _greedy_by_rank(tiou, gt_rows, rank, rows, thresholds, lock, tp) -> None:
+def _greedy_by_rank(
+    tiou: np.ndarray,
+    gt_rows: np.ndarray,
+    rank: np.ndarray,
+    rows: np.ndarray,
+    thresholds: np.ndarray,
+    lock: np.ndarray,
+    tp: np.ndarray,
+) -> None:
     """Run the official walk for one bucket, rank by rank, writing ``tp`` and ``lock`` in place.
 
     Args:
@@ -129,7 +156,11 @@ def match_predictions(
         tp [T, N] bool: True where the prediction is a true positive at that threshold.
     """
     tp = np.zeros((len(thresholds), len(pred_segments)), dtype=bool)  # [T, N]
-    gt_order, group_start, group_count, pred_group = _group_predictions(pred_video, pred_class, gt_video, gt_class, num_classes)
+    if len(gt_segments) == 0:
+        return tp
+    gt_order, group_start, group_count, pred_group = _group_predictions(
+        pred_video, pred_class, gt_video, gt_class, num_classes
+    )
     rows = np.flatnonzero(pred_group >= 0)  # [P] predictions that have GT to match
     if len(rows) == 0:
         return tp
@@ -140,7 +171,9 @@ def match_predictions(
     lock = np.zeros((len(thresholds), len(gt_segments) + 1), dtype=bool)  # [T, G + 1]
     for w in np.unique(width).tolist():
         b = width == w
-        tiou, gt_rows = _sorted_tiou_table(rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count)
+        tiou, gt_rows = _sorted_tiou_table(
+            rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count
+        )
         _greedy_by_rank(tiou, gt_rows, rank[b], rows[b], thresholds, lock, tp)
     return tp
 
@@ -160,7 +193,8 @@ def interpolated_ap(tp: np.ndarray, num_gt: int) -> np.ndarray:
     zeros, ones = np.zeros((len(tp), 1)), np.ones((len(tp), 1))
     mprec = np.hstack([zeros, precision, zeros])  # [T, n + 2]
     mrec = np.hstack([zeros, recall, ones])  # [T, n + 2]
-    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # precision envelope from the right
+    # precision envelope: running max from the right
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # [T, n + 2]
     step = mrec[:, 1:] != mrec[:, :-1]  # [T, n + 1] where recall changes
     area = (mrec[:, 1:] - mrec[:, :-1]) * mprec[:, 1:]  # [T, n + 1]
     # One np.sum per threshold over exactly the selected terms: pairwise summation rounds
@@ -187,7 +221,17 @@ def average_precision(
     class_rank = np.zeros(len(pred_class), dtype=np.int64)  # [N]
     for ranked in rankings:
         class_rank[ranked] = np.arange(len(ranked))
-    tp = match_predictions(pred_segments, pred_video, pred_class, class_rank, gt_segments, gt_video, gt_class, thresholds, num_classes)
+    tp = match_predictions(
+        pred_segments,
+        pred_video,
+        pred_class,
+        class_rank,
+        gt_segments,
+        gt_video,
+        gt_class,
+        thresholds,
+        num_classes,
+    )
     num_gt = np.bincount(gt_class, minlength=num_classes)  # [C]
     ap = np.zeros((len(thresholds), num_classes))  # [T, C]
     for c, ranked in enumerate(rankings):

@@ -5,6 +5,7 @@ rows follow the results dict's video order, then each video's list order. A list
 `Detections` is read as if it had been converted with :func:`detections_to_results` first
 (a video id that appears twice is merged at its first position).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,10 @@ class LabelResolver:
             return idx
         if label in self.gt.known_labels:
             return -1
-        raise ValueError(f"{source}: video '{vid}': unknown label {label!r} (not in ground truth {self.gt.source})")
+        raise ValueError(
+            f"{source}: video '{vid}': unknown label {label!r} "
+            f"(not in ground truth {self.gt.source})"
+        )
 
     def id(self, lid: int, vid: str, source: str) -> int:
         idx = self.id_to_idx.get(lid)
@@ -76,11 +80,15 @@ class LabelResolver:
         return out[inverse.reshape(-1)]
 
 
-def _entry(r: Any, vid: str, i: int, resolver: LabelResolver, source: str) -> tuple[int, float, float, float]:
+def _entry(
+    r: Any, vid: str, i: int, resolver: LabelResolver, source: str
+) -> tuple[int, float, float, float]:
     """Validate one results entry → (class index, start, end, score)."""
     where = f"{source}: video '{vid}' entry {i}"
     if not isinstance(r, Mapping) or not {"label", "segment", "score"} <= r.keys():
-        raise ValueError(f"{where}: expected an object with 'label', 'segment' and 'score', got {r!r}")
+        raise ValueError(
+            f"{where}: expected an object with 'label', 'segment' and 'score', got {r!r}"
+        )
     label, score = r["label"], r["score"]
     if isinstance(label, str):
         cls = resolver.name(label, vid, source)
@@ -100,7 +108,11 @@ def _finish(video_ids: list[str], rows: Any, video: Any, source: str) -> Predict
     labels = table[:, 0].astype(np.int64)
     keep = labels >= 0
     if not keep.all():
-        logger.warning("%s: %d predictions of classes without ground truth in the split ignored", source, int((~keep).sum()))
+        logger.warning(
+            "%s: %d predictions of classes without ground truth in the split ignored",
+            source,
+            int((~keep).sum()),
+        )
     return PredictionArrays(
         video_ids=video_ids,
         video=np.asarray(video, dtype=np.int64)[keep],  # [N]
@@ -110,7 +122,9 @@ def _finish(video_ids: list[str], rows: Any, video: Any, source: str) -> Predict
     )
 
 
-def from_results(data: Mapping[str, Any], source: str, resolver: LabelResolver, blocked: set) -> PredictionArrays:
+def from_results(
+    data: Mapping[str, Any], source: str, resolver: LabelResolver, blocked: set
+) -> PredictionArrays:
     """Parse an ActivityNet results dict ``{"results": {video_id: [{label, segment, score}]}}``."""
     results = data.get("results")
     if not isinstance(results, Mapping):
@@ -121,7 +135,10 @@ def from_results(data: Mapping[str, Any], source: str, resolver: LabelResolver, 
         if vid in blocked:
             continue
         if not isinstance(entries, list):
-            raise ValueError(f"{source}: video '{vid}': expected a list of predictions, got {type(entries).__name__}")
+            raise ValueError(
+                f"{source}: video '{vid}': expected a list of predictions, "
+                f"got {type(entries).__name__}"
+            )
         for i, r in enumerate(entries):
             rows.append(_entry(r, vid, i, resolver, source))
         video.extend([len(video_ids)] * len(entries))
@@ -131,13 +148,23 @@ def from_results(data: Mapping[str, Any], source: str, resolver: LabelResolver, 
 
 def _check_detections(det: Any, i: int) -> None:
     if not isinstance(det, Detections):
-        raise ValueError(f"predictions[{i}] is a {type(det).__name__}, expected libs.core.structures.Detections")
+        raise ValueError(
+            f"predictions[{i}] is a {type(det).__name__}, expected libs.core.structures.Detections"
+        )
     if det.unit != "sec":
-        raise ValueError(f"video '{det.video_id}': Detections must be in seconds (unit 'sec'), got unit '{det.unit}'")
+        raise ValueError(
+            f"video '{det.video_id}': Detections must be in seconds (unit 'sec'), "
+            f"got unit '{det.unit}'"
+        )
     if det.labels.is_floating_point() or det.labels.is_complex():
-        raise ValueError(f"video '{det.video_id}': Detections.labels must be integer ids, got {det.labels.dtype}")
+        raise ValueError(
+            f"video '{det.video_id}': Detections.labels must be integer ids, got {det.labels.dtype}"
+        )
     if len(det) and (det.segments.dim() != 2 or det.segments.shape[-1] != 2):
-        raise ValueError(f"video '{det.video_id}': Detections.segments must be [K, 2], got {tuple(det.segments.shape)}")
+        raise ValueError(
+            f"video '{det.video_id}': Detections.segments must be [K, 2], "
+            f"got {tuple(det.segments.shape)}"
+        )
 
 
 def _detections_arrays(det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,7 +179,9 @@ def _detections_arrays(det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndar
     return segments, scores, labels
 
 
-def from_detections(dets: Sequence[Detections], resolver: LabelResolver, blocked: set) -> PredictionArrays:
+def from_detections(
+    dets: Sequence[Detections], resolver: LabelResolver, blocked: set
+) -> PredictionArrays:
     """Flatten per-video `Detections` (unit "sec", labels = GT label ids)."""
     order: dict[str, list[int]] = {}  # video id -> positions in dets, merged at first appearance
     for i, det in enumerate(dets):
@@ -177,7 +206,8 @@ def detections_to_results(dets: Sequence[Detections], id_to_name: Mapping[int, s
         dets: per-video detections; labels are dataset label ids.
         id_to_name: label id -> class name (e.g. the GT JSON's label_id -> label).
     Returns:
-        ``{"version", "results": {video_id: [{"label", "segment": [s, e], "score"}]}, "external_data"}``
+        ``{"version", "results": {video_id: [{"label", "segment": [s, e], "score"}]},
+        "external_data"}``
         with full-precision floats. A video id that appears twice is merged into one list.
     """
     results: dict[str, list] = {}
@@ -186,8 +216,22 @@ def detections_to_results(dets: Sequence[Detections], id_to_name: Mapping[int, s
         entries = results.setdefault(det.video_id, [])
         segments = det.segments.detach().cpu().reshape(-1, 2).tolist()
         scores = det.scores.detach().cpu().reshape(-1).tolist()
-        for lid, seg, score in zip(det.labels.detach().cpu().reshape(-1).tolist(), segments, scores):
+        for lid, seg, score in zip(
+            det.labels.detach().cpu().reshape(-1).tolist(), segments, scores
+        ):
             if lid not in id_to_name:
-                raise ValueError(f"video '{det.video_id}': label id {lid} has no name in id_to_name")
-            entries.append({"label": id_to_name[lid], "segment": [float(seg[0]), float(seg[1])], "score": float(score)})
-    return {"version": RESULTS_VERSION, "results": results, "external_data": {"used": False, "details": ""}}
+                raise ValueError(
+                    f"video '{det.video_id}': label id {lid} has no name in id_to_name"
+                )
+            entries.append(
+                {
+                    "label": id_to_name[lid],
+                    "segment": [float(seg[0]), float(seg[1])],
+                    "score": float(score),
+                }
+            )
+    return {
+        "version": RESULTS_VERSION,
+        "results": results,
+        "external_data": {"used": False, "details": ""},
+    }

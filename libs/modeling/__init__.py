@@ -1,4 +1,5 @@
 """Model construction: `build_model` is the only function that reads the config layout."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,16 @@ from .points import PointGenerator
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ActionDetector", "BLOCKS", "Backbone", "ClsHead", "FPN1D", "FPNIdentity", "PointGenerator", "RegHead",
-    "TemporalBlock", "build_model",
+    "BLOCKS",
+    "FPN1D",
+    "ActionDetector",
+    "Backbone",
+    "ClsHead",
+    "FPNIdentity",
+    "PointGenerator",
+    "RegHead",
+    "TemporalBlock",
+    "build_model",
 ]
 
 
@@ -30,37 +39,55 @@ def build_model(cfg: ModelCfg, train: TrainCfg, test: TestCfg) -> ActionDetector
             `max_seq_len` not a multiple of the backbone's size divisor.
     """
     if min(cfg.input_dim, cfg.num_classes, cfg.max_seq_len) <= 0:
-        raise ValueError("build_model: model.input_dim / num_classes / max_seq_len are unset; build the config with load_config")
-    levels = cfg.arch[2] + 1
-    backbone = Backbone(
-        n_in=cfg.input_dim, n_embd=cfg.embd_dim, n_embd_ks=cfg.embd_kernel_size, arch=cfg.arch,
-        scale_factor=cfg.scale_factor, with_ln=cfg.embd_with_ln, block_type=cfg.block.type, block_args=cfg.block.args,
-        window_sizes=window_sizes(cfg), max_len=cfg.max_seq_len, use_abs_pe=cfg.use_abs_pe,
-    )
-    if cfg.max_seq_len % backbone.size_divisor != 0:
         raise ValueError(
-            f"dataset.max_seq_len {cfg.max_seq_len} must be a multiple of the backbone size divisor "
-            f"{backbone.size_divisor} (pyramid strides × window sizes, model.n_mha_win_size)"
+            "build_model: model.input_dim / num_classes / max_seq_len are unset; "
+            "build the config with load_config"
         )
-    in_channels = [cfg.embd_dim] * levels
-    if cfg.fpn_type == "identity":
-        neck: nn.Module = FPNIdentity(in_channels, cfg.fpn_dim, with_ln=cfg.fpn_with_ln)
-    elif cfg.fpn_type == "fpn":
-        neck = FPN1D(in_channels, cfg.fpn_dim, scale_factor=cfg.scale_factor, with_ln=cfg.fpn_with_ln)
-    else:
-        raise ValueError(f"model.fpn_type must be 'identity' or 'fpn', got {cfg.fpn_type!r}")
-    points = PointGenerator(cfg.max_seq_len * cfg.max_buffer_len_factor, levels, cfg.scale_factor, cfg.regression_range)
-    cls_head = ClsHead(
-        cfg.fpn_dim, cfg.head_dim, cfg.num_classes, prior_prob=train.cls_prior_prob, num_layers=cfg.head_num_layers,
-        kernel_size=cfg.head_kernel_size, with_ln=cfg.head_with_ln, empty_cls=train.head_empty_cls,
-    )
-    reg_head = RegHead(
-        cfg.fpn_dim, cfg.head_dim, levels, num_layers=cfg.head_num_layers, kernel_size=cfg.head_kernel_size,
-        with_ln=cfg.head_with_ln,
-    )
-    model = ActionDetector(backbone, neck, cls_head, reg_head, points, num_classes=cfg.num_classes, train=train, test=test)
+    backbone = _build_backbone(cfg)
+    levels = cfg.arch[2] + 1
+    buffer_len = cfg.max_seq_len * cfg.max_buffer_len_factor
+    points = PointGenerator(buffer_len, levels, cfg.scale_factor, cfg.regression_range)
+    cls_head, reg_head = _build_heads(cfg, train, levels)
+    model = ActionDetector(
+        backbone, _build_neck(cfg, levels), cls_head, reg_head, points,
+        num_classes=cfg.num_classes, train=train, test=test,
+    )  # fmt: skip
+    n_params = sum(p.numel() for p in model.parameters())
     logger.info(
         "built ActionDetector: block %s %s, %d levels, size_divisor %d, %.2fM parameters",
-        cfg.block.type, cfg.block.args, levels, model.size_divisor, sum(p.numel() for p in model.parameters()) / 1e6,
-    )
+        cfg.block.type, cfg.block.args, levels, model.size_divisor, n_params / 1e6,
+    )  # fmt: skip
     return model
+
+
+def _build_backbone(cfg: ModelCfg) -> Backbone:
+    backbone = Backbone(
+        n_in=cfg.input_dim, n_embd=cfg.embd_dim, n_embd_ks=cfg.embd_kernel_size, arch=cfg.arch,
+        scale_factor=cfg.scale_factor, with_ln=cfg.embd_with_ln, block_type=cfg.block.type,
+        block_args=cfg.block.args, window_sizes=window_sizes(cfg), max_len=cfg.max_seq_len,
+        use_abs_pe=cfg.use_abs_pe,
+    )  # fmt: skip
+    if cfg.max_seq_len % backbone.size_divisor != 0:  # the reference asserts the same
+        raise ValueError(
+            f"dataset.max_seq_len {cfg.max_seq_len} must be a multiple of the backbone size "
+            f"divisor {backbone.size_divisor} (level strides × windows, model.n_mha_win_size)"
+        )
+    return backbone
+
+
+def _build_neck(cfg: ModelCfg, levels: int) -> nn.Module:
+    in_channels = [cfg.embd_dim] * levels
+    if cfg.fpn_type == "identity":
+        return FPNIdentity(in_channels, cfg.fpn_dim, with_ln=cfg.fpn_with_ln)
+    if cfg.fpn_type == "fpn":
+        return FPN1D(in_channels, cfg.fpn_dim, cfg.scale_factor, with_ln=cfg.fpn_with_ln)
+    raise ValueError(f"model.fpn_type must be 'identity' or 'fpn', got {cfg.fpn_type!r}")
+
+
+def _build_heads(cfg: ModelCfg, train: TrainCfg, levels: int) -> tuple[ClsHead, RegHead]:
+    layers, kernel, with_ln = cfg.head_num_layers, cfg.head_kernel_size, cfg.head_with_ln
+    cls_head = ClsHead(
+        cfg.fpn_dim, cfg.head_dim, cfg.num_classes, train.cls_prior_prob, layers, kernel, with_ln,
+        empty_cls=train.head_empty_cls,
+    )  # fmt: skip
+    return cls_head, RegHead(cfg.fpn_dim, cfg.head_dim, levels, layers, kernel, with_ln)

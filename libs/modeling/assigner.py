@@ -4,21 +4,25 @@ Reference: ActionFormer's `label_points_single_video` (centre sampling, regressi
 shortest-action tie-break with a 1e-3 tolerance, multi-label class targets). Vectorised over
 all points × all GT segments of a video; `tests/test_assigner.py` holds a loop version.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_TIE_TOL = 1e-3  # actions whose lengths differ by ≤ this share a point (THUMOS duplicates / CliffDiving ⊂ Diving)
+# actions whose lengths differ by ≤ this share a point (THUMOS duplicates, CliffDiving ⊂ Diving)
+_TIE_TOL = 1e-3
 
 
 @torch.no_grad()
 def label_points_single_video(
-    points: Tensor, gt_segments: Tensor, gt_labels: Tensor, num_classes: int,
-    center_sample: str = "radius", center_sample_radius: float = 1.5,
+    points: Tensor,
+    gt_segments: Tensor,
+    gt_labels: Tensor,
+    num_classes: int,
+    center_sample: str = "radius",
+    center_sample_radius: float = 1.5,
 ) -> tuple[Tensor, Tensor]:
     """Targets of one video.
 
@@ -62,8 +66,12 @@ def label_points_single_video(
 
 @torch.no_grad()
 def label_points(
-    points: list[Tensor], gt_segments: list[Optional[Tensor]], gt_labels: list[Optional[Tensor]], num_classes: int,
-    center_sample: str = "radius", center_sample_radius: float = 1.5,
+    points: list[Tensor],
+    gt_segments: list[Tensor | None],
+    gt_labels: list[Tensor | None],
+    num_classes: int,
+    center_sample: str = "radius",
+    center_sample_radius: float = 1.5,
 ) -> tuple[Tensor, Tensor]:
     """Targets of a batch; a video without GT (None or zero rows) gets all-background targets.
 
@@ -76,9 +84,16 @@ def label_points(
     cls_out, reg_out = [], []
     for segs, labels in zip(gt_segments, gt_labels):
         if segs is None or labels is None:
-            segs, labels = concat.new_zeros(0, 2), torch.zeros(0, dtype=torch.long, device=concat.device)
+            segs, labels = concat.new_zeros(0, 2), torch.zeros(
+                0, dtype=torch.long, device=concat.device
+            )
         cls_t, reg_t = label_points_single_video(
-            concat, segs.to(concat), labels.to(concat.device), num_classes, center_sample, center_sample_radius
+            concat,
+            segs.to(concat),
+            labels.to(concat.device),
+            num_classes,
+            center_sample,
+            center_sample_radius,
         )
         cls_out.append(cls_t)
         reg_out.append(reg_t)

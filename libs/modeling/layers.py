@@ -3,12 +3,12 @@
 Ported from ActionFormer's `libs/modeling/blocks.py` with the same names and numerics, so a
 reviewer can diff the behaviour function by function. Masks are `[B, 1, T]` bool throughout.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -39,14 +39,18 @@ class MaskedConv1D(nn.Module):
                 f"{kernel_size}, padding {padding}"
             )
         self.stride = stride
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self.conv = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
+        )
         if bias:
             nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, C_in, T], mask [B, 1, T] bool -> (out [B, C_out, T // s], mask [B, 1, T // s])."""
         if x.shape[-1] % self.stride != 0:
-            raise ValueError(f"MaskedConv1D: length {x.shape[-1]} is not divisible by stride {self.stride}")
+            raise ValueError(
+                f"MaskedConv1D: length {x.shape[-1]} is not divisible by stride {self.stride}"
+            )
         out_mask = mask[..., :: self.stride] if self.stride > 1 else mask  # [B, 1, T // s]
         out = self.conv(x) * out_mask.to(x.dtype)  # [B, C_out, T // s]
         return out, out_mask.bool()
@@ -71,7 +75,10 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x [B, C, T] -> [B, C, T]."""
         if x.dim() != 3 or x.shape[1] != self.num_channels:
-            raise ValueError(f"LayerNorm({self.num_channels}) expects [B, {self.num_channels}, T], got {tuple(x.shape)}")
+            raise ValueError(
+                f"LayerNorm({self.num_channels}) expects [B, {self.num_channels}, T], "
+                f"got {tuple(x.shape)}"
+            )
         res = x - x.mean(dim=1, keepdim=True)  # [B, C, T]
         var = res.pow(2).mean(dim=1, keepdim=True)  # [B, 1, T]
         out = res / torch.sqrt(var + self.eps)
@@ -103,7 +110,8 @@ def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = False) -> Tens
         return x
     keep_prob = 1.0 - drop_prob
     shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    keep = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))  # [B, 1, ...] in {0, 1}
+    noise = torch.rand(shape, dtype=x.dtype, device=x.device)  # [B, 1, ...]
+    keep = torch.floor(keep_prob + noise)  # 1 with prob keep_prob, else 0
     return x / keep_prob * keep
 
 
@@ -138,7 +146,9 @@ class MaxPooler(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, C, T], mask [B, 1, T] -> ([B, C, T // s], [B, 1, T // s])."""
         if x.shape[-1] % self.stride != 0:
-            raise ValueError(f"MaxPooler: length {x.shape[-1]} is not divisible by stride {self.stride}")
+            raise ValueError(
+                f"MaxPooler: length {x.shape[-1]} is not divisible by stride {self.stride}"
+            )
         out_mask = mask[..., :: self.stride]  # [B, 1, T // s]
         out = self.ds_pooling(x) * out_mask.to(x.dtype)  # [B, C, T // s]
         return out, out_mask.bool()
@@ -147,7 +157,7 @@ class MaxPooler(nn.Module):
 def get_sinusoid_encoding(n_position: int, d_hid: int) -> Tensor:
     """Sinusoidal position table, angle = pos / 10000^(2·(j // 2) / d); sin on even j, cos on odd.
 
-    Computed in float64 (as the reference's numpy) and returned as float32 of shape [1, d_hid, n_position].
+    Computed in float64 (as the reference's numpy), returned as float32 [1, d_hid, n_position].
     """
     pos = torch.arange(n_position, dtype=torch.float64)[:, None]  # [T, 1]
     j = torch.arange(d_hid, dtype=torch.float64)[None, :]  # [1, d]

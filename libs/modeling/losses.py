@@ -2,6 +2,7 @@
 
 Same formulas as ActionFormer's `losses.py` (fvcore-derived); computed in float32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,11 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 def sigmoid_focal_loss(
-    inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"
+    inputs: Tensor,
+    targets: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
 ) -> Tensor:
     """RetinaNet focal loss on logits with (possibly soft) binary targets.
 
@@ -47,7 +52,8 @@ def ctr_diou_loss_1d(
 ) -> Tensor:
     """Distance-IoU loss of 1-D segments that share a centre point t: (t − l, t + r).
 
-    loss = 1 − IoU + (ρ / c)², ρ = centre distance = ½(r_p − l_p − r_g + l_g), c = enclosing length.
+    loss = 1 − IoU + (ρ / c)², ρ = centre distance = ½(r_p − l_p − r_g + l_g),
+    c = enclosing length.
 
     Args:
         input_offsets, target_offsets: [N, 2] non-negative (left, right) distances.

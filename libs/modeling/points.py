@@ -1,4 +1,5 @@
 """Anchor points of the feature pyramid (ActionFormer's PointGenerator)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,15 +17,24 @@ class PointGenerator(nn.Module):
     def __init__(self, buffer_len: float, fpn_levels: int, scale_factor: int, regression_range):
         super().__init__()
         if len(regression_range) != fpn_levels:
-            raise ValueError(f"PointGenerator: {len(regression_range)} regression ranges for {fpn_levels} levels")
+            raise ValueError(
+                f"PointGenerator: {len(regression_range)} regression ranges for {fpn_levels} levels"
+            )
         if buffer_len % scale_factor ** (fpn_levels - 1) != 0:
-            raise ValueError(f"PointGenerator: buffer length {buffer_len} is not divisible by the top stride {scale_factor ** (fpn_levels - 1)}")
+            raise ValueError(
+                f"PointGenerator: buffer length {buffer_len} is not divisible by the top stride "
+                f"{scale_factor ** (fpn_levels - 1)}"
+            )
         self.fpn_levels, self.scale_factor = fpn_levels, scale_factor
         self.fpn_strides = [scale_factor**level for level in range(fpn_levels)]
         for level, (stride, (lo, hi)) in enumerate(zip(self.fpn_strides, regression_range)):
             t = torch.arange(0, buffer_len, stride, dtype=torch.float32)[:, None]  # [N_l, 1]
             row = torch.tensor([[lo, hi, stride]], dtype=torch.float32)  # [1, 3]
-            self.register_buffer(f"buffer_points_{level}", torch.cat([t, row.expand(len(t), 3)], dim=1), persistent=False)
+            self.register_buffer(
+                f"buffer_points_{level}",
+                torch.cat([t, row.expand(len(t), 3)], dim=1),
+                persistent=False,
+            )
 
     def buffer(self, level: int) -> Tensor:
         """[N_l, 4] rows of level `level`."""
@@ -39,7 +49,8 @@ class PointGenerator(nn.Module):
             buf = self.buffer(level)
             if x.shape[-1] > len(buf):
                 raise ValueError(
-                    f"Reached max buffer length for point generator: level {level} has {x.shape[-1]} steps, "
+                    f"Reached max buffer length for point generator: level {level} has "
+                    f"{x.shape[-1]} steps, "
                     f"the buffer {len(buf)} (raise model.max_buffer_len_factor)"
                 )
             points.append(buf[: x.shape[-1]])

@@ -10,6 +10,7 @@ The semantics (float32 IoU with +1e-6 areas, tie-breaking, soft-NMS pruning orde
 the ActionFormer / video-mamba-suite `nms_1d_cpu` extension, so detections match the published
 code element for element; tests/test_ops_nms.py checks every backend against the twin.
 """
+
 import logging
 from typing import Sequence
 
@@ -52,7 +53,9 @@ def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
         if not _ext_has(op):
             raise RuntimeError(f"{op}: libs._C predates this op; rebuild it with: {BUILD_CMD}")
         if backend == "cuda" and not _ext_has_cuda():
-            raise RuntimeError(f"{op}: libs._C was built without CUDA; on a GPU machine run: {BUILD_CMD}")
+            raise RuntimeError(
+                f"{op}: libs._C was built without CUDA; on a GPU machine run: {BUILD_CMD}"
+            )
         if segs.is_cuda != (backend == "cuda"):
             raise ValueError(f"{op}: backend {backend!r} cannot run on {segs.device} tensors")
     return backend
@@ -73,7 +76,9 @@ def _check_inputs(op: str, segs: Tensor, scores: Tensor) -> tuple[Tensor, Tensor
     if segs.dim() != 2 or segs.shape[-1] != 2:
         raise ValueError(f"{op}: segs must be [N, 2], got {tuple(segs.shape)}")
     if scores.dim() != 1 or scores.shape[0] != segs.shape[0]:
-        raise ValueError(f"{op}: scores must be [N] with N = {segs.shape[0]}, got {tuple(scores.shape)}")
+        raise ValueError(
+            f"{op}: scores must be [N] with N = {segs.shape[0]}, got {tuple(scores.shape)}"
+        )
     if segs.device != scores.device:
         raise ValueError(f"{op}: segs on {segs.device} but scores on {scores.device}")
     return segs.detach().float().contiguous(), scores.detach().float().contiguous()
@@ -89,14 +94,16 @@ def _areas(x1: Tensor, x2: Tensor) -> Tensor:
     return x2 - x1 + 1e-6  # the reference's +1e-6, same float32 arithmetic as the kernel
 
 
-def _iou_1d(ix1: Tensor, ix2: Tensor, iarea: Tensor, x1: Tensor, x2: Tensor, areas: Tensor) -> Tensor:
+def _iou_1d(
+    ix1: Tensor, ix2: Tensor, iarea: Tensor, x1: Tensor, x2: Tensor, areas: Tensor
+) -> Tensor:
     """IoU of one segment (0-dim ix1, ix2, iarea) with [M] segments, float32 as in the kernel."""
     inter = (torch.minimum(ix2, x2) - torch.maximum(ix1, x1)).clamp(min=0)  # [M]
     return inter / (iarea + areas - inter)  # [M]; same operation order as the C++ code
 
 
 def _nms_1d_torch(segs: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Reference hard NMS. segs [N, 2] f32, scores [N] f32 -> kept indices [K] int64 (desc. score)."""
+    """Reference hard NMS. segs [N, 2] f32, scores [N] f32 -> kept indices [K] int64 by score."""
     n = segs.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=segs.device)
@@ -162,7 +169,9 @@ def _soft_nms_1d_torch(
         for arr in arrays:  # swap the best segment into slot i
             arr[[i, best]] = arr[[best, i]]
         dets[i] = torch.stack([x1[i], x2[i], sc[i]])
-        ovr = _iou_1d(x1[i], x2[i], arrays[2][i], x1[i + 1 : n], x2[i + 1 : n], arrays[2][i + 1 : n])
+        ovr = _iou_1d(
+            x1[i], x2[i], arrays[2][i], x1[i + 1 : n], x2[i + 1 : n], arrays[2][i + 1 : n]
+        )
         sc[i + 1 : n] *= _soft_weight(ovr, thr, sig, method)
         n = _drop_low_scores(arrays, i + 1, n, floor)
         i += 1
@@ -177,7 +186,9 @@ def _nms_1d_ext(segs: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def _soft_nms_1d_ext(
     segs: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float, method: int
 ) -> tuple[Tensor, Tensor]:
-    return _ext._C.soft_nms_1d(segs, scores, float(iou_threshold), float(sigma), float(min_score), int(method))
+    return _ext._C.soft_nms_1d(
+        segs, scores, float(iou_threshold), float(sigma), float(min_score), int(method)
+    )
 
 
 # "cuda" calls the same binding: the C++ dispatcher (csrc/nms_1d.h) routes on the device.
@@ -234,10 +245,17 @@ def soft_nms_1d(
 
 # --------------------------------------------------------------------------- batched NMS
 def _hard_nms_keep(
-    segs: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, min_score: float, max_num: int, backend: str
+    segs: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou_threshold: float,
+    min_score: float,
+    max_num: int,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Hard NMS of one group: drop scores <= min_score first (hard NMS never changes a score),
-    keep at most max_num (<= 0: all). Returns (segs [K, 2], scores [K], labels [K]) by desc. score."""
+    keep at most max_num (<= 0: all). Returns (segs [K, 2], scores [K], labels [K]) by desc. score.
+    """
     if min_score > 0:
         valid = scores > min_score  # [N]
         segs, scores, labels = segs[valid], scores[valid], labels[valid]
@@ -266,7 +284,11 @@ def _soft_nms_keep(
 
 
 def seg_voting(
-    nms_segs: Tensor, all_segs: Tensor, all_scores: Tensor, iou_threshold: float, iou_weighted: bool = False
+    nms_segs: Tensor,
+    all_segs: Tensor,
+    all_scores: Tensor,
+    iou_threshold: float,
+    iou_weighted: bool = False,
 ) -> Tensor:
     """Segment voting (box voting): refine each kept segment by its overlapping candidates.
 
@@ -327,17 +349,31 @@ def batched_nms(
         segs [K, 2] float32, scores [K] float32, labels [K], by descending score.
     """
     if labels.shape != scores.shape:
-        raise ValueError(f"batched_nms: labels {tuple(labels.shape)} and scores {tuple(scores.shape)} differ")
+        raise ValueError(
+            f"batched_nms: labels {tuple(labels.shape)} and scores {tuple(scores.shape)} differ"
+        )
     segs, scores = _check_inputs("batched_nms", segs, scores)
     if segs.shape[0] == 0:
         return segs.new_zeros((0, 2)), scores.new_zeros((0,)), labels.new_zeros((0,))
 
-    def nms_group(g_segs: Tensor, g_scores: Tensor, g_labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def nms_group(
+        g_segs: Tensor, g_scores: Tensor, g_labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         if use_soft_nms:
             return _soft_nms_keep(
-                g_segs, g_scores, g_labels, iou_threshold, sigma, min_score, method, max_seg_num, backend
+                g_segs,
+                g_scores,
+                g_labels,
+                iou_threshold,
+                sigma,
+                min_score,
+                method,
+                max_seg_num,
+                backend,
             )
-        return _hard_nms_keep(g_segs, g_scores, g_labels, iou_threshold, min_score, max_seg_num, backend)
+        return _hard_nms_keep(
+            g_segs, g_scores, g_labels, iou_threshold, min_score, max_seg_num, backend
+        )
 
     if multiclass:
         groups = []
@@ -348,7 +384,9 @@ def batched_nms(
     else:
         new_segs, new_scores, new_labels = nms_group(segs, scores, labels)
         if voting_thresh > 0:
-            new_segs = seg_voting(new_segs, segs, scores, voting_thresh, iou_weighted=voting_iou_weighted)
+            new_segs = seg_voting(
+                new_segs, segs, scores, voting_thresh, iou_weighted=voting_iou_weighted
+            )
 
     idxs = new_scores.sort(descending=True)[1]  # same (unstable) sort call as the reference
     if max_seg_num > 0:

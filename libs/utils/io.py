@@ -5,6 +5,7 @@ folder (so `os.replace` is a rename on one file system, which POSIX makes atomic
 and fsync'ed, and only then replaces the target. If anything fails before the rename, the
 temporary file is removed and the previous version of the target is untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,7 +77,7 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> None:
 
 
 def unique_path(path: PathLike) -> Path:
-    """`path` if it does not exist yet, else the first free `<stem>_1<suffix>`, `<stem>_2<suffix>`, ...
+    """`path` if it does not exist yet, else the first free `<stem>_<n><suffix>`, n = 1, 2, ...
 
     Works for files (`results.json` → `results_1.json`) and folders (`run` → `run_1`).
     """

@@ -1,4 +1,5 @@
 """Logging set-up shared by train.py and eval.py: console plus a log file in the run folder."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,11 @@ _DATEFMT = "%Y-%m-%d %H:%M:%S"
 _OURS = "_tal_handler"  # marks the handlers installed here, so a second call replaces them
 
 
-def setup_logging(run_folder: Optional[Union[str, os.PathLike]] = None, level: int = logging.INFO,
-                  file_name: str = "log.txt") -> logging.Logger:
+def setup_logging(
+    run_folder: Optional[Union[str, os.PathLike]] = None,
+    level: int = logging.INFO,
+    file_name: str = "log.txt",
+) -> logging.Logger:
     """Send log records to stderr and, when `run_folder` is given, to `run_folder/file_name`.
 
     Calling it again (a second run in the same process, e.g. in tests) replaces the handlers of
@@ -30,7 +34,9 @@ def setup_logging(run_folder: Optional[Union[str, os.PathLike]] = None, level: i
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if run_folder is not None:
         os.makedirs(run_folder, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(run_folder, file_name), mode="a", encoding="utf-8"))
+        handlers.append(
+            logging.FileHandler(os.path.join(run_folder, file_name), mode="a", encoding="utf-8")
+        )
     for handler in handlers:
         setattr(handler, _OURS, True)
         handler.setFormatter(formatter)

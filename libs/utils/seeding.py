@@ -1,4 +1,5 @@
 """Seeding and RNG-state capture, so a run and its resumed continuation draw the same numbers."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,13 @@ def capture_rng_state(generator: Optional[torch.Generator] = None) -> dict[str, 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -60,11 +66,18 @@ def capture_rng_state(generator: Optional[torch.Generator] = None) -> dict[str, 
 
 
 def restore_rng_state(state: dict[str, Any], generator: Optional[torch.Generator] = None) -> None:
-    """Inverse of `capture_rng_state` (CUDA states are restored only if the device count matches)."""
+    """Inverse of `capture_rng_state` (CUDA states only if the device count matches)."""
     random.setstate(_as_tuple(state["python"]))
     np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     cuda_states = state.get("cuda") or []
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():

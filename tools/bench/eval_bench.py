@@ -7,10 +7,12 @@ loop below is our own slow reference of the ActivityNet algorithm (not the offic
 
     python tools/benchmark.py eval [--preds-per-video 30] [--rounds 5]
 """
+
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,22 +21,25 @@ try:
     import libs  # noqa: F401
 except ImportError:  # run directly as `python tools/bench/eval_bench.py`
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from libs.evaluation import DetectionMAP
 from libs.evaluation.matching import average_precision
 
-DEFAULT_GT = "data/thumos/annotations/thumos14.json"
+DEFAULT_GT = str(Path(__file__).resolve().parents[2] / "data/thumos/annotations/thumos14.json")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", default=DEFAULT_GT, help="annotation JSON (default: THUMOS-14)")
     parser.add_argument("--split", default="test", help="subset to evaluate (default: test)")
-    parser.add_argument("--preds-per-video", type=int, default=30, help="synthetic predictions per video")
+    parser.add_argument(
+        "--preds-per-video", type=int, default=30, help="synthetic predictions per video"
+    )
     parser.add_argument("--tiou", nargs="+", type=float, default=[0.3, 0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--rounds", type=int, default=5, help="timing rounds; the minimum is reported")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="timing rounds; the minimum is reported"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -55,8 +60,13 @@ def synthetic_results(evaluator: DetectionMAP, per_video: int, seed: int) -> dic
             else:  # background: a random segment anywhere in the video's GT range
                 s = rng.uniform(0, segs[:, 1].max() if len(segs) else 100.0)
                 e, c = s + rng.exponential(5.0), rng.integers(gt.num_classes)
-            entries.append({"label": gt.class_names[int(c)], "segment": [float(s), float(max(e, s))],
-                            "score": round(float(rng.random()), 2)})
+            entries.append(
+                {
+                    "label": gt.class_names[int(c)],
+                    "segment": [float(s), float(max(e, s))],
+                    "score": round(float(rng.random()), 2),
+                }
+            )
         results[vid] = entries
     return {"version": "VERSION 1.3", "results": results, "external_data": {"used": False}}
 
@@ -84,8 +94,18 @@ def _voc_ap(tp: np.ndarray, num_gt: int) -> float:
     return float(np.sum((rec[changed] - rec[changed - 1]) * prec[changed]))
 
 
-def loop_average_precision(pred_segments, pred_video, pred_class, scores, gt_segments, gt_video, gt_class, thresholds, num_classes):
-    """Per-class, per-prediction loop; same inputs/outputs as `libs.evaluation.matching.average_precision`."""
+def loop_average_precision(
+    pred_segments,
+    pred_video,
+    pred_class,
+    scores,
+    gt_segments,
+    gt_video,
+    gt_class,
+    thresholds,
+    num_classes,
+):
+    """Per-class, per-prediction loop; same I/O as `libs.evaluation.matching.average_precision`."""
     ap = np.zeros((len(thresholds), num_classes))  # [T, C]
     for c in range(num_classes):
         rows = np.flatnonzero(pred_class == c)
@@ -125,23 +145,46 @@ def run(args: argparse.Namespace) -> dict:
     evaluator = DetectionMAP(args.gt, args.split, args.tiou)
     results = synthetic_results(evaluator, args.preds_per_video, args.seed)
     preds = evaluator.parse(results)
-    arrays = (preds.segments, evaluator.gt_video_index(preds), preds.labels, preds.scores,
-              evaluator.gt.segments, evaluator.gt.video_idx, evaluator.gt.class_idx, evaluator.thresholds, evaluator.gt.num_classes)
+    arrays = (
+        preds.segments,
+        evaluator.gt_video_index(preds),
+        preds.labels,
+        preds.scores,
+        evaluator.gt.segments,
+        evaluator.gt.video_idx,
+        evaluator.gt.class_idx,
+        evaluator.thresholds,
+        evaluator.gt.num_classes,
+    )
     parse_ms, _ = _best_ms(lambda: evaluator.parse(results), args.rounds)
     fast_ms, fast_ap = _best_ms(lambda: average_precision(*arrays), args.rounds)
     full_ms, result = _best_ms(lambda: evaluator.evaluate(results), args.rounds)
     loop_ms, loop_ap = _best_ms(lambda: loop_average_precision(*arrays), 1)
     identical = bool(np.array_equal(fast_ap, loop_ap) and np.array_equal(fast_ap, result.ap))
     out = {
-        "n_predictions": len(preds.scores), "n_videos": len(evaluator.gt.video_ids), "n_classes": evaluator.gt.num_classes,
-        "n_tiou": len(evaluator.thresholds), "parse_ms": parse_ms, "vectorised_ms": fast_ms, "evaluate_ms": full_ms,
-        "loop_ms": loop_ms, "speedup": loop_ms / fast_ms, "identical": identical, "average_mAP": result.average_mAP,
+        "n_predictions": len(preds.scores),
+        "n_videos": len(evaluator.gt.video_ids),
+        "n_classes": evaluator.gt.num_classes,
+        "n_tiou": len(evaluator.thresholds),
+        "parse_ms": parse_ms,
+        "vectorised_ms": fast_ms,
+        "evaluate_ms": full_ms,
+        "loop_ms": loop_ms,
+        "speedup": loop_ms / fast_ms,
+        "identical": identical,
+        "average_mAP": result.average_mAP,
     }
-    print(f"eval bench: {out['n_predictions']} predictions, {out['n_videos']} videos, {out['n_classes']} classes, "
-          f"{out['n_tiou']} tIoUs")
+    print(
+        f"eval bench: {out['n_predictions']} predictions, {out['n_videos']} videos, "
+        f"{out['n_classes']} classes, "
+        f"{out['n_tiou']} tIoUs"
+    )
     print(f"  parse results dict   {parse_ms:8.1f} ms")
     print(f"  vectorised AP        {fast_ms:8.1f} ms   (evaluate() end to end {full_ms:.1f} ms)")
-    print(f"  per-prediction loop  {loop_ms:8.1f} ms   speed-up x{out['speedup']:.0f}, identical: {identical}")
+    print(
+        f"  per-prediction loop  {loop_ms:8.1f} ms   speed-up x{out['speedup']:.0f}, "
+        f"identical: {identical}"
+    )
     return out
 
 

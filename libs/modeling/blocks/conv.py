@@ -1,4 +1,5 @@
 """ActionFormer's ConvBlock: a ResNet basic block on masked sequences ("conv" backbone)."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -17,10 +18,19 @@ class ConvBlock(TemporalBlock):
     must be 0.
     """
 
-    def __init__(self, dim: int, stride: int = 1, drop_path: float = 0.0, kernel_size: int = 3, expansion_factor: int = 2):
+    def __init__(
+        self,
+        dim: int,
+        stride: int = 1,
+        drop_path: float = 0.0,
+        kernel_size: int = 3,
+        expansion_factor: int = 2,
+    ):
         super().__init__(dim, stride, drop_path)
         if drop_path != 0.0:
-            raise ValueError("ConvBlock has no drop path (reference ActionFormer ConvBlock); set drop_path to 0")
+            raise ValueError(
+                "ConvBlock has no drop path (reference ActionFormer ConvBlock); set drop_path to 0"
+            )
         if kernel_size % 2 != 1 or kernel_size < 3:
             raise ValueError(f"ConvBlock needs an odd kernel_size >= 3, got {kernel_size}")
         width, pad = dim * expansion_factor, kernel_size // 2
@@ -34,5 +44,5 @@ class ConvBlock(TemporalBlock):
         """x [B, C, T], mask [B, 1, T] -> ([B, C, T // s], [B, 1, T // s])."""
         out, out_mask = self.conv1(x, mask)  # [B, 2C, T // s]
         out, out_mask = self.conv2(self.act(out), out_mask)  # [B, C, T // s]
-        identity = self.downsample(x, mask)[0] if self.downsample is not None else x  # [B, C, T // s]
+        identity = x if self.downsample is None else self.downsample(x, mask)[0]  # [B, C, T // s]
         return self.act(out + identity), out_mask

@@ -49,6 +49,7 @@ class MaskMambaBlock(TemporalBlock):
     """
 
     mixer_cls: type = DecomposedBiMamba  # set by the registered subclasses
+    padding_invariant_reason = "padding='reference': the backward scan starts in the padded tail (reference-spec §5.6)"
 
     def __init__(self, dim: int, stride: int = 1, drop_path: float = 0.3, d_state: int = 16,
                  d_conv: int = 4, expand: int = 1, padding: str = "reference"):
@@ -63,6 +64,11 @@ class MaskMambaBlock(TemporalBlock):
         self.downsample = MaxPooler(kernel_size=3, stride=2, padding=1) if stride == 2 else None
         self.norm = nn.LayerNorm(dim, eps=1e-5)
         self.drop_path = AffineDropPath(dim, drop_prob=drop_path) if drop_path > 0 else nn.Identity()
+
+    @property
+    def padding_invariant(self) -> bool:
+        """Whether valid outputs are independent of the amount of padding (only with "exact")."""
+        return self.padding == "exact"
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         name = type(self).__name__

@@ -8,6 +8,7 @@ for the scores and 2× the key/value size for the overlapping key windows; T nee
 multiple of the window (the reference needs T % 2h == 0; `size_divisor` keeps that padding
 for parity).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,14 @@ class MaskedMHCA(nn.Module):
     queries are zero. Submodule names follow the published checkpoints.
     """
 
-    def __init__(self, n_embd: int, n_head: int, stride: int = 1, attn_pdrop: float = 0.0, proj_pdrop: float = 0.0):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        stride: int = 1,
+        attn_pdrop: float = 0.0,
+        proj_pdrop: float = 0.0,
+    ):
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"attention: dim {n_embd} is not divisible by n_head {n_head}")
@@ -36,7 +44,9 @@ class MaskedMHCA(nn.Module):
         self.scale = 1.0 / math.sqrt(self.n_channels)
         kernel = stride + 1 if stride > 1 else 3  # the reference aligns strided outputs this way
         for name in ("query", "key", "value"):  # registration order = checkpoint key order
-            conv = MaskedConv1D(n_embd, n_embd, kernel, stride, padding=kernel // 2, groups=n_embd, bias=False)
+            conv = MaskedConv1D(
+                n_embd, n_embd, kernel, stride, padding=kernel // 2, groups=n_embd, bias=False
+            )
             self.add_module(f"{name}_conv", conv)
             self.add_module(f"{name}_norm", LayerNorm(n_embd))
         self.key = nn.Conv1d(n_embd, n_embd, 1)
@@ -52,7 +62,10 @@ class MaskedMHCA(nn.Module):
         return x.view(B, self.n_head, self.n_channels, T).transpose(2, 3)
 
     def _qkv(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x [B, C, T] -> q, k, v [B, nh, T', hs] and the output mask [B, 1, T'] (q and kv share the stride)."""
+        """x [B, C, T] -> q, k, v [B, nh, T', hs] and the output mask [B, 1, T'].
+
+        q and k / v share the stride, so one mask serves queries and keys.
+        """
         q, out_mask = self.query_conv(x, mask)  # [B, C, T']
         k, _ = self.key_conv(x, mask)
         v, _ = self.value_conv(x, mask)
@@ -62,7 +75,7 @@ class MaskedMHCA(nn.Module):
         return self._heads(q), self._heads(k), self._heads(v), out_mask
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-        """Full attention over valid keys. q, k, v [B, nh, T, hs], mask [B, 1, T] -> [B, nh, T, hs]."""
+        """Full attention over valid keys. q, k, v [B, nh, T, hs], mask [B, 1, T] -> like q."""
         att = (q * self.scale) @ k.transpose(-2, -1)  # [B, nh, T, T]
         att = att.masked_fill(~mask[:, :, None, :], float("-inf"))
         att = self.attn_drop(F.softmax(att, dim=-1))
@@ -79,15 +92,21 @@ class MaskedMHCA(nn.Module):
 
 
 class LocalMaskedMHCA(MaskedMHCA):
-    """Window conv-attention (ActionFormer's LocalMaskedMHCA): query i sees keys |i − j| ≤ w // 2.
+    """Window conv-attention (ActionFormer's LocalMaskedMHCA): query i sees keys |i − j| ≤ w//2.
 
     With `use_rel_pe`, a learned bias `rel_pe` [1, 1, n_head, w] is added to the logits; its
     last index j stands for the key offset j − w // 2 (the reference layout).
     """
 
     def __init__(
-        self, n_embd: int, n_head: int, window_size: int, stride: int = 1,
-        attn_pdrop: float = 0.0, proj_pdrop: float = 0.0, use_rel_pe: bool = False,
+        self,
+        n_embd: int,
+        n_head: int,
+        window_size: int,
+        stride: int = 1,
+        attn_pdrop: float = 0.0,
+        proj_pdrop: float = 0.0,
+        use_rel_pe: bool = False,
     ):
         super().__init__(n_embd, n_head, stride, attn_pdrop, proj_pdrop)
         if window_size <= 1:
@@ -104,7 +123,8 @@ class LocalMaskedMHCA(MaskedMHCA):
         """Banded attention. q, k, v [B, nh, T, hs], mask [B, 1, T] -> [B, nh, T, hs]."""
         B, nh, T, hs = q.shape
         h = self.window_overlap
-        c = 2 * h  # queries per chunk: a chunk sees c + 2h keys, so the dense scores are ≈ 2× the band
+        # 2h queries per chunk see 4h keys: the dense scores are ≈ 2× the band, every matmul dense
+        c = 2 * h
         n = -(-T // c)
         pad_q, pad_k = n * c - T, (h, n * c - T + h)
         q = F.pad(q * self.scale, (0, 0, 0, pad_q)).view(B, nh, n, c, hs)  # [B, nh, n, c, hs]
@@ -112,14 +132,17 @@ class LocalMaskedMHCA(MaskedMHCA):
         v = F.pad(v, (0, 0) + pad_k).unfold(2, c + 2 * h, c)  # [B, nh, n, hs, c + 2h]
         att = q @ k  # [B, nh, n, c, c + 2h]; key j of chunk m is position m·c + j − h
 
-        offset = torch.arange(c + 2 * h, device=q.device)[None, :] - torch.arange(c, device=q.device)[:, None]  # [c, c + 2h]
-        band = (offset >= 0) & (offset <= 2 * h)  # band index = key offset + h
+        idx = torch.arange(c + 2 * h, device=q.device)
+        offset = idx[None, :] - idx[:c, None]  # [c, c + 2h]: (key − query position) + h
+        band = (offset >= 0) & (offset <= 2 * h)  # |key − query| ≤ h; offset is the rel_pe index
         if self.use_rel_pe:
-            att = att + self.rel_pe[0, 0][:, offset.clamp(0, 2 * h)][None, :, None]  # [1, nh, 1, c, c + 2h]
+            rel = self.rel_pe[0, 0][:, offset.clamp(0, 2 * h)]  # [nh, c, c + 2h]
+            att = att + rel[None, :, None]
         key_ok = F.pad(mask[:, 0], pad_k, value=False).unfold(1, c + 2 * h, c)  # [B, n, c + 2h]
         allowed = band & key_ok[:, None, :, None, :]  # [B, 1, n, c, c + 2h]
         # a finite fill keeps rows without any allowed key (padded queries) NaN-free; every valid
-        # query sees itself, so exp(min − max) = 0 exactly there, as with the reference's −inf / −1e4
+        # query sees itself, so exp(min − max) = 0 exactly there, as with the reference's −inf and
+        # −1e4 fills
         att = att.masked_fill(~allowed, torch.finfo(att.dtype).min)
         att = F.softmax(att, dim=-1)
         query_ok = F.pad(mask[:, 0], (0, pad_q), value=False).view(B, 1, n, c, 1)
@@ -133,7 +156,7 @@ class TransformerBlock(TemporalBlock):
     """ActionFormer's pre-LN TransformerBlock (the "convTransformer" backbone block).
 
         out, m' = attn(LN1(x), mask)                    # strided q/k/v convs downsample here
-        out = pool_skip(x) · m' + drop_path_attn(out)   # pool_skip: MaxPool1d(s + 1, s, (s + 1) // 2)
+        out = pool_skip(x) · m' + drop_path_attn(out)   # pool_skip: MaxPool1d(s+1, s, (s+1) // 2)
         out = out + drop_path_mlp(MLP(LN2(out)) · m')
 
     Downsampling happens inside the attention (strided depthwise convs) and on the skip path
@@ -144,23 +167,39 @@ class TransformerBlock(TemporalBlock):
     takes_window = True
 
     def __init__(
-        self, dim: int, stride: int = 1, drop_path: float = 0.0, *, window_size: int, n_head: int = 4,
-        proj_pdrop: float = 0.0, attn_pdrop: float = 0.0, use_rel_pe: bool = False,
+        self,
+        dim: int,
+        stride: int = 1,
+        drop_path: float = 0.0,
+        *,
+        window_size: int,
+        n_head: int = 4,
+        proj_pdrop: float = 0.0,
+        attn_pdrop: float = 0.0,
+        use_rel_pe: bool = False,
     ):
         super().__init__(dim, stride, drop_path)
         self.window_size = window_size
         self.ln1, self.ln2 = LayerNorm(dim), LayerNorm(dim)
         if window_size > 1:
-            self.attn = LocalMaskedMHCA(dim, n_head, window_size, stride, attn_pdrop, proj_pdrop, use_rel_pe)
+            self.attn = LocalMaskedMHCA(
+                dim, n_head, window_size, stride, attn_pdrop, proj_pdrop, use_rel_pe
+            )
         else:  # the reference silently ignores use_rel_pe for global attention
             self.attn = MaskedMHCA(dim, n_head, stride, attn_pdrop, proj_pdrop)
-        self.pool_skip = nn.MaxPool1d(stride + 1, stride, (stride + 1) // 2) if stride > 1 else nn.Identity()
+        self.pool_skip = (
+            nn.MaxPool1d(stride + 1, stride, (stride + 1) // 2) if stride > 1 else nn.Identity()
+        )
         self.mlp = nn.Sequential(
-            nn.Conv1d(dim, 4 * dim, 1), nn.GELU(), nn.Dropout(proj_pdrop),
-            nn.Conv1d(4 * dim, dim, 1), nn.Dropout(proj_pdrop),
+            nn.Conv1d(dim, 4 * dim, 1),
+            nn.GELU(),
+            nn.Dropout(proj_pdrop),
+            nn.Conv1d(4 * dim, dim, 1),
+            nn.Dropout(proj_pdrop),
         )
         self.drop_path_attn, self.drop_path_mlp = (
-            AffineDropPath(dim, drop_prob=drop_path) if drop_path > 0 else nn.Identity() for _ in range(2)
+            AffineDropPath(dim, drop_prob=drop_path) if drop_path > 0 else nn.Identity()
+            for _ in range(2)
         )
 
     def size_divisor(self) -> int:

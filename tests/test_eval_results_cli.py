@@ -1,0 +1,133 @@
+"""Evaluation output: EvalResult.to_json / format_table, and tools/eval_results.py end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libs.evaluation import DetectionMAP, format_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "tools/eval_results.py"
+
+
+GT = {
+    "database": {
+        "a": {
+            "subset": "Test",
+            "duration": 60.0,
+            "annotations": [
+                {"label": "Jump", "segment": [0.0, 10.0], "label_id": 0},
+                {"label": "Jump", "segment": [20.0, 30.0], "label_id": 0},
+            ],
+        },
+        "b": {
+            "subset": "Validation",
+            "duration": 60.0,
+            "annotations": [{"label": "Run", "segment": [0.0, 5.0], "label_id": 1}],
+        },
+    }
+}
+# ranks FP, TP, TP → AP 2/3 at every threshold; one label given as its integer id
+RESULTS = {
+    "version": "VERSION 1.3",
+    "external_data": {},
+    "results": {
+        "a": [
+            {"label": "Jump", "segment": [40.0, 50.0], "score": 0.9},
+            {"label": "Jump", "segment": [0.0, 10.0], "score": 0.8},
+            {"label": 0, "segment": [20.0, 30.0], "score": 0.7},
+        ]
+    },
+}
+
+
+def test_to_json_and_table():
+    r = DetectionMAP(GT, "test", [0.3, 0.5, 0.7]).evaluate(RESULTS)
+    assert r.to_json() == {"tiou": [0.3, 0.5, 0.7], "mAP": r.mAP, "average_mAP": r.average_mAP}
+    table = format_table(r)
+    assert "0.30" in table and "66.67" in table and "Jump" not in table
+    assert "Jump" in format_table(r, per_class=True)
+    assert r.summary()["mAP@0.50"] == r.mAP[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "gt.json").write_text(json.dumps(GT))
+    (tmp_path / "res.json").write_text(json.dumps(RESULTS))
+    return tmp_path
+
+
+def test_cli_prints_table_and_writes_json(files):
+    out = files / "out" / "map.json"
+    out.parent.mkdir()
+    proc = run_cli(
+        files / "gt.json",
+        files / "res.json",
+        "--split",
+        "test",
+        "--tiou",
+        "0.3",
+        "0.5",
+        "--json",
+        out,
+        "--per-class",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "66.67" in proc.stdout and "Jump" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["tiou"] == [0.3, 0.5]
+    assert data["mAP"] == pytest.approx([2 / 3, 2 / 3]) and data["average_mAP"] == pytest.approx(
+        2 / 3
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["map.json"]  # no temp file left
+
+
+def test_cli_default_thresholds_are_official(files):
+    out = files / "map.json"
+    proc = run_cli(files / "gt.json", files / "res.json", "--split", "Test", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["tiou"] == pytest.approx([0.5 + 0.05 * i for i in range(10)])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda gt, res: gt.pop("database"), "'database'"),
+        (lambda gt, res: res.pop("results"), "'results'"),
+        (lambda gt, res: res["results"]["a"][0].update(segment=[1.0]), "video 'a'"),
+        (lambda gt, res: res["results"]["a"][0].update(label="Dance"), "unknown label 'Dance'"),
+    ],
+)
+def test_cli_bad_input_one_line_error(files, mutate, message):
+    gt, res = json.loads((files / "gt.json").read_text()), json.loads(
+        (files / "res.json").read_text()
+    )
+    mutate(gt, res)
+    (files / "gt.json").write_text(json.dumps(gt))
+    (files / "res.json").write_text(json.dumps(res))
+    proc = run_cli(files / "gt.json", files / "res.json", "--split", "test")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_file_and_empty_split(files):
+    proc = run_cli(files / "nope.json", files / "res.json")
+    assert proc.returncode == 2 and "nope.json" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(files / "gt.json", files / "res.json", "--split", "training")
+    assert proc.returncode == 2 and "'Test'" in proc.stderr and "'Validation'" in proc.stderr
