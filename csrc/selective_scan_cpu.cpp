@@ -257,22 +257,23 @@ struct FlushDenormals {
 #endif
 };
 
+inline int64_t num_ranges(int64_t rows) {
+  return std::min<int64_t>(rows, 4 * at::get_num_threads());
+}
+
 // Splits `rows` into ~4 contiguous ranges per thread and runs f(r0, r1, scratch) for each on
 // ATen's threads (honours torch.set_num_threads), handing ranges out one at a time so that a
 // thread descheduled by other load does not hold up the rest. f(q, ...) gets range index q.
 template <class MakeScratch, class F>
 void parallel_ranges(int64_t rows, const MakeScratch& make, const F& f) {
-  const int64_t n = std::min<int64_t>(rows, 4 * at::get_num_threads());
+  const int64_t n = num_ranges(rows);
   std::atomic<int64_t> next{0};
-  at::parallel_for(0, n, n, [&](int64_t, int64_t) {});  // no-op: keeps the pool warm-up cheap
   at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     FlushDenormals ftz;
     auto w = make();
     for (int64_t q = next++; q < n; q = next++) f(q, q * rows / n, (q + 1) * rows / n, w);
   });
 }
-
-inline int64_t num_ranges(int64_t rows) { return std::min<int64_t>(rows, 4 * at::get_num_threads()); }
 
 template <class Tr, int NV>
 struct Kernel {
@@ -545,45 +546,6 @@ void check_row_tensor(const at::Tensor& x, const char* name, const at::Tensor& u
   TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
 }
 
-// Checks the inputs and fills a Scan view; *Bt / *Ct receive the transposed B / C.
-template <typename T>
-Scan<T> make_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
-                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
-                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& bias,
-                  bool softplus, at::Tensor* Bt, at::Tensor* Ct, int width) {
-  check_row_tensor(u, "u", u);
-  check_row_tensor(delta, "delta", u);
-  if (z) check_row_tensor(*z, "z", u);
-  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), dstate = A.size(1);
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == dim, "A must be [D, N]");
-  TORCH_CHECK(dstate >= 1 && dstate <= kMaxState, "N must be in [1, ", kMaxState, "]");
-  TORCH_CHECK(B.dim() == 4 && B.sizes() == C.sizes() && B.size(0) == batch &&
-                  B.size(2) == dstate && B.size(3) == len,
-              "B and C must be [B, G, N, L]");
-  const int64_t groups = B.size(1);
-  TORCH_CHECK(groups >= 1 && dim % groups == 0, "D must be a multiple of the groups G");
-  for (const auto& t : {A, B, C}) TORCH_CHECK(t.scalar_type() == u.scalar_type(), "dtype mismatch");
-  const int64_t np = (dstate + width - 1) / width * width;
-  for (auto [src, dst] : {std::pair{&B, Bt}, std::pair{&C, Ct}}) {
-    *dst = at::zeros({batch, groups, len, np}, u.options());
-    dst->narrow(3, 0, dstate).copy_(src->permute({0, 1, 3, 2}));
-  }
-  Scan<T> s{batch, dim, len, dstate, groups, np, (len + kChunk - 1) / kChunk};
-  s.u = u.data_ptr<T>();
-  s.delta = delta.data_ptr<T>();
-  s.z = z ? z->data_ptr<T>() : nullptr;
-  s.A = A.data_ptr<T>();  // made contiguous by the caller
-  s.Dsk = D ? D->data_ptr<T>() : nullptr;
-  s.bias = bias ? bias->data_ptr<T>() : nullptr;
-  s.u_sb = u.stride(0), s.u_sd = u.stride(1);
-  s.dl_sb = delta.stride(0), s.dl_sd = delta.stride(1);
-  s.z_sb = z ? z->stride(0) : 0, s.z_sd = z ? z->stride(1) : 0;
-  s.Bt = Bt->data_ptr<T>();
-  s.Ct = Ct->data_ptr<T>();
-  s.softplus = softplus;
-  return s;
-}
-
 std::optional<at::Tensor> vector_arg(const std::optional<at::Tensor>& x, const at::Tensor& u,
                                      const char* name) {
   if (!x) return x;
@@ -591,20 +553,71 @@ std::optional<at::Tensor> vector_arg(const std::optional<at::Tensor>& x, const a
   return x->to(u.scalar_type()).contiguous();
 }
 
-template <class Tr>
-std::vector<at::Tensor> fwd_impl(const at::Tensor& u, const at::Tensor& delta,
-                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
-                                 const std::optional<at::Tensor>& D,
-                                 const std::optional<at::Tensor>& z,
-                                 const std::optional<at::Tensor>& bias, bool softplus,
-                                 bool save_states) {
-  using T = typename Tr::T;
+// The checked inputs of one call, with B and C transposed to [B, G, L, NP] (Bt, Ct).
+struct Inputs {
+  at::Tensor u, delta, A, B, C;
+  std::optional<at::Tensor> D, z, bias;
+  bool softplus;
   at::Tensor Bt, Ct;
-  const Scan<T> s = make_scan<T>(u, delta, A, B, C, D, z, bias, softplus, &Bt, &Ct, Tr::W);
-  at::Tensor out = at::empty({s.batch, s.dim, s.len}, u.options());
-  at::Tensor last = at::empty({s.batch, s.dim, s.dstate}, u.options());
-  at::Tensor ckpt;
-  if (save_states) ckpt = at::empty({s.batch, s.dim, s.nchunks, s.np}, u.options());
+
+  Inputs(const at::Tensor& u_, const at::Tensor& delta_, const at::Tensor& A_,
+         const at::Tensor& B_, const at::Tensor& C_, const std::optional<at::Tensor>& D_,
+         const std::optional<at::Tensor>& z_, const std::optional<at::Tensor>& bias_, bool sp)
+      : u(u_), delta(delta_), A(A_.contiguous()), B(B_), C(C_), z(z_), softplus(sp) {
+    TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
+                "selective_scan: float32 or float64 only (upcast other dtypes)");
+    check_row_tensor(u, "u", u);
+    check_row_tensor(delta, "delta", u);
+    if (z) check_row_tensor(*z, "z", u);
+    const int64_t dim = u.size(1), dstate = A.size(1);
+    TORCH_CHECK(A.dim() == 2 && A.size(0) == dim, "A must be [D, N]");
+    TORCH_CHECK(dstate >= 1 && dstate <= kMaxState, "N must be in [1, ", kMaxState, "]");
+    TORCH_CHECK(B.dim() == 4 && B.sizes() == C.sizes() && B.size(0) == u.size(0) &&
+                    B.size(2) == dstate && B.size(3) == u.size(2),
+                "B and C must be [B, G, N, L]");
+    TORCH_CHECK(B.size(1) >= 1 && dim % B.size(1) == 0, "D must be a multiple of the groups G");
+    for (const auto& t : {A, B, C}) {
+      TORCH_CHECK(t.scalar_type() == u.scalar_type(), "A, B, C must have u's dtype");
+    }
+    D = vector_arg(D_, u, "D");
+    bias = vector_arg(bias_, u, "delta_bias");
+    const int64_t width = u.scalar_type() == at::kDouble ? F64::W : F32::W;
+    const int64_t np = (dstate + width - 1) / width * width;
+    for (auto [src, dst] : {std::pair{&B, &Bt}, std::pair{&C, &Ct}}) {
+      *dst = at::zeros({B.size(0), B.size(1), u.size(2), np}, u.options());
+      dst->narrow(3, 0, dstate).copy_(src->permute({0, 1, 3, 2}));
+    }
+  }
+
+  template <typename T>
+  Scan<T> view() const {
+    const int64_t len = u.size(2);
+    Scan<T> s{u.size(0), u.size(1), len, A.size(1), B.size(1), Bt.size(3),
+              (len + kChunk - 1) / kChunk};
+    s.u = u.data_ptr<T>();
+    s.delta = delta.data_ptr<T>();
+    s.z = z ? z->data_ptr<T>() : nullptr;
+    s.A = A.data_ptr<T>();
+    s.Dsk = D ? D->data_ptr<T>() : nullptr;
+    s.bias = bias ? bias->data_ptr<T>() : nullptr;
+    s.u_sb = u.stride(0), s.u_sd = u.stride(1);
+    s.dl_sb = delta.stride(0), s.dl_sd = delta.stride(1);
+    s.z_sb = z ? z->stride(0) : 0, s.z_sd = z ? z->stride(1) : 0;
+    s.Bt = Bt.data_ptr<T>();
+    s.Ct = Ct.data_ptr<T>();
+    s.softplus = softplus;
+    return s;
+  }
+};
+
+template <class Tr>
+std::vector<at::Tensor> fwd_impl(const Inputs& in, bool save_states) {
+  using T = typename Tr::T;
+  const Scan<T> s = in.view<T>();
+  const auto opt = in.u.options();
+  at::Tensor out = at::empty({s.batch, s.dim, s.len}, opt);
+  at::Tensor last = at::empty({s.batch, s.dim, s.dstate}, opt);
+  at::Tensor ckpt = save_states ? at::empty({s.batch, s.dim, s.nchunks, s.np}, opt) : at::Tensor();
   T* ck = save_states ? ckpt.data_ptr<T>() : nullptr;
   with_kernel<Tr>(s.np, [&](auto k) {
     parallel_ranges(
@@ -616,34 +629,41 @@ std::vector<at::Tensor> fwd_impl(const at::Tensor& u, const at::Tensor& delta,
   return {out, last, ckpt};
 }
 
+// Adds each range's shared-group slots into dBt / dCt, in range order (deterministic sums).
+template <typename T>
+void merge_slots(const std::vector<RangeSlots<T>>& slots, T* dBt, T* dCt, int64_t stride) {
+  for (const auto& sl : slots) {
+    for (int k = 0; k < 2; ++k) {
+      if (sl.group[k] < 0) continue;
+      T *dB = dBt + sl.group[k] * stride, *dC = dCt + sl.group[k] * stride;
+      for (int64_t i = 0; i < stride; ++i) dB[i] += sl.dB[k][i];
+      for (int64_t i = 0; i < stride; ++i) dC[i] += sl.dC[k][i];
+    }
+  }
+}
+
 template <class Tr>
-std::vector<at::Tensor> bwd_impl(const at::Tensor& u, const at::Tensor& delta,
-                                 const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
-                                 const std::optional<at::Tensor>& D,
-                                 const std::optional<at::Tensor>& z,
-                                 const std::optional<at::Tensor>& bias, bool softplus,
-                                 const at::Tensor& ckpt, const at::Tensor& dout,
+std::vector<at::Tensor> bwd_impl(const Inputs& in, const at::Tensor& ckpt, const at::Tensor& dout,
                                  const std::optional<at::Tensor>& dlast) {
   using T = typename Tr::T;
-  at::Tensor Bt, Ct;
-  const Scan<T> s = make_scan<T>(u, delta, A, B, C, D, z, bias, softplus, &Bt, &Ct, Tr::W);
-  check_row_tensor(dout, "dout", u);
-  const int64_t rows = s.batch * s.dim, ranges = num_ranges(rows);
+  const Scan<T> s = in.view<T>();
+  check_row_tensor(dout, "dout", in.u);
+  const int64_t rows = s.batch * s.dim;
   TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == rows * s.nchunks * s.np,
               "ckpt does not match this problem (was it saved by selective_scan_fwd?)");
-  at::Tensor dlast_c;
-  if (dlast) dlast_c = dlast->to(u.scalar_type()).contiguous();
-  const auto opt = u.options();
+  const at::Tensor dlast_c = dlast ? dlast->to(in.u.scalar_type()).contiguous() : at::Tensor();
+  const auto opt = in.u.options();
   at::Tensor du = at::empty({s.batch, s.dim, s.len}, opt), ddelta = at::empty_like(du);
-  at::Tensor dz = z ? at::empty_like(du) : at::Tensor();
+  at::Tensor dz = in.z ? at::empty_like(du) : at::Tensor();
   at::Tensor dA_rows = at::empty({rows, s.np}, opt), dD_rows = at::empty({rows}, opt);
   at::Tensor dbias_rows = at::empty({rows}, opt);
-  at::Tensor dBt = at::zeros_like(Bt), dCt = at::zeros_like(Ct);
-  std::vector<RangeSlots<T>> slots(ranges);
-  Grads<T> g{dout.data_ptr<T>(), dlast ? dlast_c.data_ptr<T>() : nullptr, ckpt.data_ptr<T>(),
-             dout.stride(0), dout.stride(1), du.data_ptr<T>(), ddelta.data_ptr<T>(),
-             z ? dz.data_ptr<T>() : nullptr, dA_rows.data_ptr<T>(),
-             D ? dD_rows.data_ptr<T>() : nullptr, bias ? dbias_rows.data_ptr<T>() : nullptr};
+  at::Tensor dBt = at::zeros_like(in.Bt), dCt = at::zeros_like(in.Ct);
+  std::vector<RangeSlots<T>> slots(num_ranges(rows));
+  const Grads<T> g{dout.data_ptr<T>(), dlast ? dlast_c.data_ptr<T>() : nullptr,
+                   ckpt.data_ptr<T>(), dout.stride(0), dout.stride(1), du.data_ptr<T>(),
+                   ddelta.data_ptr<T>(), in.z ? dz.data_ptr<T>() : nullptr,
+                   dA_rows.data_ptr<T>(), in.D ? dD_rows.data_ptr<T>() : nullptr,
+                   in.bias ? dbias_rows.data_ptr<T>() : nullptr};
   with_kernel<Tr>(s.np, [&](auto k) {
     parallel_ranges(
         rows, [&] { return Scratch<Tr>(s.len, s.np, kBlock); },
@@ -652,39 +672,25 @@ std::vector<at::Tensor> bwd_impl(const at::Tensor& u, const at::Tensor& delta,
                                       slots[q], w);
         });
   });
-  const int64_t stride = s.len * s.np;
-  for (const auto& sl : slots) {  // fixed order: deterministic sums
-    for (int k = 0; k < 2; ++k) {
-      if (sl.group[k] < 0) continue;
-      T *dB = dBt.data_ptr<T>() + sl.group[k] * stride, *dC = dCt.data_ptr<T>() + sl.group[k] * stride;
-      for (int64_t i = 0; i < stride; ++i) dB[i] += sl.dB[k][i];
-      for (int64_t i = 0; i < stride; ++i) dC[i] += sl.dC[k][i];
-    }
-  }
+  merge_slots(slots, dBt.data_ptr<T>(), dCt.data_ptr<T>(), s.len * s.np);
   auto untranspose = [&](const at::Tensor& x) {  // [B, G, L, NP] -> [B, G, N, L]
     return x.narrow(3, 0, s.dstate).permute({0, 1, 3, 2}).contiguous();
   };
   at::Tensor dA = dA_rows.view({s.batch, s.dim, s.np}).narrow(2, 0, s.dstate).sum(0);
-  at::Tensor dD = D ? dD_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
-  at::Tensor dbias = bias ? dbias_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
+  at::Tensor dD = in.D ? dD_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
+  at::Tensor dbias = in.bias ? dbias_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
   return {du, ddelta, dA, untranspose(dBt), untranspose(dCt), dD, dz, dbias};
 }
 
 // Entry points. u, delta, z, dout: [B, D, L] with stride 1 along L (other strides free);
 // A: [D, N]; B, C: [B, G, N, L] any strides; D, delta_bias: [D]; all float32 or all float64.
-std::vector<at::Tensor> selective_scan_fwd(const at::Tensor& u, const at::Tensor& delta,
-                                           const at::Tensor& A, const at::Tensor& B,
-                                           const at::Tensor& C,
-                                           const std::optional<at::Tensor>& D,
-                                           const std::optional<at::Tensor>& z,
-                                           const std::optional<at::Tensor>& delta_bias,
-                                           bool delta_softplus, bool save_states) {
-  const auto Dc = vector_arg(D, u, "D"), bc = vector_arg(delta_bias, u, "delta_bias");
-  if (u.scalar_type() == at::kDouble) {
-    return fwd_impl<F64>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, save_states);
-  }
-  TORCH_CHECK(u.scalar_type() == at::kFloat, "selective_scan_fwd: float32 or float64 only");
-  return fwd_impl<F32>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, save_states);
+std::vector<at::Tensor> selective_scan_fwd(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus, bool save_states) {
+  const Inputs in(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  return u.scalar_type() == at::kDouble ? fwd_impl<F64>(in, save_states)
+                                        : fwd_impl<F32>(in, save_states);
 }
 
 std::vector<at::Tensor> selective_scan_bwd(
@@ -692,14 +698,9 @@ std::vector<at::Tensor> selective_scan_bwd(
     const at::Tensor& C, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
     const std::optional<at::Tensor>& delta_bias, bool delta_softplus, const at::Tensor& ckpt,
     const at::Tensor& dout, const std::optional<at::Tensor>& dlast) {
-  const auto Dc = vector_arg(D, u, "D"), bc = vector_arg(delta_bias, u, "delta_bias");
-  if (u.scalar_type() == at::kDouble) {
-    return bwd_impl<F64>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, ckpt, dout,
-                         dlast);
-  }
-  TORCH_CHECK(u.scalar_type() == at::kFloat, "selective_scan_bwd: float32 or float64 only");
-  return bwd_impl<F32>(u, delta, A.contiguous(), B, C, Dc, z, bc, delta_softplus, ckpt, dout,
-                       dlast);
+  const Inputs in(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  return u.scalar_type() == at::kDouble ? bwd_impl<F64>(in, ckpt, dout, dlast)
+                                        : bwd_impl<F32>(in, ckpt, dout, dlast);
 }
 
 const libs_ext::ExtRegistrar kRegisterScan([](pybind11::module& m) {

@@ -6,6 +6,8 @@ one warning says how to build it.
 """
 import logging
 
+import torch  # noqa: F401  (loads libc10 etc. before the extension)
+
 logger = logging.getLogger(__name__)
 
 try:
