@@ -43,7 +43,9 @@ def conv_backends() -> dict:
 
 def _check_activation(activation: Optional[str]) -> None:
     if activation not in ACTIVATIONS:
-        raise ValueError(f"causal_conv1d: activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise ValueError(
+            f"causal_conv1d: activation must be one of {ACTIVATIONS}, got {activation!r}"
+        )
 
 
 def causal_conv1d_ref(
@@ -75,15 +77,17 @@ def _pick_backend(backend: str, x: Tensor) -> str:
         if not x.is_cuda:
             raise ValueError("causal_conv1d: backend 'cuda' needs CUDA tensors")
         if _causal_conv1d_cuda() is None:
-            raise RuntimeError(f"causal_conv1d: the causal-conv1d kernel is missing. {CAUSAL_CONV1D_INSTALL}")
+            raise RuntimeError(
+                f"causal_conv1d: the causal-conv1d kernel is missing. {CAUSAL_CONV1D_INSTALL}"
+            )
     if backend != "auto":
         return backend
     if not x.is_cuda:
         return "torch"
     if _causal_conv1d_cuda() is not None:
         return "cuda"
-    log_once("causal_conv1d", "torch-on-cuda", f"causal-conv1d not importable. {CAUSAL_CONV1D_INSTALL}",
-             logging.WARNING)
+    log_once("causal_conv1d", "torch-on-cuda",
+             f"causal-conv1d is not importable; {CAUSAL_CONV1D_INSTALL}", logging.WARNING)
     return "torch"
 
 

@@ -16,7 +16,7 @@ Backends:
 """
 import functools
 import logging
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ EXT_BUILD = "pip install -e . --no-build-isolation"
 BACKENDS = ("auto", "cuda", "ext", "torch")
 
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
-_logged = set()
+_logged: Set[Tuple[str, str]] = set()
 
 
 def log_once(op: str, backend: str, msg: str = "", level: int = logging.INFO) -> None:
@@ -138,6 +138,10 @@ def selective_scan_ref(
     return (out, h) if return_last_state else out
 
 
+def _to(x: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    return None if x is None else x.to(dtype)
+
+
 def _row_major(x: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     """x in `dtype` with stride 1 along L; other strides are kept (no whole-tensor copy)."""
     if x is None:
@@ -151,9 +155,8 @@ def _ext_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
     cdt = _compute_dtype(u)
     B4 = B.unsqueeze(1) if B.dim() == 3 else B  # [B, G, N, L], any strides
     C4 = C.unsqueeze(1) if C.dim() == 3 else C  # [B, G, N, L], any strides
-    vec = (lambda x: None if x is None else x.to(cdt))
     return (_row_major(u, cdt), _row_major(delta, cdt), A.to(cdt), B4.to(cdt), C4.to(cdt),
-            vec(D), _row_major(z, cdt), vec(delta_bias))
+            _to(D, cdt), _row_major(z, cdt), _to(delta_bias, cdt))
 
 
 def _cast_like(grad: Optional[Tensor], like: Optional[Tensor]) -> Optional[Tensor]:
@@ -192,27 +195,32 @@ class _SelectiveScanExt(torch.autograd.Function):
         return tuple(_cast_like(g, x) for g, x in zip(ordered, inputs)) + (None, None)
 
 
-def _pick_backend(backend: str, u: Tensor, B: Tensor, C: Tensor) -> str:
-    """Resolve "auto" by device and capability; raise when an explicit backend cannot run."""
+def _check_explicit(backend: str, u: Tensor, B: Tensor, C: Tensor) -> None:
+    """Raise, with the install / build command, when an explicitly requested backend can't run."""
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "cuda":
         if not u.is_cuda:
             raise ValueError("selective_scan: backend 'cuda' needs CUDA tensors")
         if _mamba_scan_fn() is None:
-            raise RuntimeError(f"selective_scan: mamba-ssm's CUDA kernel is missing. {MAMBA_INSTALL}")
+            raise RuntimeError(
+                f"selective_scan: mamba-ssm's CUDA kernel is missing. {MAMBA_INSTALL}"
+            )
     if backend == "ext":
         if not ext_has_scan():
             raise RuntimeError(f"selective_scan: libs._C has no CPU scan. Build it: {EXT_BUILD}")
         if u.device.type != "cpu" or B.dim() == 2 or C.dim() == 2:
             raise ValueError("selective_scan: backend 'ext' needs CPU tensors and variable "
                              "B/C ([B, N, L] or [B, G, N, L]); use backend='torch'")
-    if backend != "auto":
-        return backend
+
+
+def _auto_backend(u: Tensor, B: Tensor, C: Tensor) -> str:
+    """mamba-ssm's kernel for CUDA tensors, else the C++ kernel on CPU, else the reference."""
     if u.is_cuda:
         if _mamba_scan_fn() is not None:
             return "cuda"
-        log_once("selective_scan", "torch-on-cuda", f"mamba-ssm not importable; slow. {MAMBA_INSTALL}",
+        log_once("selective_scan", "torch-on-cuda",
+                 f"mamba-ssm is not importable, the PyTorch loop is slow; {MAMBA_INSTALL}",
                  logging.WARNING)
         return "torch"
     if ext_has_scan() and u.device.type == "cpu" and B.dim() > 2 and C.dim() > 2:
@@ -242,7 +250,8 @@ def selective_scan(
     Returns:
         out [B, D, L] in u's dtype, or (out, last_state [B, D, N]) with return_last_state.
     """
-    name = _pick_backend(backend, u, B, C)
+    _check_explicit(backend, u, B, C)
+    name = _auto_backend(u, B, C) if backend == "auto" else backend
     log_once("selective_scan", name)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "cuda":
