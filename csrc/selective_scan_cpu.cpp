@@ -14,15 +14,15 @@
 // - the per-step dot products over n are deferred: W product vectors are reduced at once by a
 //   transpose-and-add tree, cheaper than one horizontal sum per step;
 // - the forward saves the state every kChunk steps; the backward recomputes one chunk into an
-//   L1-sized buffer, walks it in reverse carrying dL/dh, and adds dB / dC of groups shared
-//   with another range into per-range slots that are summed afterwards in a fixed order.
+//   L1-sized buffer and walks it in reverse carrying dL/dh, for kBlock rows in turn per chunk
+//   (the chunk's B, C, dB, dC stay in L1); dB / dC of groups shared with another row range go
+//   to per-range slots that are summed afterwards in a fixed order (deterministic results).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -261,9 +261,10 @@ inline int64_t num_ranges(int64_t rows) {
   return std::min<int64_t>(rows, 4 * at::get_num_threads());
 }
 
-// Splits `rows` into ~4 contiguous ranges per thread and runs f(r0, r1, scratch) for each on
-// ATen's threads (honours torch.set_num_threads), handing ranges out one at a time so that a
-// thread descheduled by other load does not hold up the rest. f(q, ...) gets range index q.
+// Splits `rows` into ~4 contiguous ranges per thread and runs f(q, r0, r1, scratch) for each
+// range q = [r0, r1) on ATen's threads (honours torch.set_num_threads), handing ranges out one
+// at a time so that a thread descheduled by other load does not hold up the rest. Each thread
+// makes its scratch once.
 template <class MakeScratch, class F>
 void parallel_ranges(int64_t rows, const MakeScratch& make, const F& f) {
   const int64_t n = num_ranges(rows);
@@ -553,6 +554,59 @@ std::optional<at::Tensor> vector_arg(const std::optional<at::Tensor>& x, const a
   return x->to(u.scalar_type()).contiguous();
 }
 
+// Serial helpers for the small tensors around the kernel. They stay out of ATen's thread pool
+// on purpose: on oversubscribed cores each parallel region's barrier costs scheduler ticks (a
+// 26 us zeros + copy took 12 ms on 2 busy threads), so each kernel call opens one region only.
+
+// x [B, G, N, L] (any strides) -> [B, G, L, np], lanes N..np-1 zero.
+template <typename T>
+at::Tensor to_step_major(const at::Tensor& x, int64_t np) {
+  const int64_t n = x.size(2), len = x.size(3);
+  at::Tensor out = at::empty({x.size(0), x.size(1), len, np}, x.options());
+  T* dst = out.data_ptr<T>();
+  for (int64_t b = 0; b < x.size(0); ++b) {
+    for (int64_t g = 0; g < x.size(1); ++g) {
+      const T* src = x.data_ptr<T>() + b * x.stride(0) + g * x.stride(1);
+      for (int64_t t = 0; t < len; ++t, dst += np) {
+        for (int64_t k = 0; k < n; ++k) dst[k] = src[k * x.stride(2) + t * x.stride(3)];
+        std::fill(dst + n, dst + np, T(0));
+      }
+    }
+  }
+  return out;
+}
+
+// xt [B, G, L, np] -> [B, G, N, L].
+template <typename T>
+at::Tensor from_step_major(const at::Tensor& xt, int64_t n) {
+  const int64_t len = xt.size(2), np = xt.size(3);
+  at::Tensor out = at::empty({xt.size(0), xt.size(1), n, len}, xt.options());
+  const T* src = xt.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  for (int64_t bg = 0; bg < xt.size(0) * xt.size(1); ++bg, src += len * np) {
+    for (int64_t k = 0; k < n; ++k, dst += len) {
+      for (int64_t t = 0; t < len; ++t) dst[t] = src[t * np + k];
+    }
+  }
+  return out;
+}
+
+// rows [B * D, width] -> [D, n]: the first n values of each row, summed over B.
+template <typename T>
+at::Tensor sum_over_batch(const at::Tensor& rows, int64_t batch, int64_t n) {
+  const int64_t dim = rows.size(0) / batch, width = rows.size(1);
+  at::Tensor out = at::empty({dim, n}, rows.options());
+  const T* src = rows.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  std::fill_n(dst, dim * n, T(0));
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t d = 0; d < dim; ++d) {
+      for (int64_t k = 0; k < n; ++k) dst[d * n + k] += src[(b * dim + d) * width + k];
+    }
+  }
+  return out;
+}
+
 // The checked inputs of one call, with B and C transposed to [B, G, L, NP] (Bt, Ct).
 struct Inputs {
   at::Tensor u, delta, A, B, C;
@@ -583,10 +637,9 @@ struct Inputs {
     bias = vector_arg(bias_, u, "delta_bias");
     const int64_t width = u.scalar_type() == at::kDouble ? F64::W : F32::W;
     const int64_t np = (dstate + width - 1) / width * width;
-    for (auto [src, dst] : {std::pair{&B, &Bt}, std::pair{&C, &Ct}}) {
-      *dst = at::zeros({B.size(0), B.size(1), u.size(2), np}, u.options());
-      dst->narrow(3, 0, dstate).copy_(src->permute({0, 1, 3, 2}));
-    }
+    const bool f64 = u.scalar_type() == at::kDouble;
+    Bt = f64 ? to_step_major<double>(B, np) : to_step_major<float>(B, np);
+    Ct = f64 ? to_step_major<double>(C, np) : to_step_major<float>(C, np);
   }
 
   template <typename T>
@@ -655,9 +708,11 @@ std::vector<at::Tensor> bwd_impl(const Inputs& in, const at::Tensor& ckpt, const
   const auto opt = in.u.options();
   at::Tensor du = at::empty({s.batch, s.dim, s.len}, opt), ddelta = at::empty_like(du);
   at::Tensor dz = in.z ? at::empty_like(du) : at::Tensor();
-  at::Tensor dA_rows = at::empty({rows, s.np}, opt), dD_rows = at::empty({rows}, opt);
-  at::Tensor dbias_rows = at::empty({rows}, opt);
-  at::Tensor dBt = at::zeros_like(in.Bt), dCt = at::zeros_like(in.Ct);
+  at::Tensor dA_rows = at::empty({rows, s.np}, opt), dD_rows = at::empty({rows, 1}, opt);
+  at::Tensor dbias_rows = at::empty({rows, 1}, opt);
+  at::Tensor dBt = at::empty_like(in.Bt), dCt = at::empty_like(in.Ct);
+  std::fill_n(dBt.data_ptr<T>(), dBt.numel(), T(0));
+  std::fill_n(dCt.data_ptr<T>(), dCt.numel(), T(0));
   std::vector<RangeSlots<T>> slots(num_ranges(rows));
   const Grads<T> g{dout.data_ptr<T>(), dlast ? dlast_c.data_ptr<T>() : nullptr,
                    ckpt.data_ptr<T>(), dout.stride(0), dout.stride(1), du.data_ptr<T>(),
@@ -673,13 +728,12 @@ std::vector<at::Tensor> bwd_impl(const Inputs& in, const at::Tensor& ckpt, const
         });
   });
   merge_slots(slots, dBt.data_ptr<T>(), dCt.data_ptr<T>(), s.len * s.np);
-  auto untranspose = [&](const at::Tensor& x) {  // [B, G, L, NP] -> [B, G, N, L]
-    return x.narrow(3, 0, s.dstate).permute({0, 1, 3, 2}).contiguous();
-  };
-  at::Tensor dA = dA_rows.view({s.batch, s.dim, s.np}).narrow(2, 0, s.dstate).sum(0);
-  at::Tensor dD = in.D ? dD_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
-  at::Tensor dbias = in.bias ? dbias_rows.view({s.batch, s.dim}).sum(0) : at::Tensor();
-  return {du, ddelta, dA, untranspose(dBt), untranspose(dCt), dD, dz, dbias};
+  at::Tensor dA = sum_over_batch<T>(dA_rows, s.batch, s.dstate);  // [D, N]
+  at::Tensor dD = in.D ? sum_over_batch<T>(dD_rows, s.batch, 1).view({s.dim}) : at::Tensor();
+  at::Tensor dbias =
+      in.bias ? sum_over_batch<T>(dbias_rows, s.batch, 1).view({s.dim}) : at::Tensor();
+  at::Tensor dB = from_step_major<T>(dBt, s.dstate), dC = from_step_major<T>(dCt, s.dstate);
+  return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
 // Entry points. u, delta, z, dout: [B, D, L] with stride 1 along L (other strides free);

@@ -52,7 +52,10 @@ def test_ref_dtype_and_gradcheck():
     x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: causal_conv1d(*a, activation="silu"), (x, weight, bias))
+    def fn(*args):
+        return causal_conv1d(*args, activation="silu")
+
+    assert torch.autograd.gradcheck(fn, (x, weight, bias))
     out = causal_conv1d(x.detach().bfloat16(), weight.detach().float(), bias.detach().float())
     assert out.dtype == torch.bfloat16 and out.shape == (2, 3, 6)
 
@@ -78,7 +81,8 @@ def test_ref_matches_causal_conv1d_package_reference():
     except Exception as exc:  # not installed, or installed without its CUDA build
         pytest.skip(f"causal-conv1d not importable: {exc}")
     x, weight, bias = torch.randn(2, 4, 10), torch.randn(4, 4), torch.randn(4)
-    torch.testing.assert_close(causal_conv1d_ref(x, weight, bias, "silu"), theirs(x, weight, bias, activation="silu"))
+    torch.testing.assert_close(causal_conv1d_ref(x, weight, bias, "silu"),
+                               theirs(x, weight, bias, activation="silu"))
 
 
 @pytest.mark.cuda

@@ -17,8 +17,12 @@ def make_inputs(batch=2, dim=3, dstate=4, length=7, groups=None, dtype=torch.flo
     """Inputs in a numerically tame range. Without softplus, delta must stay positive or the
     recurrence grows exponentially (the reference overflows too)."""
     kw = dict(dtype=dtype, device=device)
-    delta = torch.randn(batch, dim, length, **kw) * 0.5 if softplus else \
-        torch.rand(batch, dim, length, **kw) * 0.2 + 0.01
+    if softplus:
+        delta = torch.randn(batch, dim, length, **kw) * 0.5
+        delta_bias = torch.randn(dim, **kw) * 0.3 - 0.5
+    else:
+        delta = torch.rand(batch, dim, length, **kw) * 0.2 + 0.01
+        delta_bias = torch.rand(dim, **kw) * 0.05
     bc = (batch, dstate, length) if groups is None else (batch, groups, dstate, length)
     return dict(
         u=torch.randn(batch, dim, length, **kw), delta=delta,
@@ -26,8 +30,7 @@ def make_inputs(batch=2, dim=3, dstate=4, length=7, groups=None, dtype=torch.flo
         B=torch.randn(*bc, **kw), C=torch.randn(*bc, **kw),
         D=torch.randn(dim, **kw) if D else None,
         z=torch.randn(batch, dim, length, **kw) if z else None,
-        delta_bias=(torch.randn(dim, **kw) * 0.3 - 0.5 if softplus else torch.rand(dim, **kw) * 0.05)
-        if bias else None,
+        delta_bias=delta_bias if bias else None,
     )
 
 
@@ -97,9 +100,11 @@ def test_ref_bc_layouts_agree(layout):
     if layout == "bgnl":
         y = dict(x, B=x["B"].unsqueeze(1), C=x["C"].unsqueeze(1))
     elif layout == "dn":
-        x = dict(x, B=torch.randn(4, 4, dtype=torch.float64), C=torch.randn(4, 4, dtype=torch.float64))
+        B, C = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+        x = dict(x, B=B, C=C)
         # the same per-channel B/C as [B, G = D, N, L]
-        y = dict(x, B=x["B"][None, :, :, None].expand(2, 4, 4, 5), C=x["C"][None, :, :, None].expand(2, 4, 4, 5))
+        y = dict(x, B=B[None, :, :, None].expand(2, 4, 4, 5),
+                 C=C[None, :, :, None].expand(2, 4, 4, 5))
     else:
         y = x
     torch.testing.assert_close(selective_scan_ref(**x, delta_softplus=True),
@@ -173,10 +178,12 @@ def test_ext_strided_inputs():
     xz = torch.randn(batch, 2 * dim, length)
     xz[:, :dim], xz[:, dim:] = x["u"], x["z"]
     dbl = torch.randn(batch, length, 3 * dstate)  # as x_proj: [(b l), dt_rank + 2N]
-    dbl[..., dstate:2 * dstate], dbl[..., 2 * dstate:] = x["B"].transpose(1, 2), x["C"].transpose(1, 2)
+    b_rows, c_rows = dbl[..., dstate:2 * dstate], dbl[..., 2 * dstate:]  # [B, L, N] each
+    b_rows.copy_(x["B"].transpose(1, 2))
+    c_rows.copy_(x["C"].transpose(1, 2))
     delta_t = x["delta"].transpose(1, 2).contiguous().transpose(1, 2)  # stride along L = D
     strided = dict(x, u=xz[:, :dim], z=xz[:, dim:], delta=delta_t,
-                   B=dbl[..., dstate:2 * dstate].transpose(1, 2), C=dbl[..., 2 * dstate:].transpose(1, 2))
+                   B=b_rows.transpose(1, 2), C=c_rows.transpose(1, 2))
     assert strided["u"].stride(-1) == 1 and not strided["u"].is_contiguous()
     assert strided["B"].stride(-1) != 1 and delta_t.stride(-1) != 1
     a = run_with_grads(x, True, "ext")
@@ -212,7 +219,8 @@ def test_ext_saves_checkpoints_not_per_step_states():
     """At L = 4096 the kernel saves its inputs plus one state per 64 steps ([B, D, L/64, N]);
     a per-step history ([B, D, L, N], 16x the inputs here) would fail the bound."""
     batch, dim, dstate, length = 1, 32, 16, 4096
-    x = {k: v.requires_grad_() for k, v in make_inputs(batch, dim, dstate, length, dtype=torch.float32).items()}
+    x = make_inputs(batch, dim, dstate, length, dtype=torch.float32)
+    x = {k: v.requires_grad_() for k, v in x.items()}
     saved = []
 
     def pack(t):
@@ -233,7 +241,8 @@ def test_ext_without_grad_saves_nothing():
     x = make_inputs(dtype=torch.float32)
     with torch.no_grad():
         out = selective_scan(**x, delta_softplus=True, backend="ext")
-    torch.testing.assert_close(out, selective_scan_ref(**x, delta_softplus=True), rtol=1e-4, atol=1e-5)
+    ref = selective_scan_ref(**x, delta_softplus=True)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ dispatch ---

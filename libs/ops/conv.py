@@ -5,14 +5,14 @@ each channel d is convolved with its own kernel weight[d] of width W over the pa
 (zero left padding), so out[:, :, t] depends on x[:, :, t-W+1 .. t] only; output length L.
 
 Backends: "cuda" (the causal-conv1d kernel, imported lazily for CUDA tensors) and "torch"
-(`causal_conv1d_ref`: F.conv1d with groups=D, truncated). On CPU the torch version is used:
-PyTorch's depthwise conv1d is already a small fraction of a Mamba block's time.
+(`causal_conv1d_ref`: F.conv1d with groups=D, truncated), which is what runs on CPU. At
+B=2, D=512, L=2304, W=4 it takes a few ms forward and ~10 ms forward + backward on 2 cores,
+about as much as the C++ scan; a C++ kernel (memory-bound, ~1 ms) is a possible follow-up.
 """
 import functools
 import logging
 from typing import Callable, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
