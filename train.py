@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
+import libs.ops
 from libs.core.config import Config, load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine.run_folder import make_run_folder
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info(
         "config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder
     )
+    logger.info("kernels: %s", libs.ops.report())
     generator = fix_random_seed(cfg.seed)  # before anything that draws random numbers
 
     train_set = build_dataset(cfg.dataset, "train", is_training=True)

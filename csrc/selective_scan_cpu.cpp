@@ -561,14 +561,16 @@ std::optional<at::Tensor> vector_arg(const std::optional<at::Tensor>& x, const a
 // x [B, G, N, L] (any strides) -> [B, G, L, np], lanes N..np-1 zero.
 template <typename T>
 at::Tensor to_step_major(const at::Tensor& x, int64_t np) {
-  const int64_t n = x.size(2), len = x.size(3);
-  at::Tensor out = at::empty({x.size(0), x.size(1), len, np}, x.options());
+  const int64_t nb = x.size(0), ng = x.size(1), n = x.size(2), len = x.size(3);
+  const int64_t sb = x.stride(0), sg = x.stride(1), sn = x.stride(2), sl = x.stride(3);
+  at::Tensor out = at::empty({nb, ng, len, np}, x.options());
+  const T* base = x.data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  for (int64_t b = 0; b < x.size(0); ++b) {
-    for (int64_t g = 0; g < x.size(1); ++g) {
-      const T* src = x.data_ptr<T>() + b * x.stride(0) + g * x.stride(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t g = 0; g < ng; ++g) {
+      const T* src = base + b * sb + g * sg;
       for (int64_t t = 0; t < len; ++t, dst += np) {
-        for (int64_t k = 0; k < n; ++k) dst[k] = src[k * x.stride(2) + t * x.stride(3)];
+        for (int64_t k = 0; k < n; ++k) dst[k] = src[k * sn + t * sl];
         std::fill(dst + n, dst + np, T(0));
       }
     }
@@ -579,13 +581,13 @@ at::Tensor to_step_major(const at::Tensor& x, int64_t np) {
 // xt [B, G, L, np] -> [B, G, N, L].
 template <typename T>
 at::Tensor from_step_major(const at::Tensor& xt, int64_t n) {
-  const int64_t len = xt.size(2), np = xt.size(3);
+  const int64_t groups = xt.size(0) * xt.size(1), len = xt.size(2), np = xt.size(3);
   at::Tensor out = at::empty({xt.size(0), xt.size(1), n, len}, xt.options());
   const T* src = xt.data_ptr<T>();
   T* dst = out.data_ptr<T>();
-  for (int64_t bg = 0; bg < xt.size(0) * xt.size(1); ++bg, src += len * np) {
-    for (int64_t k = 0; k < n; ++k, dst += len) {
-      for (int64_t t = 0; t < len; ++t) dst[t] = src[t * np + k];
+  for (int64_t bg = 0; bg < groups; ++bg, dst += n * len) {
+    for (int64_t t = 0; t < len; ++t, src += np) {
+      for (int64_t k = 0; k < n; ++k) dst[k * len + t] = src[k];
     }
   }
   return out;
@@ -599,10 +601,8 @@ at::Tensor sum_over_batch(const at::Tensor& rows, int64_t batch, int64_t n) {
   const T* src = rows.data_ptr<T>();
   T* dst = out.data_ptr<T>();
   std::fill_n(dst, dim * n, T(0));
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t d = 0; d < dim; ++d) {
-      for (int64_t k = 0; k < n; ++k) dst[d * n + k] += src[(b * dim + d) * width + k];
-    }
+  for (int64_t r = 0; r < batch * dim; ++r) {
+    for (int64_t k = 0; k < n; ++k) dst[(r % dim) * n + k] += src[r * width + k];
   }
   return out;
 }
