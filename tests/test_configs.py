@@ -206,6 +206,7 @@ def test_run_all_script_dry_run(ds, tmp_path):
     shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
     (tmp_path / "tools").mkdir()
     shutil.copy(os.path.join(REPO, "tools", "paper_table.py"), tmp_path / "tools")
+    shutil.copy(os.path.join(REPO, "tools", "run_all_blocks.sh"), tmp_path / "tools")
     fake = tmp_path / "fake_python"
     fake.write_text(FAKE_PYTHON.format(real=sys.executable))
     fake.chmod(0o755)
