@@ -5,7 +5,7 @@
 2. trains configs/demo_thumos_dbm.yaml with train.py (DBM block, CPU, a few minutes);
 3. prints the mAP table at tIoU 0.3:0.1:0.7 and copies it to demo_output/metrics.json;
 4. then trains the window-attention and ViM demo configs too, while the time budget allows
-   (--budget seconds for all training, default 420), and prints the blocks side by side.
+   (--budget seconds for all training, default 330), and prints the blocks side by side.
 """
 
 import argparse
@@ -59,10 +59,10 @@ def train_block(block: str) -> dict:
 def print_side_by_side(results: dict) -> None:
     tious = next(iter(results.values()))["tiou"]
     print("\n[demo] mAP (%) by block, synthetic THUMOS-14 features")
-    print("block     " + "".join(f"  @{t:.1f} " for t in tious) + "   avg    time")
+    print(f"{'block':9s}" + "".join(f"{'@' + format(t, '.1f'):>8s}" for t in tious) + f"{'avg':>8s}{'time':>8s}")
     for block, m in results.items():
-        cells = "".join(f" {100 * v:6.2f} " for v in m["mAP"])
-        print(f"{block:9s} {cells} {100 * m['average_mAP']:6.2f}  {m['train_eval_seconds']:5.0f}s")
+        cells = "".join(f"{100 * v:8.2f}" for v in m["mAP"])
+        print(f"{block:9s}{cells}{100 * m['average_mAP']:8.2f}{m['train_eval_seconds']:7.0f}s")
 
 
 def main() -> int:
@@ -70,7 +70,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--budget", type=float, default=420.0,
+        "--budget", type=float, default=330.0,
         help="seconds of training + evaluation for all blocks; a block that would overrun it "
         "(judged by the slowest block so far) is skipped",
     )
