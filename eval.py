@@ -1,12 +1,14 @@
 """Evaluate a checkpoint (ours or a published ActionFormer / video-mamba-suite `.pth.tar`).
 
     python eval.py CONFIG CKPT [--opts key=value ...] [--results OUT.json] [--metrics OUT.json]
-                               [--device cpu|cuda]
+                               [--device cpu|cuda] [--save-raw RAW.pt]
 
 The model is built from CONFIG (plus overrides) and loaded with the checkpoint's EMA weights.
 CKPT may also be a run folder (its last.pth is used). By default the detections go to
 `<ckpt dir>/results_eval.json` and the metrics to `<ckpt dir>/metrics_eval.json`; an existing file
-there is never replaced (a suffix `_1`, `_2`, ... is added).
+there is never replaced (a suffix `_1`, `_2`, ... is added). `--save-raw RAW.pt` also keeps the
+pre-NMS candidates, so `tools/rescore.py RAW.pt CONFIG --opts test.nms_sigma=...` can re-tune the
+post-processing without the model (libs/raw_predictions.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from libs.engine.checkpoint import load_model_weights, load_weights
 from libs.engine.train_loop import evaluate
 from libs.evaluation import format_table
 from libs.modeling import build_model
+from libs.raw_predictions import evaluate_and_save_raw
 from libs.utils.io import unique_path
 from libs.utils.logging import setup_logging
 from libs.utils.seeding import fix_random_seed
@@ -55,6 +58,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         choices=("cpu", "cuda"),
         default=None,
         help="default: cuda if available, else cpu",
+    )
+    parser.add_argument(
+        "--save-raw",
+        default=None,
+        metavar="RAW.pt",
+        help="also save the pre-NMS candidates here, for tools/rescore.py",
     )
     return parser.parse_args(argv)
 
@@ -111,17 +120,25 @@ def run(args: argparse.Namespace) -> int:
     )
     results_path = output_path(args.results, ckpt.parent / "results_eval.json")
     metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
-    result = evaluate(
-        model,
-        val_loader,
-        val_set,
-        cfg,
-        results_path=results_path,
-        metrics_path=metrics_path,
-        device=device,
-    )
+    if args.save_raw:  # one model pass; the same post-processing and evaluator as `evaluate`
+        raw_path = output_path(args.save_raw, Path(args.save_raw))
+        result = evaluate_and_save_raw(
+            model, val_loader, val_set, cfg, raw_path, results_path, metrics_path, device
+        )
+    else:
+        result = evaluate(
+            model,
+            val_loader,
+            val_set,
+            cfg,
+            results_path=results_path,
+            metrics_path=metrics_path,
+            device=device,
+        )
     print(format_table(result))
     print(f"results: {results_path}\nmetrics: {metrics_path}")
+    if args.save_raw:
+        print(f"raw predictions: {raw_path}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from libs.core.registry import MissingKeyError
 from libs.core.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ def load_external_scores(path: str) -> dict:
 
 @lru_cache(maxsize=2)
 def _load_json(path: str, mtime: float) -> dict:
-    with open(path, "r") as f:
-        data = json.load(f)
+    try:
+        with open(path, "r") as f:
+            data = json.load(f)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"external score file {path}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "results" in data:
         data = data["results"]
     if not isinstance(data, dict):
@@ -112,7 +116,7 @@ def fuse_external_scores(
             fused.append(Detections.empty(det.video_id, det.unit))
             continue
         if det.video_id not in ext_scores:
-            raise KeyError(f"video '{det.video_id}' has no entry in the external scores ({source})")
+            raise MissingKeyError(f"video '{det.video_id}' has no entry in the external scores ({source})")
         cls_scores = video_class_scores(ext_scores[det.video_id])
         fused.append(_fuse_video(det, cls_scores, topk, max_per_video))
     return fused

@@ -228,8 +228,16 @@ def test_hacs_fineaction_skip_emptied_and_ignored_videos(tmp_path, name, expecte
 
 
 def test_thumos_keeps_every_annotation(tmp_path):
-    ds = build_dataset(_filter_cfg(tmp_path, "thumos14"), "train", is_training=False)
-    assert len(ds) == 5 and len(_by_id(ds, "dup").labels) == 4  # nothing filtered, only the config ignore list
+    # THUMOS filters nothing, so a segment with end <= start is an error, not silently kept
+    with pytest.raises(ValueError, match=r"video 'dup' annotation 3: segment \[4\.0, 4\.0\]: end <= start"):
+        build_dataset(_filter_cfg(tmp_path, "thumos14"), "train", is_training=False)
+    database = {vid: dict(v, annotations=[a for a in v["annotations"] if a["segment"][0] < a["segment"][1]])
+                for vid, v in FILTER_DB.items()}  # fmt: skip
+    json_file, folder = _write(tmp_path, database=database, lengths={v: 70 for v in database})
+    cfg = _cfg(json_file, folder, name="thumos14", num_classes=2, default_fps=30.0, train_split=("training",),
+               ignore_videos=("user_bad",))
+    ds = build_dataset(cfg, "train", is_training=False)
+    assert len(ds) == 5 and len(_by_id(ds, "dup").labels) == 3  # near-duplicates kept, only the config ignore list
 
 
 def test_training_cleanup_clamps_and_drops_segments_past_the_features(tmp_path):

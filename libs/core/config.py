@@ -143,6 +143,10 @@ class OptCfg:
     eval_start_epoch: int = -1  # evaluate after each epoch >= this (0-based); -1 = only at the end
     ckpt_freq: int = 5  # also keep a checkpoint every this many epochs (the last one is always kept)
     print_freq: int = 10  # iterations between log lines / TensorBoard scalars
+    ckpt_every_iters: int = 0  # also checkpoint every this many optimizer steps, mid-epoch too (0 = off)
+    keep_last: int = 3  # iteration checkpoints (iter_NNNNNNN.pth) kept on disk; older ones are deleted
+    accumulate: int = 1  # micro-batches per optimizer step; loader.batch_size stays the effective batch
+    amp: str = "none"  # mixed precision: none | bf16 | fp16 (fp16 adds a GradScaler); SSM params/scan stay fp32
 
 
 @dataclass
@@ -248,7 +252,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value (e.g. opt.epochs=3)")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({problem})") from None
+    return key.strip().split("."), value
 
 
 def _apply_override(cfg: Config, text: str) -> None:

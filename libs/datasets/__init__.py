@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from libs.core.config import DatasetCfg
 from libs.datasets import activitynet, fineaction, hacs, thumos14  # noqa: F401  (registration side effect)
@@ -64,11 +64,19 @@ def worker_init_reset_seed(worker_id: int) -> None:
 
 
 def build_loader(dataset: ActivityNetFormatDataset, *, batch_size: int, num_workers: int, is_training: bool,
-                 max_seq_len: int, size_divisor: int, generator: Optional[torch.Generator] = None) -> DataLoader:
+                 max_seq_len: int, size_divisor: int, generator: Optional[torch.Generator] = None,
+                 sampler: Optional[Sampler] = None, persistent_workers: Optional[bool] = None) -> DataLoader:
     """DataLoader yielding `Batch` objects (padding and masks are made by `collate`).
 
     Training shuffles and drops the last incomplete batch. Evaluation always loads one video
     per step (the reference inference assumes batch size 1), in order.
+
+    Args:
+        sampler: replaces the loader's own shuffling (e.g. the engine's DistributedSampler, which
+            shards the data over torchrun ranks and shuffles per epoch).
+        persistent_workers: keep worker processes across epochs; default `num_workers > 0`. The
+            engine turns it off for training so every epoch's workers are re-seeded, which makes
+            a resumed run load exactly the same crops.
     """
     if not is_training and batch_size != 1:
         logger.info("evaluation loads one video per step; ignoring batch_size=%d", batch_size)
@@ -80,8 +88,9 @@ def build_loader(dataset: ActivityNetFormatDataset, *, batch_size: int, num_work
         collate_fn=functools.partial(collate, max_seq_len=max_seq_len, size_divisor=size_divisor,
                                      is_training=is_training),
         worker_init_fn=worker_init_reset_seed if is_training else None,
-        shuffle=is_training,
+        shuffle=is_training and sampler is None,
+        sampler=sampler,
         drop_last=is_training,
         generator=generator,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0 and persistent_workers is not False,
     )

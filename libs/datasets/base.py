@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -36,7 +37,7 @@ from libs.datasets.transforms import clip_to_length, downsample, resize_feats, t
 
 logger = logging.getLogger(__name__)
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", config_key="dataset.name")
 
 FEAT_SAMPLINGS = ("variable", "resize")
 
@@ -58,6 +59,22 @@ def dedupe_annotations(acts: list[dict], tol: float = 1e-3) -> list[dict]:
 def drop_empty_annotations(acts: list[dict]) -> list[dict]:
     """Keep events with start < end."""
     return [a for a in acts if a["segment"][0] < a["segment"][1]]
+
+
+def _is_number(x) -> bool:
+    """A finite int or float within float64 range (not a bool, string or container)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond the float64 range
+        return False
+
+
+def _check_segment(segment, where: str) -> None:
+    """A `[start, end]` of two finite numbers (seconds); `where` names the video and annotation."""
+    if not isinstance(segment, (list, tuple)) or len(segment) != 2 or not all(_is_number(x) for x in segment):
+        raise ValueError(f"{where}: 'segment' must be [start, end] (2 finite numbers, seconds), got {segment!r}")
 
 
 def build_label_dict(database: dict) -> dict[str, int]:
@@ -153,11 +170,43 @@ class ActivityNetFormatDataset(Dataset):
         """Read the JSON `database` mapping."""
         if not os.path.isfile(self.json_file):
             raise FileNotFoundError(f"annotation file not found: {self.json_file}")
-        with open(self.json_file) as f:
-            data = json.load(f)
+        try:
+            with open(self.json_file) as f:
+                data = json.load(f)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{self.json_file}: not valid JSON ({exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
             raise ValueError(f"{self.json_file}: expected an ActivityNet-style JSON with a 'database' mapping")
+        self._check_database(data["database"])
         return data["database"]
+
+    def _check_database(self, database: dict) -> None:
+        """Every video an object; every annotation {label: str, label_id: int, segment: [2 numbers]};
+        one label_id per label name and one name per label_id (over all subsets)."""
+        name_to_id: dict = {}
+        id_to_name: dict = {}
+        for vid, value in database.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"{self.json_file}: video '{vid}' must be an object, got {type(value).__name__}")
+            acts = value.get("annotations", [])
+            if not isinstance(acts, list):
+                raise ValueError(f"{self.json_file}: video '{vid}': 'annotations' must be a list, "
+                                 f"got {type(acts).__name__}")
+            for i, act in enumerate(acts):
+                where = f"{self.json_file}: video '{vid}' annotation {i}"
+                if not isinstance(act, dict) or not isinstance(act.get("label"), str):
+                    raise ValueError(f"{where}: expected an object with a string 'label', got {act!r}")
+                if "label_id" not in act:
+                    raise ValueError(f"{where}: label {act['label']!r} has no 'label_id' (the integer class id)")
+                lid = act["label_id"]
+                if not _is_number(lid) or int(lid) != lid:
+                    raise ValueError(f"{where}: 'label_id' must be an integer, got {lid!r}")
+                _check_segment(act.get("segment"), where)
+                label, lid = act["label"], int(lid)
+                if name_to_id.setdefault(label, lid) != lid or id_to_name.setdefault(lid, label) != label:
+                    raise ValueError(f"{where}: label {label!r} with label_id {lid} contradicts an earlier annotation "
+                                     f"(label {label!r} has label_id {name_to_id[label]}, label_id {lid} is "
+                                     f"{id_to_name[lid]!r})")
 
     def _check_labels(self) -> None:
         """num_classes must match the JSON labels, and label ids must index the classifier."""
@@ -172,27 +221,48 @@ class ActivityNetFormatDataset(Dataset):
 
     def _make_records(self, database: dict) -> tuple[VideoRecord, ...]:
         """One VideoRecord per video of the split, minus ignored and (optionally) emptied videos."""
-        records = []
+        records, dropped, skipped = [], 0, 0
         for video_id, value in database.items():
             if str(value.get("subset", "")).lower() not in self.split or video_id in self.ignore_videos:
                 continue
             segments, labels = self._annotations(video_id, value)
+            dropped += len(value.get("annotations", [])) - (0 if segments is None else len(segments))
             if segments is None and self.skip_filtered_videos and value.get("annotations"):
+                skipped += 1
                 continue  # every annotation was filtered out: HACS skips the whole video
             records.append(VideoRecord(video_id, self._fps(video_id, value), self._duration(video_id, value),
                                        segments, labels))
+        if dropped:  # the reference clean-up (filter_annotations), said once instead of silently
+            logger.info("%s: split %s: dropped %d zero-length / reversed / duplicate annotations, skipped %d videos "
+                        "left without any", self.json_file, list(self.split), dropped, skipped)
+        if not records:
+            subsets = sorted({str(v.get("subset", "")) for v in database.values()})
+            raise ValueError(f"{self.json_file}: no video of split {list(self.split)} (after removing ignored videos); "
+                             f"subsets in the file: {subsets}")
+        late = [(r.video_id, s.tolist(), r.duration) for r in records if r.segments is not None
+                for s in r.segments if s[0] >= r.duration]
+        if late:  # THUMOS-14 has 30 such segments (the reference keeps them, and so do we)
+            logger.warning("%s: %d segments start after their video ends, e.g. video '%s' %s, duration %s; kept",
+                           self.json_file, len(late), *late[0])
         return tuple(records)
+
+    def _number(self, video_id: str, value: dict, key: str) -> float:
+        """value[key] as a finite positive float, or an error naming the video."""
+        x = value[key]
+        if not _is_number(x) or x <= 0:
+            raise ValueError(f"{self.json_file}: video '{video_id}': '{key}' must be a positive number, got {x!r}")
+        return float(x)
 
     def _fps(self, video_id: str, value: dict) -> float:
         if self.default_fps is not None:
             return float(self.default_fps)
         if "fps" not in value:
             raise ValueError(f"{self.json_file}: video '{video_id}' has no 'fps'; set dataset.default_fps")
-        return float(value["fps"])
+        return self._number(video_id, value, "fps")
 
     def _duration(self, video_id: str, value: dict) -> float:
         if "duration" in value:
-            return float(value["duration"])
+            return self._number(video_id, value, "duration")
         if self.default_duration is None:
             raise ValueError(f"{self.json_file}: video '{video_id}' has no 'duration'")
         return float(self.default_duration)
@@ -205,6 +275,12 @@ class ActivityNetFormatDataset(Dataset):
         if not acts:
             return None, None
         segments = np.asarray([a["segment"] for a in acts], dtype=np.float64).reshape(-1, 2)  # [N, 2]
+        for act, (start, end) in zip(acts, segments.tolist()):  # what the filter (if any) let through
+            if end <= start or end <= 0:
+                i = value["annotations"].index(act)
+                why = "end <= start" if end <= start else "it ends before the video starts (end <= 0 s)"
+                raise ValueError(f"{self.json_file}: video '{video_id}' annotation {i}: segment {act['segment']!r}: "
+                                 f"{why}")
         if self.num_classes == 1:
             labels = np.zeros(len(acts), dtype=np.int64)  # [N]
         else:

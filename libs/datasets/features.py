@@ -20,8 +20,24 @@ FILE_EXTS = (".pt", ".npy", ".npz")
 H5_EXTS = (".h5", ".hdf5")
 
 
-class FeatureFileError(RuntimeError):
-    """A feature file is missing, unreadable, or holds something other than a finite T x C array."""
+class FeatureFileError(ValueError, RuntimeError):
+    """A feature file is missing, unreadable, or holds something other than a finite T x C array.
+
+    A ValueError, so train.py / eval.py report it as one `error: ...` line (exit 2); still a
+    RuntimeError for callers that catch it as one.
+    """
+
+    def __init__(self, message: str = ""):
+        # A DataLoader worker re-raises as FeatureFileError("Caught FeatureFileError in DataLoader
+        # worker process N.\nOriginal Traceback ...\n<module>.FeatureFileError: <message>"): keep
+        # only the original one-line message.
+        marker = f"{type(self).__name__}: "
+        message = str(message)
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message and marker in message:
+            first = message.split("\n", 1)[0]  # "Caught FeatureFileError in DataLoader worker process 0."
+            where = first.split(" ", 2)[-1].rstrip(".")  # "in DataLoader worker process 0"
+            message = f"{message.rsplit(marker, 1)[1].strip()} (raised {where})"
+        super().__init__(message)
 
 
 def is_single_file_store(feat_folder: str) -> bool:
@@ -72,15 +88,20 @@ def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = Non
     if feats.ndim != 2:
         raise FeatureFileError(f"feature file {where}: expected a 2-D T x C array, got shape {tuple(feats.shape)}")
     if feats.shape[0] == 0:
-        raise FeatureFileError(f"feature file {where}: holds 0 features (shape {tuple(feats.shape)})")
+        raise FeatureFileError(f"feature file {where}: holds 0 features (shape {tuple(feats.shape)}); "
+                               "is the video shorter than one feature clip? re-extract it or add its id to "
+                               "dataset.ignore_videos")
     if input_dim is not None and feats.shape[1] != input_dim:
         hint = " (stored as C x T? it must be T x C)" if feats.shape[0] == input_dim else ""
         raise FeatureFileError(
             f"feature file {where}: has {feats.shape[1]} channels but dataset.input_dim = {input_dim}{hint}"
         )
     feats = np.asarray(feats, dtype=np.float32)
-    if not np.isfinite(feats).all():
-        raise FeatureFileError(f"feature file {where}: contains NaN or Inf values")
+    finite = np.isfinite(feats)  # [T, C]
+    if not finite.all():
+        t, c = np.argwhere(~finite)[0].tolist()
+        raise FeatureFileError(f"feature file {where}: contains NaN or Inf values ({int((~finite).sum())} of "
+                               f"{feats.size}; the first is {feats[t, c]} at feature {t}, channel {c})")
     return torch.from_numpy(np.ascontiguousarray(feats.T))  # [C, T]
 
 
@@ -96,8 +117,18 @@ def load_feature_file(path: str, input_dim: Optional[int] = None) -> Tensor:
     except FeatureFileError:
         raise
     except Exception as exc:  # corrupt archives raise many different types; report them uniformly
-        raise FeatureFileError(f"feature file {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise FeatureFileError(f"feature file {path}: cannot be read: truncated or corrupt, or not a saved "
+                               f"tensor/array ({type(exc).__name__}: {_short(exc)})") from exc
     return check_features(feats, path, input_dim)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """First line of an exception message, at most `limit` characters (torch's run for pages)."""
+    if "Weights only load failed" in str(exc):  # torch's text is about checkpoints, not features
+        return "torch.load(weights_only=True) refused it: not a torch.save zip archive, or it pickles objects"
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_h5_features(h5_file: str, key: str, input_dim: Optional[int] = None) -> Tensor:
@@ -114,7 +145,7 @@ def load_h5_features(h5_file: str, key: str, input_dim: Optional[int] = None) ->
     except FeatureFileError:
         raise
     except Exception as exc:
-        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {_short(exc)})") from exc
     return check_features(feats, f"{h5_file}[{key!r}]", input_dim)
 
 
@@ -124,8 +155,12 @@ def h5_keys(h5_file: str) -> set[str]:
 
     if not os.path.isfile(h5_file):
         raise FeatureFileError(f"feature file not found: {h5_file}")
-    with h5py.File(h5_file, "r") as fid:
-        return set(fid.keys())
+    try:
+        with h5py.File(h5_file, "r") as fid:
+            return set(fid.keys())
+    except Exception as exc:  # not an HDF5 file, truncated, ...
+        raise FeatureFileError(f"feature file {h5_file}: cannot be read as HDF5 ({type(exc).__name__}: "
+                               f"{_short(exc)})") from exc
 
 
 def save_features(path: str, feats: np.ndarray) -> None:

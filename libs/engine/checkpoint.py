@@ -1,13 +1,19 @@
 """Checkpoint files: atomic saving, safe loading, and weight loading with per-key diagnostics.
 
-Our training checkpoint (`last.pth`, `epoch_NNN.pth`) is a dict:
+Our training checkpoint (`last.pth`, `epoch_NNN.pth`, `iter_NNNNNNN.pth`) is a dict:
     model, model_ema        state_dicts (no `module.` prefix)
     optimizer, scheduler    state_dicts
-    epoch                   completed epochs (a resumed run starts at this 0-based epoch)
+    grad_scaler             torch.amp.GradScaler state_dict (opt.amp=fp16), else None
+    epoch                   0-based index of the epoch in progress (= completed epochs when
+                            epoch_iter is 0; a resumed run starts in this epoch)
+    epoch_iter              optimizer steps already done inside `epoch` (0 at epoch ends)
     iteration               optimizer steps done so far
     loss_normalizer         the detector's EMA loss normaliser (a plain float attribute)
     config                  config_to_dict(cfg)
-    rng                     libs.utils.seeding.capture_rng_state(...)
+    rng                     libs.utils.seeding.capture_rng_state(...) of rank 0
+    rng_per_rank            the same for every rank of a torchrun job (list, rank order)
+`last.pth` is always the newest checkpoint, so `--resume RUN/last.pth` (or `--resume RUN`)
+continues from the latest point, whichever kind was written last.
 The published ActionFormer / video-mamba-suite `.pth.tar` files hold `state_dict` and
 `state_dict_ema` with DataParallel's `module.` prefix; `load_model_weights` reads both formats.
 Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
@@ -15,9 +21,12 @@ Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from typing import Any, Union
+import re
+from pathlib import Path
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
@@ -36,6 +45,55 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
     """`torch.save` atomically: `path` is either the old or the new file, never a torn one."""
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
+
+
+def save_checkpoint_many(paths: Sequence[PathLike], state: dict[str, Any]) -> None:
+    """Serialise `state` once and write the same bytes atomically to every path, in order."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    for path in paths:
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+
+
+ITER_CKPT_RE = re.compile(r"^iter_(\d+)\.pth$")
+
+
+def iteration_checkpoint_name(iteration: int) -> str:
+    """`iter_0001234.pth`: zero-padded so that names sort like iterations."""
+    return f"iter_{iteration:07d}.pth"
+
+
+def prune_iteration_checkpoints(folder: PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` `iter_*.pth` files of `folder`; returns the deleted.
+
+    `last.pth` and `epoch_NNN.pth` are never touched. keep_last <= 0 keeps none.
+    """
+    found = []
+    for path in Path(folder).iterdir():
+        match = ITER_CKPT_RE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    found.sort()
+    doomed = [path for _, path in found[: max(len(found) - max(keep_last, 0), 0)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+def resolve_resume_path(path: PathLike) -> Path:
+    """`path` itself, or `path/last.pth` when `path` is a run folder.
+
+    Raises:
+        FileNotFoundError: neither exists.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume checkpoint not found: {path}")
+    return path
 
 
 def load_checkpoint(

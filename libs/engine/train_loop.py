@@ -1,20 +1,38 @@
 """Training and evaluation loops (reference-spec §6.5-6.6, house style §2.8), no hooks framework.
 
-One training iteration: zero_grad → losses = model(batch) → loss = sum(losses) + finite check →
-backward → clip → optimizer.step → scheduler.step → EMA update. Evaluation always runs on the
-EMA copy (`ema.module`). Checkpoints: `last.pth` every epoch, `epoch_NNN.pth` every
-`opt.ckpt_freq` epochs, both written atomically into the run folder.
+One training iteration (one optimizer step): zero_grad → for each of the `opt.accumulate`
+micro-batches: losses = model(batch) under autocast, loss = sum(losses) + finite check, backward
+→ clip → optimizer.step → scheduler.step → EMA update. Evaluation always runs on the EMA copy
+(`ema.module`), on rank 0 only.
+
+Checkpoints (layout in libs/engine/checkpoint.py), written atomically by rank 0:
+- `last.pth`: the newest checkpoint, whatever its kind; `--resume RUN/last.pth` continues there;
+- `epoch_NNN.pth` every `opt.ckpt_freq` epochs;
+- `iter_NNNNNNN.pth` every `opt.ckpt_every_iters` optimizer steps inside an epoch, of which the
+  newest `opt.keep_last` are kept;
+- on Ctrl-C / SIGTERM, `last.pth` at the end of the current step, then `TrainingInterrupted`.
+
+Exact resume: a checkpoint holds weights, EMA, optimizer, scheduler, GradScaler, loss
+normaliser, counters and every RNG state. Each epoch re-seeds the loader (generator and
+`sampler.set_epoch`) from (seed, epoch, rank) alone, so a resumed epoch replays the same batches;
+a mid-epoch resume re-reads the epoch's finished batches without running the model, then puts
+the RNG states back to the checkpoint's. With `loader.num_workers > 0` the training workers are
+not persistent, so each epoch's workers are seeded from that epoch's generator and the replay is
+exact too. A run killed at any point and resumed from `last.pth` ends with the same weights,
+bit for bit, as an uninterrupted one on CPU (CUDA adds the usual non-deterministic kernels).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -24,18 +42,35 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from libs.core.config import Config, config_to_dict
 from libs.core.structures import Detections
-from libs.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, strip_prefix
+from libs.engine import distributed as dist_utils
+from libs.engine.amp import autocast, make_grad_scaler
+from libs.engine.checkpoint import (
+    iteration_checkpoint_name,
+    load_checkpoint,
+    load_weights,
+    prune_iteration_checkpoints,
+    save_checkpoint_many,
+    strip_prefix,
+)
 from libs.engine.ema import ModelEma
 from libs.engine.optim import build_optimizer
 from libs.engine.scheduler import build_scheduler, total_epochs
 from libs.evaluation import DetectionMAP, detections_to_results
 from libs.postprocessing import postprocess
 from libs.utils.io import atomic_write_json
-from libs.utils.seeding import capture_rng_state, restore_rng_state
+from libs.utils.seeding import capture_rng_state, derive_seed, restore_rng_state
 
 logger = logging.getLogger(__name__)
 
 _RESUME_KEYS = ("model", "model_ema", "optimizer", "scheduler", "epoch", "iteration", "rng")
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C / SIGTERM stopped training after a step; `last.pth` holds a resumable checkpoint."""
+
+    def __init__(self, message: str, checkpoint: Path):
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -46,8 +81,17 @@ class TrainState:
     ema: ModelEma
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    epoch: int = 0  # completed epochs = 0-based index of the next epoch
+    epoch: int = 0  # 0-based epoch in progress (= completed epochs between epochs)
     iteration: int = 0  # optimizer steps done
+    epoch_iter: int = 0  # optimizer steps done inside `epoch`
+    wrapped: Optional[nn.Module] = None  # the DistributedDataParallel wrapper, if any
+    scaler: Optional[torch.amp.GradScaler] = None  # fp16 loss scaling
+    amp: str = "none"  # opt.amp
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """The module to call for training forwards (DDP wrapper or the model itself)."""
+        return self.wrapped if self.wrapped is not None else self.model
 
 
 def _progress(iterable, desc: str, total: Optional[int] = None):
@@ -58,7 +102,7 @@ def _progress(iterable, desc: str, total: Optional[int] = None):
         total=total,
         leave=False,
         dynamic_ncols=True,
-        disable=not sys.stderr.isatty(),
+        disable=not sys.stderr.isatty() or not dist_utils.is_main_process(),
     )
 
 
@@ -72,25 +116,135 @@ def _check_finite(loss: Tensor, losses: dict[str, Tensor], epoch: int, iter_idx:
         )
 
 
+def _forward(
+    state: TrainState, batch, epoch: int, iter_idx: int
+) -> tuple[dict[str, Tensor], Tensor]:
+    device = _model_device(state.model)
+    with autocast(state.amp, device):
+        losses = state.forward_model(batch)  # already weighted terms, e.g. cls_loss, reg_loss
+    losses = {k: v.float() for k, v in losses.items()}
+    loss = sum(losses.values())
+    _check_finite(loss, losses, epoch, iter_idx)
+    return losses, loss
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _backward(state: TrainState, loss: Tensor) -> None:
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
 def train_step(
     state: TrainState, batch, clip_grad_l2norm: float, epoch: int, iter_idx: int
 ) -> dict[str, Tensor]:
-    """One optimisation step; returns the detached loss terms plus `final_loss` (no host sync)."""
-    model, optimizer = state.model, state.optimizer
-    optimizer.zero_grad(set_to_none=True)
-    losses = model(batch)  # already weighted terms, e.g. cls_loss, reg_loss
-    loss = sum(losses.values())
-    _check_finite(loss, losses, epoch, iter_idx)
-    loss.backward()
-    if clip_grad_l2norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_l2norm)
-    optimizer.step()
+    """One optimizer step over one batch or a list of micro-batches (gradient accumulation).
+
+    With one micro-batch in one process this is the reference step, the detector updating its
+    loss normaliser itself. Otherwise (`opt.accumulate > 1` and/or torchrun) the step equals one
+    step on the concatenated global batch: see `_accumulate_global`.
+
+    Returns:
+        The detached loss terms plus `final_loss`, no host sync (values of the global batch; under
+        torchrun, rank 0's estimate of them).
+    """
+    micro = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    state.optimizer.zero_grad(set_to_none=True)
+    if len(micro) == 1 and dist_utils.get_world_size() == 1:
+        losses, loss = _forward(state, micro[0], epoch, iter_idx)
+        _backward(state, loss)
+        out, grad_factor = {k: v.detach() for k, v in losses.items()}, 1.0
+        out["final_loss"] = loss.detach()
+    else:
+        out, grad_factor = _accumulate_global(state, micro, epoch, iter_idx)
+    _optimizer_step(state, clip_grad_l2norm, grad_factor)
     state.scheduler.step()
-    state.ema.update(model)
+    state.ema.update(state.model)
     state.iteration += 1
-    out = {k: v.detach() for k, v in losses.items()}
-    out["final_loss"] = loss.detach()
     return out
+
+
+def _accumulate_global(
+    state: TrainState, micro: list, epoch: int, iter_idx: int
+) -> tuple[dict[str, Tensor], float]:
+    """Forward/backward every micro-batch so that the gradient is the global batch's.
+
+    The detector divides its summed losses by the EMA normaliser `n ← m n + (1 - m) max(num_pos,
+    1)` (m = 0.9), updated at every forward. One big batch updates it once with the batch's
+    num_pos; so here every micro-batch starts from the same previous value n0, the micro-batch's
+    num_pos is read back from the value the detector computed, and its backward gets the loss
+    times n_i / n0, i.e. the gradient of its *summed* loss over n0. After the last micro-batch,
+    num_pos is summed over micro-batches and all-reduced over ranks (P), the normaliser becomes
+    N = m n0 + (1 - m) max(P, 1) on every rank, and the gradients are multiplied by
+    world_size * n0 / N (DDP averages over ranks). A model without `loss_normalizer` is assumed
+    to return mean losses: micro-batch losses are divided by their number instead.
+
+    Returns:
+        (loss terms of the global batch, factor for the accumulated gradients).
+    """
+    model, world = state.model, dist_utils.get_world_size()
+    n0 = getattr(model, "loss_normalizer", None)
+    momentum = getattr(model, "loss_normalizer_momentum", 0.9)
+    sums: dict[str, Tensor] = {}
+    positives = 0.0
+    for i, batch in enumerate(micro):
+        last = i == len(micro) - 1
+        no_sync = state.wrapped is not None and not last
+        with state.wrapped.no_sync() if no_sync else nullcontext():  # one all-reduce per step
+            if n0 is not None:
+                model.loss_normalizer = n0
+            losses, loss = _forward(state, batch, epoch, iter_idx)
+            if n0 is None:
+                scale = 1.0 / len(micro)
+            else:
+                scale = model.loss_normalizer / n0
+                positives += _num_pos(model.loss_normalizer, n0, momentum, losses)
+            _backward(state, loss * scale)
+        for key, value in {**losses, "final_loss": loss}.items():
+            sums[key] = sums.get(key, 0.0) + value.detach() * scale
+    if n0 is None:
+        return sums, 1.0
+    total = dist_utils.all_reduce_sum(positives, _model_device(model))
+    model.loss_normalizer = momentum * n0 + (1 - momentum) * max(total, 1.0)
+    # this rank's share, scaled by world: an unbiased estimate of the global loss for the logs
+    out = {k: v * (world * n0 / model.loss_normalizer) for k, v in sums.items()}
+    return out, world * n0 / model.loss_normalizer
+
+
+def _num_pos(n_after: float, n_before: float, momentum: float, losses: dict[str, Tensor]) -> int:
+    """num_pos of one forward, read back from the detector's normaliser update.
+
+    The update stores max(num_pos, 1); 0 is told apart from 1 by the regression loss, which the
+    detector sets to exactly 0 when there is no positive point (a real one is never exactly 0
+    in practice).
+    """
+    count = round((n_after - momentum * n_before) / (1.0 - momentum))
+    reg = losses.get("reg_loss")
+    if count == 1 and reg is not None and float(reg) == 0.0:
+        return 0
+    return count
+
+
+def _optimizer_step(state: TrainState, clip_grad_l2norm: float, grad_factor: float) -> None:
+    """(unscale) → rescale accumulated gradients → clip → step (GradScaler skips inf steps)."""
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if grad_factor != 1.0:
+        for param in params:
+            param.grad.mul_(grad_factor)
+    if clip_grad_l2norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_l2norm)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
 
 
 def _log_iteration(
@@ -130,25 +284,44 @@ def train_one_epoch(
     clip_grad_l2norm: float = -1.0,
     print_freq: int = 10,
     writer: Optional[SummaryWriter] = None,
+    accumulate: int = 1,
+    skip_steps: int = 0,
+    resume_rng: Optional[dict] = None,
+    after_step: Optional[Callable[[TrainState], None]] = None,
 ) -> dict[str, float]:
     """Train one pass over `loader` (`epoch` is 0-based; logs show it 1-based, like checkpoints).
 
-    Logs to the console and TensorBoard at iterations `i != 0` with `i % print_freq == 0`
-    (global step `epoch * len(loader) + i`, as in the reference); the logged learning rate is
-    the one the optimizer step of that iteration used.
+    An epoch has `len(loader) // accumulate` optimizer steps; leftover micro-batches are dropped.
+    Logs to the console and TensorBoard at steps `i != 0` with `i % print_freq == 0` (global step
+    `epoch * steps + i`, as in the reference); the logged learning rate is the one the optimizer
+    step of that iteration used.
+
+    Args:
+        accumulate: micro-batches per optimizer step.
+        skip_steps: steps of this epoch already done (mid-epoch resume): their batches are read
+            and dropped, which replays the loader's randomness, then `resume_rng` (the
+            checkpoint's RNG states) is restored.
+        after_step: called after every step with `state` (checkpointing, Ctrl-C handling).
 
     Returns:
-        Mean of every loss term over the epoch (floats).
+        Mean of every loss term over the steps run here (floats).
     """
     state.model.train()
-    num_iters = len(loader)
+    num_steps = len(loader) // accumulate
+    batches = iter(loader)
+    for _ in range(skip_steps * accumulate):
+        next(batches)
+    if resume_rng is not None:
+        restore_rng_state(resume_rng)
     sums: dict[str, Tensor] = {}
     tic, count = time.time(), 0
-    bar = _progress(loader, f"epoch {epoch + 1}", num_iters)
+    bar = _progress(range(skip_steps, num_steps), f"epoch {epoch + 1}", num_steps - skip_steps)
     with logging_redirect_tqdm() if not bar.disable else nullcontext():
-        for iter_idx, batch in enumerate(bar):
+        for iter_idx in bar:
+            micro = [next(batches).to(device) for _ in range(accumulate)]
             lr = state.optimizer.param_groups[0]["lr"]
-            values = train_step(state, batch.to(device), clip_grad_l2norm, epoch, iter_idx)
+            values = train_step(state, micro, clip_grad_l2norm, epoch, iter_idx)
+            state.epoch_iter = iter_idx + 1
             for key, value in values.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
             count += 1
@@ -159,10 +332,12 @@ def train_one_epoch(
                     lr,
                     epoch,
                     iter_idx,
-                    num_iters,
-                    epoch * num_iters + iter_idx,
+                    num_steps,
+                    epoch * num_steps + iter_idx,
                     (time.time() - tic) / count,
                 )
+            if after_step is not None:
+                after_step(state)
     return {k: v.item() / max(count, 1) for k, v in sums.items()}
 
 
@@ -236,18 +411,26 @@ def evaluate(
 def checkpoint_state(
     state: TrainState, cfg: Config, generator: Optional[torch.Generator]
 ) -> dict[str, Any]:
-    """The dict saved as `last.pth` / `epoch_NNN.pth` (layout in libs/engine/checkpoint.py)."""
+    """The dict saved as `last.pth` / `epoch_NNN.pth` / `iter_*.pth` (see checkpoint.py).
+
+    Under torchrun every rank must call it (the RNG states are gathered on rank 0); the returned
+    dict is only complete on rank 0.
+    """
     normalizer = getattr(state.model, "loss_normalizer", None)
+    rng = capture_rng_state(generator)
     return {
         "model": state.model.state_dict(),
         "model_ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
+        "grad_scaler": None if state.scaler is None else state.scaler.state_dict(),
         "epoch": state.epoch,
+        "epoch_iter": state.epoch_iter,
         "iteration": state.iteration,
         "loss_normalizer": None if normalizer is None else float(normalizer),
         "config": config_to_dict(cfg),
-        "rng": capture_rng_state(generator),
+        "rng": rng,
+        "rng_per_rank": dist_utils.gather_objects(rng),
     }
 
 
@@ -256,9 +439,14 @@ def restore_training_state(
     state: TrainState,
     cfg: Config,
     generator: Optional[torch.Generator] = None,
-) -> None:
+) -> dict[str, Any]:
     """Load a checkpoint written by `train` into `state` (weights, EMA, optimizer, scheduler,
-    counters, loss normaliser) and restore every RNG, so training continues as if never stopped.
+    GradScaler, counters, loss normaliser) and restore every RNG, so training continues as if
+    never stopped.
+
+    Returns:
+        The RNG states restored on this rank (a mid-epoch resume restores them again after
+        replaying the finished batches).
 
     Raises:
         ValueError: the file is not one of our training checkpoints, or does not fit the model.
@@ -274,14 +462,40 @@ def restore_training_state(
     load_weights(state.ema.module, strip_prefix(ckpt["model_ema"]), source=f"{path} (EMA)")
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("grad_scaler") is not None:
+        state.scaler.load_state_dict(ckpt["grad_scaler"])
     state.epoch, state.iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
+    state.epoch_iter = int(ckpt.get("epoch_iter", 0))
     if ckpt.get("loss_normalizer") is not None and hasattr(state.model, "loss_normalizer"):
         state.model.loss_normalizer = float(ckpt["loss_normalizer"])
-    restore_rng_state(ckpt["rng"], generator)
+    rng = _rank_rng(ckpt, path)
+    restore_rng_state(rng, generator)
     _warn_config_drift(ckpt.get("config"), cfg, path)
     logger.info(
-        "resumed from %s: %d epochs / %d iterations done", path, state.epoch, state.iteration
+        "resumed from %s: epoch %d, %d steps into it, %d iterations in all",
+        path,
+        state.epoch + 1,
+        state.epoch_iter,
+        state.iteration,
     )
+    return rng
+
+
+def _rank_rng(ckpt: dict[str, Any], path) -> dict[str, Any]:
+    """This rank's saved RNG states; rank 0's when the world size changed (then inexact)."""
+    per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    if len(per_rank) == world:
+        return per_rank[rank]
+    if dist_utils.is_main_process():
+        logger.warning(
+            "%s was written by %d process(es), this run has %d: every rank restores rank 0's "
+            "RNG states, so crops and dropout differ from an uninterrupted run",
+            path,
+            len(per_rank),
+            world,
+        )
+    return per_rank[0]
 
 
 def _warn_config_drift(saved: Optional[dict], cfg: Config, path) -> None:
@@ -305,13 +519,99 @@ def _diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _write_checkpoint(
+    state: TrainState, cfg: Config, run_folder: Path, generator, names: list[str]
+) -> None:
+    """Write one checkpoint under `names` (rank 0), then as `last.pth`; all ranks must call."""
+    ckpt = checkpoint_state(state, cfg, generator)
+    if dist_utils.is_main_process():
+        save_checkpoint_many([run_folder / n for n in names] + [run_folder / "last.pth"], ckpt)
+
+
 def _save_epoch(
     state: TrainState, cfg: Config, run_folder: Path, generator: Optional[torch.Generator]
 ) -> None:
-    ckpt = checkpoint_state(state, cfg, generator)
-    save_checkpoint(run_folder / "last.pth", ckpt)
+    names = []
     if cfg.opt.ckpt_freq > 0 and state.epoch % cfg.opt.ckpt_freq == 0:
-        save_checkpoint(run_folder / f"epoch_{state.epoch:03d}.pth", ckpt)
+        names.append(f"epoch_{state.epoch:03d}.pth")
+    _write_checkpoint(state, cfg, run_folder, generator, names)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM → finish the current step, checkpoint, stop; a second Ctrl-C aborts at once.
+
+    Stopping only between steps keeps the checkpoint consistent (never between the optimizer
+    step and the scheduler / EMA updates). Handlers are only installed from the main thread.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning(
+            "%s received: stopping after the current iteration with a checkpoint "
+            "(press Ctrl-C again to abort without one)",
+            signal.Signals(signum).name,
+        )
+
+
+def _resume_command(cfg: Config, checkpoint: Path) -> str:
+    world = dist_utils.get_world_size()
+    launcher = f"torchrun --nproc_per_node {world}" if world > 1 else "python"
+    return f"{launcher} train.py {cfg.config_path or 'CONFIG'} --resume {checkpoint}"
+
+
+class _StepHook:
+    """Called after every optimizer step: Ctrl-C handling and iteration checkpoints."""
+
+    def __init__(self, state, cfg, run_folder, generator, stop, steps_per_epoch, device):
+        self.state, self.cfg, self.run_folder = state, cfg, run_folder
+        self.generator, self.stop = generator, stop
+        self.steps_per_epoch, self.device = steps_per_epoch, device
+
+    def __call__(self, state: TrainState) -> None:
+        every = self.cfg.opt.ckpt_every_iters
+        if dist_utils.any_rank(self.stop.requested, self.device):
+            self.interrupt()
+        if every > 0 and state.iteration % every == 0 and state.epoch_iter < self.steps_per_epoch:
+            name = iteration_checkpoint_name(state.iteration)
+            _write_checkpoint(state, self.cfg, self.run_folder, self.generator, [name])
+            if dist_utils.is_main_process():
+                prune_iteration_checkpoints(self.run_folder, self.cfg.opt.keep_last)
+
+    def interrupt(self) -> None:
+        state = self.state
+        _write_checkpoint(state, self.cfg, self.run_folder, self.generator, [])
+        last = self.run_folder / "last.pth"
+        raise TrainingInterrupted(
+            f"training interrupted at epoch {state.epoch + 1} after {state.epoch_iter} of its "
+            f"{self.steps_per_epoch} iterations ({state.iteration} in all); checkpoint {last}; "
+            f"resume with: {_resume_command(self.cfg, last)}",
+            last,
+        )
+
+
+def _seed_epoch(loader, generator: Optional[torch.Generator], seed: int, epoch: int) -> None:
+    """Make the epoch's shuffling and worker seeds a function of (seed, epoch, rank) only."""
+    if generator is not None:
+        generator.manual_seed(derive_seed(seed, "loader", epoch, dist_utils.get_rank()))
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
 
 
 def train(
@@ -330,48 +630,83 @@ def train(
 
     Evaluates `ema.module` after every epoch >= `opt.eval_start_epoch` (when >= 0) and always
     after the last one; the last evaluation also writes `results.json` and `metrics.json` into
-    the run folder. TensorBoard scalars go to `run_folder/logs`.
+    the run folder. TensorBoard scalars go to `run_folder/logs`. Under torchrun (process group
+    initialised, see libs/engine/distributed.py) the model is wrapped in DDP; rank 0 alone
+    logs to TensorBoard, checkpoints and evaluates.
 
     Args:
-        generator: the training loader's generator (from `fix_random_seed`); its state is saved
-            in checkpoints so a resumed run shuffles exactly like an uninterrupted one.
-        resume: a `last.pth` / `epoch_NNN.pth` written by this function.
+        train_loader: yields micro-batches (`loader.batch_size / (world * opt.accumulate)`).
+        generator: the training loader's generator (from `fix_random_seed`; default the loader's
+            own); it is re-seeded every epoch so a resumed run shuffles exactly like the
+            uninterrupted one.
+        resume: a checkpoint written by this function (`last.pth`, `epoch_NNN.pth`, `iter_*`).
 
     Returns:
-        The final `EvalResult`, or None when no validation loader is given.
+        The final `EvalResult` on rank 0, or None (other ranks, or no validation loader).
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C / SIGTERM, once `last.pth` is written.
+        FloatingPointError: non-finite loss; no checkpoint is written, the last one stays.
     """
-    run_folder = Path(run_folder)
+    run_folder, device = Path(run_folder), torch.device(device)
+    generator = generator if generator is not None else getattr(train_loader, "generator", None)
+    steps_per_epoch = len(train_loader) // cfg.opt.accumulate
     optimizer = build_optimizer(model, cfg.opt)
-    scheduler = build_scheduler(optimizer, cfg.opt, len(train_loader))
+    scheduler = build_scheduler(optimizer, cfg.opt, steps_per_epoch)
+    wrapped = dist_utils.wrap_model(model)  # before the EMA copy: DDP broadcasts rank 0's init
     state = TrainState(model, ModelEma(model, cfg.opt.ema_decay), optimizer, scheduler)
+    state.wrapped, state.amp = wrapped if wrapped is not model else None, cfg.opt.amp
+    state.scaler = make_grad_scaler(cfg.opt.amp, device)
+    resume_rng = None
     if resume is not None:
-        restore_training_state(resume, state, cfg, generator)
+        resume_rng = restore_training_state(resume, state, cfg, generator)
     max_epochs = total_epochs(cfg.opt)
     logger.info(
-        "training %d epochs x %d iterations from epoch %d; run folder %s",
+        "training %d epochs x %d iterations (x %d micro-batches, %d process(es), amp %s) "
+        "from epoch %d; run folder %s",
         max_epochs,
-        len(train_loader),
-        state.epoch,
+        steps_per_epoch,
+        cfg.opt.accumulate,
+        dist_utils.get_world_size(),
+        cfg.opt.amp,
+        state.epoch + 1,
         run_folder,
     )
-    writer = SummaryWriter(str(run_folder / "logs"))
+    main = dist_utils.is_main_process()
+    writer = SummaryWriter(str(run_folder / "logs")) if main else None
     result = None
     try:
-        for epoch in range(state.epoch, max_epochs):
-            _train_epoch(state, cfg, train_loader, epoch, max_epochs, device, writer)
-            state.epoch = epoch + 1
-            _save_epoch(
-                state, cfg, run_folder, generator
-            )  # before evaluating: a failed eval loses no training
-            result = _maybe_evaluate(
-                state, cfg, epoch, max_epochs, writer, val_loader, val_dataset, run_folder, device
-            )
-        if (
-            state.epoch >= max_epochs and result is None and val_loader is not None
-        ):  # resumed a finished run
+        with _StopRequest() as stop:
+            hook = _StepHook(state, cfg, run_folder, generator, stop, steps_per_epoch, device)
+            for epoch in range(state.epoch, max_epochs):
+                _seed_epoch(train_loader, generator, cfg.seed, epoch)
+                skip = min(state.epoch_iter, steps_per_epoch) if epoch == state.epoch else 0
+                _train_epoch(
+                    state, cfg, train_loader, epoch, max_epochs, device, writer, skip,
+                    resume_rng if skip else None, hook,
+                )  # fmt: skip
+                state.epoch, state.epoch_iter = epoch + 1, 0
+                # before evaluating: a failed eval loses no training
+                _save_epoch(state, cfg, run_folder, generator)
+                result = _maybe_evaluate(
+                    state, cfg, epoch, max_epochs, writer, val_loader, val_dataset, run_folder,
+                    device,
+                )  # fmt: skip
+                if dist_utils.any_rank(stop.requested, device) and epoch + 1 < max_epochs:
+                    hook.interrupt()
+        if state.epoch >= max_epochs and result is None and val_loader is not None and main:
+            # resumed a finished run
             result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
+    except FloatingPointError:
+        last = run_folder / "last.pth"
+        logger.error(
+            "training stopped; the last good checkpoint is %s",
+            last if last.is_file() else "(none written yet)",
+        )
+        raise
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return result
 
 
@@ -382,9 +717,14 @@ def _train_epoch(
     epoch: int,
     max_epochs: int,
     device,
-    writer: SummaryWriter,
+    writer: Optional[SummaryWriter],
+    skip_steps: int,
+    resume_rng: Optional[dict],
+    hook: _StepHook,
 ) -> None:
     tic = time.time()
+    if skip_steps:
+        logger.info("epoch %d: re-reading the batches of %d done steps", epoch + 1, skip_steps)
     means = train_one_epoch(
         state,
         train_loader,
@@ -393,6 +733,10 @@ def _train_epoch(
         clip_grad_l2norm=cfg.train.clip_grad_l2norm,
         print_freq=cfg.opt.print_freq,
         writer=writer,
+        accumulate=cfg.opt.accumulate,
+        skip_steps=skip_steps,
+        resume_rng=resume_rng,
+        after_step=hook,
     )
     logger.info(
         "epoch %d/%d done in %.1f s: %s, lr now %.3e",
@@ -409,7 +753,7 @@ def _maybe_evaluate(
     cfg: Config,
     epoch: int,
     max_epochs: int,
-    writer: SummaryWriter,
+    writer: Optional[SummaryWriter],
     val_loader,
     val_dataset,
     run_folder: Path,
@@ -425,6 +769,9 @@ def _maybe_evaluate(
     due = cfg.opt.eval_start_epoch >= 0 and epoch >= cfg.opt.eval_start_epoch
     if val_loader is None or not (last or due):
         return None
+    if not dist_utils.is_main_process():
+        dist_utils.barrier()  # rank 0 evaluates alone
+        return None
     rng = capture_rng_state()
     try:
         if last:
@@ -433,7 +780,9 @@ def _maybe_evaluate(
             result = evaluate(state.ema.module, val_loader, val_dataset, cfg, device=device)
     finally:
         restore_rng_state(rng)
-    writer.add_scalar("val/avg_mAP", result.average_mAP, epoch + 1)
+    if writer is not None:
+        writer.add_scalar("val/avg_mAP", result.average_mAP, epoch + 1)
+    dist_utils.barrier()
     return result
 
 

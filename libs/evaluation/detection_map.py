@@ -15,8 +15,9 @@ Differences from the official script (none changes a number it can produce):
 subset names are matched case-insensitively and several may be given; the GT JSON needs only
 ``database`` and the results JSON only ``results``; labels may be integer ids; a prediction of
 a class that has GT elsewhere in the database but not in the split is ignored (the official
-code raises KeyError); blocked videos are passed in, never fetched. ``remove_duplicates=True``
-switches on the ActionFormer/VMS GT clean-up (not official).
+code raises KeyError); blocked videos are passed in, never fetched; a results file none of
+whose videos is in the split is refused as mismatched input (the official code gives 0).
+``remove_duplicates=True`` switches on the ActionFormer/VMS GT clean-up (not official).
 """
 
 from __future__ import annotations
@@ -145,6 +146,24 @@ class DetectionMAP:
         )  # [V']
         return to_gt[preds.video] if len(preds.video) else np.zeros(0, dtype=np.int64)  # [N]
 
+    def _check_videos(self, preds: PredictionArrays) -> None:
+        """Predictions on videos outside the split are false positives (official semantics, with
+        a warning); results that list NO video of the split mean mismatched inputs: an error."""
+        outside = [v for v in preds.video_ids if v not in self._video_index]
+        if not outside:
+            return
+        where = f"split {list(self.gt.split)} of ground truth {self.gt.source}"
+        if len(outside) == len(preds.video_ids):
+            raise ValueError(
+                f"{preds.source}: none of its {len(outside)} videos is in {where} "
+                f"(e.g. {outside[:3]}); wrong results file, annotation file or split?"
+            )
+        logger.warning(
+            "%s: %d of its %d videos are not in %s (e.g. %s); "
+            "their predictions count as false positives",
+            preds.source, len(outside), len(preds.video_ids), where, outside[:3],
+        )  # fmt: skip
+
     def evaluate(self, predictions: Predictions) -> EvalResult:
         """Compute AP per (tIoU, class), mAP per tIoU and the average mAP.
 
@@ -156,6 +175,7 @@ class DetectionMAP:
             EvalResult (fractions).
         """
         preds = self.parse(predictions)
+        self._check_videos(preds)
         ap = average_precision(
             preds.segments,
             self.gt_video_index(preds),

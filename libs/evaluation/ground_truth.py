@@ -53,8 +53,20 @@ class GroundTruth:
 
 
 def is_number(x: Any) -> bool:
-    """True for ints and floats (Python or numpy), False for bools, strings and containers."""
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+    """True for ints and floats (Python or numpy), False for bools, strings, containers and
+    ints beyond the float64 range (JSON allows them; float() would raise OverflowError)."""
+    if not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_)):
+        return False
+    try:
+        float(x)
+    except OverflowError:
+        return False
+    return True
+
+
+def is_integer(x: Any) -> bool:
+    """A finite number with an integral value (label ids may be written 3 or 3.0)."""
+    return is_number(x) and math.isfinite(x) and int(x) == x
 
 
 def check_segment(segment: Any, where: str) -> tuple[float, float]:
@@ -120,7 +132,7 @@ def _label_id_map(db: Mapping[str, Any], source: str) -> Optional[dict[int, str]
             if "label_id" not in ann:
                 continue
             lid = ann["label_id"]
-            if not is_number(lid) or int(lid) != lid:
+            if not is_integer(lid):
                 raise ValueError(
                     f"ground truth {source}: video '{vid}': "
                     f"label_id must be an integer, got {lid!r}"

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from libs.core.structures import Detections
-from libs.evaluation.ground_truth import GroundTruth, check_segment, is_number
+from libs.evaluation.ground_truth import GroundTruth, check_segment, is_integer, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class PredictionArrays:
     labels: np.ndarray  # [N] int64 class index into GroundTruth.class_names
     segments: np.ndarray  # [N, 2] float64 seconds
     scores: np.ndarray  # [N] float64
+    source: str = "predictions"  # results file path (or "<predictions dict>"), for messages
 
 
 class LabelResolver:
@@ -92,7 +93,7 @@ def _entry(
     label, score = r["label"], r["score"]
     if isinstance(label, str):
         cls = resolver.name(label, vid, source)
-    elif is_number(label) and int(label) == label:
+    elif is_integer(label):
         cls = resolver.id(int(label), vid, source)
     else:
         raise ValueError(f"{where}: 'label' must be a class name or an integer id, got {label!r}")
@@ -119,6 +120,7 @@ def _finish(video_ids: list[str], rows: Any, video: Any, source: str) -> Predict
         labels=labels[keep],  # [N]
         segments=table[keep, 1:3].copy(),  # [N, 2]
         scores=table[keep, 3].copy(),  # [N]
+        source=source,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 
 from torch import nn
 
-from libs.core.config import ModelCfg, TestCfg, TrainCfg, window_sizes
+from libs.core.config import ConfigError, ModelCfg, TestCfg, TrainCfg, window_sizes
 
 from .backbone import Backbone
 from .blocks import BLOCKS, TemporalBlock
@@ -35,9 +37,17 @@ def build_model(cfg: ModelCfg, train: TrainCfg, test: TestCfg) -> ActionDetector
     """Map a finalized ModelCfg (+ train / test settings) to an ActionDetector.
 
     Raises:
+        ConfigError: `model.block.type` is not a registered block, or `model.block.args` has
+            an argument the block does not take or a value of the wrong type.
         ValueError: derived fields missing (the config did not go through `load_config`), or
             `max_seq_len` not a multiple of the backbone's size divisor.
     """
+    if cfg.block.type not in BLOCKS:
+        raise ConfigError(
+            f"model.block.type: unknown block type {cfg.block.type!r}; "
+            f"available: {sorted(BLOCKS)}"
+        )
+    _check_block_args(cfg.block.type, cfg.block.args)
     if min(cfg.input_dim, cfg.num_classes, cfg.max_seq_len) <= 0:
         raise ValueError(
             "build_model: model.input_dim / num_classes / max_seq_len are unset; "
@@ -58,6 +68,42 @@ def build_model(cfg: ModelCfg, train: TrainCfg, test: TestCfg) -> ActionDetector
         cfg.block.type, cfg.block.args, levels, model.size_divisor, n_params / 1e6,
     )  # fmt: skip
     return model
+
+
+def _check_block_args(block_type: str, args: dict) -> None:
+    """`model.block.args` is forwarded verbatim to the block constructor: check the names and
+    the value types (from the defaults) here, instead of a TypeError deep in the backbone."""
+    params = inspect.signature(BLOCKS[block_type]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for key, value in args.items():
+        if key in ("dim", "stride"):
+            raise ConfigError(
+                f"model.block.args.{key}: set by the backbone (model.embd_dim, "
+                "model.scale_factor); remove it"
+            )
+        if key == "window_size":
+            continue  # the backbone's own error names model.n_mha_win_size
+        if key not in params:
+            valid = sorted(k for k in params if k not in ("dim", "stride", "window_size"))
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(
+                f"model.block.args.{key}: block '{block_type}' has no argument {key!r}; "
+                f"{hint}valid: {valid}"
+            )
+        default = params[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):  # an int is fine where a float is expected
+            ok = isinstance(value, (int, type(default))) and not isinstance(value, bool)
+        else:
+            ok = default is None or default is params[key].empty or isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(
+                f"model.block.args.{key}: expected {type(default).__name__} "
+                f"(block '{block_type}'), got {type(value).__name__} {value!r}"
+            )
 
 
 def _build_backbone(cfg: ModelCfg) -> Backbone:

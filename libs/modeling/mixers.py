@@ -7,11 +7,18 @@ registration order and initialisation follow the published modules
 so the published checkpoints load unchanged and the same seed draws the same initial weights.
 
 Layout: internally everything runs channel-first, [B, channels, L], the layout the scan kernels
-read. The input projection is computed as a batched `W_in @ h^T`, which yields [B, 2E, L] directly,
-and the output projection as `W_out @ y`, which yields [B, d, L]; `forward` returns that as a transposed
-[B, L, d] view, so a caller that wants channel-first back (the temporal blocks) gets it with a
-free `.transpose(1, 2)`. x, z, B, C and the delta projection are channel slices of contiguous
-tensors: their rows are contiguous in L, which the ops accept without a copy.
+read. The input projection is computed as batched `W_x @ h^T` and `W_z @ h^T` (the x and z row
+blocks of W_in), which yield x and z [B, E, L] directly, and the output projection as `W_out @ y`,
+which yields [B, d, L]; `forward` returns that as a transposed [B, L, d] view, so a caller that
+wants channel-first back (the temporal blocks) gets it with a free `.transpose(1, 2)`. B, C and the
+delta projection are channel slices of contiguous tensors: their rows are contiguous in L, which
+the ops accept without a copy.
+
+CPU cost notes (B=2, d=512, L=2304, 2 cores): x and z are separate tensors rather than halves of
+one [B, 2E, L] projection because every tensor of 32 MB or more is a fresh mmap in glibc's malloc
+whose first touch page-faults (~20 ms per 38 MB tensor here, vs < 1 ms for a reused 19 MB one),
+and because the gradient of a chunked [x | z] is one more full cat. Splits are used instead of
+slices: the backward of a slice zero-fills a full-size gradient per slice.
 
 One direction (the fused `mamba_inner_fn_no_out_proj` of the reference, unfused here):
     u     = SiLU(causal depthwise conv(x))                      [B', E, L]
@@ -27,7 +34,7 @@ at the end, so padding never reaches a valid step through the causal conv or the
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -109,9 +116,17 @@ def _project(linear: nn.Linear, x: Tensor) -> Tensor:
     torch.matmul(W, x) would compute (x^T W^T)^T and then copy the transposed result
     (15-25 % of a whole block's forward + backward on CPU at L = 2304, d = 512).
     """
-    y = torch.bmm(linear.weight.expand(x.shape[0], -1, -1), x)  # [B, out, L]
-    if linear.bias is not None:
-        y = y + linear.bias[:, None]
+    return _project_rows(linear.weight, linear.bias, x)
+
+
+def _project_rows(weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
+    """`_project` with a weight [out, in] (e.g. a row block of a Linear's) or per-sample weights
+    [B, out, in], and bias [out], [B, out] or None: [B, in, L] -> [B, out, L]."""
+    if weight.dim() == 2:
+        weight = weight.expand(x.shape[0], -1, -1)
+    y = torch.bmm(weight, x)  # [B, out, L]
+    if bias is not None:
+        y = y + bias[..., None]
     return y
 
 
@@ -129,18 +144,15 @@ class _BiMambaBase(nn.Module):
         # from d_model, not d_inner (as published)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
 
-    def _in_projection(self, h: Tensor) -> Tensor:
-        """h [B, L, d] -> xz [B, rows, L] (W_in @ h^T: no transpose copy of the result)."""
+    def _check_hidden(self, h: Tensor) -> None:
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(
                 f"{type(self).__name__}: expected hidden states [B, L, {self.d_model}], got {tuple(h.shape)}"
             )
-        return _project(self.in_proj, h.transpose(1, 2))  # [B, rows, L]
 
-    def _ssm(self, xz: Tensor, conv1d: nn.Conv1d, x_proj: nn.Linear, dt_proj: nn.Linear,
-             A_log: Tensor, D: Tensor) -> Tensor:
-        """One direction on xz = [x | z] ([B', 2E, L]); returns the gated scan output [B', E, L]."""
-        x, z = xz.chunk(2, dim=1)  # [B', E, L] each
+    def _ssm(self, x: Tensor, z: Tensor, conv1d: nn.Conv1d, x_proj: nn.Linear,
+             dt_proj: nn.Linear, A_log: Tensor, D: Tensor) -> Tensor:
+        """One direction on x and z ([B', E, L] each); returns the gated scan output [B', E, L]."""
         u = causal_conv1d(x, conv1d.weight[:, 0, :], conv1d.bias, activation="silu")  # [B', E, L]
         x_dbl = _project(x_proj, u)  # [B', R + 2N, L]
         delta_low, b_t, c_t = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
@@ -208,11 +220,15 @@ class BiMambaV2(_BiMambaBase):
         Returns:
             [B, L, d] (a transposed view of a contiguous [B, d, L] tensor).
         """
+        self._check_hidden(h)
         idx = self._reverse_idx(lengths, h)
-        xz = self._in_projection(h)  # [B, 2E, L]
-        y_f = self._ssm(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)  # [B, E, L]
-        y_b = self._ssm(reverse_time(xz, idx), self.conv1d_b, self.x_proj_b, self.dt_proj_b,
-                        self.A_b_log, self.D_b)  # [B, E, L], reversed time
+        h_t = h.transpose(1, 2)  # [B, d, L] view
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)  # [E, d] each: rows [x | z]
+        b_x, b_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
+        x, z = _project_rows(w_x, b_x, h_t), _project_rows(w_z, b_z, h_t)  # [B, E, L] each
+        y_f = self._ssm(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)  # [B, E, L]
+        y_b = self._ssm(reverse_time(x, idx), reverse_time(z, idx), self.conv1d_b, self.x_proj_b,
+                        self.dt_proj_b, self.A_b_log, self.D_b)  # [B, E, L], reversed time
         y = y_f + reverse_time(y_b, idx)  # [B, E, L]
         return _project(self.out_proj, y).transpose(1, 2)  # [B, L, d]
 
@@ -254,10 +270,39 @@ class DecomposedBiMamba(_BiMambaBase):
         Returns:
             [B, L, d] (a transposed view of a contiguous [B, d, L] tensor).
         """
+        self._check_hidden(h)
         idx = self._reverse_idx(lengths, h)
-        batch, E = h.shape[0], self.d_inner
-        xz = self._in_projection(h)  # [B, 4E, L]
-        xz = torch.cat([xz[:, : 2 * E], reverse_time(xz[:, 2 * E:], idx)], dim=0)  # [2B, 2E, L]
-        y = self._ssm(xz, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)  # [2B, E, L]
-        y = torch.cat([y[:batch], reverse_time(y[batch:], idx)], dim=1)  # [B, 2E, L]
+        batch = h.shape[0]
+        x, z = self._stacked_in_projection(h, idx)  # [2B, E, L] each
+        y = self._ssm(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)  # [2B, E, L]
+        # split, not y[:B] / y[B:]: a slice's backward zero-fills a full-size gradient per slice
+        y_f, y_b = y.split(batch, dim=0)  # [B, E, L] each
+        y = torch.cat([y_f, reverse_time(y_b, idx)], dim=1)  # [B, 2E, L]
         return _project(self.out_proj, y).transpose(1, 2)  # [B, L, d]
+
+    def _stacked_in_projection(self, h: Tensor, idx: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """x and z of both directions, the backward direction's (of h reversed) stacked under the
+        forward's along the batch: ([2B, E, L], [2B, E, L]).
+
+        Equals in_proj(h) = [x_f | z_f | x_b | z_b] with the backward half reversed in time and
+        moved under the forward half, but reverses h ([B, L, d]) instead of the projected rows
+        ([B, 2E, L]) and writes the stacked x and z straight from two GEMMs with per-sample
+        weights: no flip + cat of the projection forward, none of its gradient backward.
+        """
+        batch = h.shape[0]
+        if idx is None:
+            h_rev = h.flip(1)  # [B, L, d]
+        else:
+            h_rev = h.gather(1, idx[:, :, None].expand(-1, -1, h.shape[2]))  # [B, L, d]
+        h2_t = torch.cat([h, h_rev], dim=0).transpose(1, 2)  # [2B, d, L] view
+        weights = self.in_proj.weight.chunk(4, dim=0)  # [E, d] each: x_f, z_f, x_b, z_b
+        biases = None if self.in_proj.bias is None else self.in_proj.bias.chunk(4)  # [E] each
+        outs = []
+        for i in (0, 1):  # x (blocks 0 and 2 of W_in), then z (blocks 1 and 3)
+            w_f, w_b = weights[i], weights[i + 2]
+            w2 = torch.cat([w_f.expand(batch, -1, -1), w_b.expand(batch, -1, -1)])  # [2B, E, d]
+            b2 = None
+            if biases is not None:
+                b2 = torch.cat([biases[i].expand(batch, -1), biases[i + 2].expand(batch, -1)])
+            outs.append(_project_rows(w2, b2, h2_t))  # [2B, E, L]
+        return outs[0], outs[1]

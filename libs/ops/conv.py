@@ -4,24 +4,31 @@ Contract: the `causal_conv1d` package's `causal_conv1d_fn(x, weight, bias, activ
 each channel d is convolved with its own kernel weight[d] of width W over the past W-1 steps
 (zero left padding), so out[:, :, t] depends on x[:, :, t-W+1 .. t] only; output length L.
 
-Backends: "cuda" (the causal-conv1d kernel, imported lazily for CUDA tensors) and "torch"
-(`causal_conv1d_ref`: F.conv1d with groups=D, truncated), which is what runs on CPU. At
-B=2, D=512, L=2304, W=4 it takes a few ms forward and ~10 ms forward + backward on 2 cores,
-about as much as the C++ scan; a C++ kernel (memory-bound, ~1 ms) is a possible follow-up.
+Backends:
+- "cuda": the causal-conv1d kernel, imported lazily for CUDA tensors.
+- "ext": the C++ CPU kernel `libs._C.causal_conv1d_fwd/bwd` (csrc/causal_conv1d_cpu.cpp): SiLU
+  fused, rows read in place (any batch / channel strides, stride 1 along L), a hand-written
+  backward that recomputes the pre-activation from x; float32 / float64 compute.
+- "torch": `causal_conv1d_ref` (F.conv1d with groups=D, truncated), the spec.
+"auto" picks cuda for CUDA tensors when importable, else ext on CPU when built, else torch.
+On CPU, F.conv1d's depthwise backward costs about as much as the whole C++ scan (far more
+under load); the ext kernel is memory-bound.
 """
 import functools
 import logging
 from typing import Callable, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from libs.ops.scan import log_once
+from libs.ops import _ext
+from libs.ops.scan import EXT_BUILD, _row_major, log_once
 
 logger = logging.getLogger(__name__)
 
 CAUSAL_CONV1D_INSTALL = "pip install causal-conv1d --no-build-isolation"
-BACKENDS = ("auto", "cuda", "torch")
+BACKENDS = ("auto", "cuda", "ext", "torch")
 ACTIVATIONS = (None, "silu", "swish")
 
 
@@ -36,9 +43,17 @@ def _causal_conv1d_cuda() -> Optional[Callable]:
     return causal_conv1d_fn
 
 
+def ext_has_conv() -> bool:
+    """True when `libs._C` is built with the CPU causal conv1d (read at call time)."""
+    return _ext._C is not None and hasattr(_ext._C, "causal_conv1d_fwd")
+
+
 def conv_backends() -> dict:
     """The backend that backend="auto" would run, per device: {"cpu": ..., "cuda": ...}."""
-    return {"cpu": "torch", "cuda": "cuda" if _causal_conv1d_cuda() is not None else "torch"}
+    return {
+        "cpu": "ext" if ext_has_conv() else "torch",
+        "cuda": "cuda" if _causal_conv1d_cuda() is not None else "torch",
+    }
 
 
 def _check_activation(activation: Optional[str]) -> None:
@@ -69,21 +84,70 @@ def causal_conv1d_ref(
     return out.to(x.dtype)
 
 
-def _pick_backend(backend: str, x: Tensor) -> str:
+def _conv_dtype(weight: Tensor) -> torch.dtype:
+    """The ext kernel's compute dtype: float64 for float64 weights, else float32 (the reference
+    computes in weight's dtype; bf16 / fp16 weights are computed in float32 here)."""
+    return torch.float64 if weight.dtype == torch.float64 else torch.float32
+
+
+def _ext_args(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple:
+    """x with stride 1 along L (batch / channel strides kept: a channel slice is not copied),
+    weight and bias, all in the compute dtype."""
+    cdt = _conv_dtype(weight)
+    return _row_major(x, cdt), weight.to(cdt), None if bias is None else bias.to(cdt)
+
+
+class _CausalConv1dExt(torch.autograd.Function):
+    """The C++ CPU kernel. Saves only the inputs: the backward recomputes the pre-activation."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu):
+        out = _ext._C.causal_conv1d_fwd(*_ext_args(x, weight, bias), silu)  # [B, D, L]
+        ctx.silu = silu
+        ctx.save_for_backward(x, weight, bias)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        args = _ext_args(x, weight, bias)
+        dout = _row_major(dout, args[0].dtype)
+        dx, dweight, dbias = _ext._C.causal_conv1d_bwd(*args, dout, ctx.silu)
+        dbias = None if bias is None else dbias.to(bias.dtype)
+        return dx.to(x.dtype), dweight.to(weight.dtype), dbias, None
+
+
+def _ext_fits(x: Tensor, weight: Tensor) -> bool:
+    """The shapes and devices the ext kernel takes: x [B, D, L] and weight [D, W] on CPU."""
+    return x.dim() == 3 and weight.dim() == 2 and x.device.type == "cpu" \
+        and weight.device.type == "cpu"
+
+
+def _pick_backend(backend: str, x: Tensor, weight: Tensor) -> str:
     """Resolve "auto" by device and capability; raise when an explicit backend cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"causal_conv1d: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "cuda":
         if not x.is_cuda:
-            raise ValueError("causal_conv1d: backend 'cuda' needs CUDA tensors")
+            raise ValueError(f"causal_conv1d: backend 'cuda' needs CUDA tensors, got {x.device.type} "
+                             "tensors; use backend='auto' (it picks 'ext' or 'torch' on CPU)")
         if _causal_conv1d_cuda() is None:
             raise RuntimeError(
                 f"causal_conv1d: the causal-conv1d kernel is missing. {CAUSAL_CONV1D_INSTALL}"
             )
+    if backend == "ext":
+        if not ext_has_conv():
+            raise RuntimeError(
+                f"causal_conv1d: libs._C has no CPU causal conv1d. Build it: {EXT_BUILD}"
+            )
+        if not _ext_fits(x, weight):
+            raise ValueError("causal_conv1d: backend 'ext' needs CPU tensors x [B, D, L] and "
+                             f"weight [D, W], got x {tuple(x.shape)} on {x.device.type}, weight "
+                             f"{tuple(weight.shape)} on {weight.device.type}; use backend='torch'")
     if backend != "auto":
         return backend
     if not x.is_cuda:
-        return "torch"
+        return "ext" if ext_has_conv() and _ext_fits(x, weight) else "torch"
     if _causal_conv1d_cuda() is not None:
         return "cuda"
     log_once("causal_conv1d", "torch-on-cuda",
@@ -102,13 +166,15 @@ def causal_conv1d(
 
     Args:
         x: [B, D, L]. weight: [D, W]. bias: [D] or None. activation: None | "silu" | "swish".
-        backend: "auto" | "cuda" | "torch" (explicit choices are the test hook).
+        backend: "auto" | "cuda" | "ext" | "torch" (explicit choices are the test hook).
     Returns:
         [B, D, L] in x's dtype.
     """
     _check_activation(activation)
-    name = _pick_backend(backend, x)
+    name = _pick_backend(backend, x, weight)
     log_once("causal_conv1d", name)
     if name == "cuda":
         return _causal_conv1d_cuda()(x, weight, bias, activation=activation)
+    if name == "ext":
+        return _CausalConv1dExt.apply(x, weight, bias, activation is not None)
     return causal_conv1d_ref(x, weight, bias, activation)

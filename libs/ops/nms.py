@@ -52,12 +52,14 @@ def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
         _ext.require_ext(op)
         if not _ext_has(op):
             raise RuntimeError(f"{op}: libs._C predates this op; rebuild it with: {BUILD_CMD}")
+        if segs.is_cuda != (backend == "cuda"):  # before the CUDA-build check: the likelier mistake
+            raise ValueError(
+                f"{op}: backend {backend!r} cannot run on {segs.device} tensors; use backend='auto'"
+            )
         if backend == "cuda" and not _ext_has_cuda():
             raise RuntimeError(
                 f"{op}: libs._C was built without CUDA; on a GPU machine run: {BUILD_CMD}"
             )
-        if segs.is_cuda != (backend == "cuda"):
-            raise ValueError(f"{op}: backend {backend!r} cannot run on {segs.device} tensors")
     return backend
 
 

@@ -201,7 +201,8 @@ def _check_explicit(backend: str, u: Tensor, B: Tensor, C: Tensor) -> None:
         raise ValueError(f"selective_scan: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "cuda":
         if not u.is_cuda:
-            raise ValueError("selective_scan: backend 'cuda' needs CUDA tensors")
+            raise ValueError(f"selective_scan: backend 'cuda' needs CUDA tensors, got {u.device.type} "
+                             "tensors; use backend='auto' (it picks 'ext' or 'torch' on CPU)")
         if _mamba_scan_fn() is None:
             raise RuntimeError(
                 f"selective_scan: mamba-ssm's CUDA kernel is missing. {MAMBA_INSTALL}"

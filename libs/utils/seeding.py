@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from typing import Any, Optional
@@ -39,6 +40,18 @@ def fix_random_seed(seed: int, deterministic: bool = True) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def derive_seed(base: int, *keys: Any) -> int:
+    """A 63-bit seed that depends only on `base` and `keys` (e.g. ("loader", epoch, rank)).
+
+    Used to re-seed the training loader at every epoch: an epoch's shuffling and worker seeds
+    then depend on (seed, epoch, rank) alone, never on how far a generator advanced before, which
+    is what makes a mid-epoch resume replay the same batches. A hash (not `base + epoch`) keeps
+    the seeds of neighbouring runs and epochs unrelated.
+    """
+    digest = hashlib.sha256(repr((int(base), *keys)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def capture_rng_state(generator: Optional[torch.Generator] = None) -> dict[str, Any]:

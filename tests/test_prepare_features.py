@@ -1,0 +1,143 @@
+"""tools/prepare_features.py: `join` (multi-part archives) and `verify` (feature folder checks)."""
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools import prepare_features as pf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _annotations(n: int = 6) -> dict:
+    acts = [{"label": "a", "label_id": 0, "segment": [2.0, 25.0]}]
+    return {"database": {f"v{i}": {"subset": "training", "duration": 30.0, "fps": 30.0, "annotations": acts}
+                         for i in range(n)}}
+
+
+@pytest.fixture
+def folder(tmp_path) -> tuple[Path, Path]:
+    """6 clean videos of 16-d features every 8 frames (clip 16), as make_synthetic writes them."""
+    from tools.make_synthetic import make_synthetic
+
+    json_file = tmp_path / "anno.json"
+    json_file.write_text(json.dumps(_annotations()))
+    make_synthetic(str(json_file), str(tmp_path / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".npy")
+    return json_file, tmp_path / "feats"
+
+
+def _verify(json_file, feats, *extra) -> int:
+    return pf.main(["verify", str(feats), "--json", str(json_file), "--ext", ".npy", "--dim", "16",
+                    "--feat-stride", "8", "--num-frames", "16", *extra])
+
+
+def test_verify_clean_folder_passes(folder, capsys):
+    assert _verify(*folder) == 0
+    out = capsys.readouterr().out
+    assert "OK: nothing that would break training" in out and "usable" in out and "6  of 6 videos" in out
+
+
+def test_verify_reports_every_problem(folder, capsys):
+    json_file, feats = folder
+    x = np.load(feats / "v1.npy")
+    x[3, 5] = np.nan
+    np.save(feats / "v1.npy", x)  # NaN
+    np.save(feats / "v2.npy", np.zeros((111, 8), np.float32))  # wrong dim
+    (feats / "v3.npy").unlink()  # missing
+    np.save(feats / "v4.npy", np.load(feats / "v4.npy")[:40])  # too short for 30 s
+    (feats / "v5.npy").write_bytes(b"\x93NUMPY garbage")  # corrupt
+    np.save(feats / "stray.npy", np.zeros((3, 16), np.float32))  # not in the JSON
+    assert _verify(json_file, feats, "--list") == 1
+    out = capsys.readouterr().out
+    table = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "v1: 1 of 1776 values, first nan at feature 3, channel 5" in table["NaN / Inf values"]
+    assert "v2: 8 channels, expected 16" in table["wrong channel count"]
+    assert "v3" in table["missing file"] and "v5" in table["unreadable file"]
+    assert "warning" in table["too short for duration"] and "v4: 40 features cover 10.9 s of 30.0 s" in out
+    assert "info" in table["not in the annotations"] and "stray.npy" in out
+    assert "fps/stride mismatch" not in out  # one short video is not a global mismatch
+    assert "FAILED: 4 problem(s)" in out
+
+
+def test_verify_detects_a_stride_mismatch(folder, capsys):
+    assert _verify(*folder, "--feat-stride", "4") == 1  # the features are every 8 frames
+    out = capsys.readouterr().out
+    assert "fps/stride mismatch" in out and "6 of 6 videos" in out and "looks like 8" in out
+
+
+def test_verify_cli_with_config_naming(tmp_path):
+    """--config gives prefix / suffix / extension / dim / stride / splits (custom_example.yaml)."""
+    from tools.make_synthetic import make_synthetic
+
+    config = REPO / "configs" / "custom_example.yaml"
+    make_synthetic(str(REPO / "data/custom_example/annotations.json"), str(tmp_path), dim=64, feat_stride=8,
+                   num_frames=16, file_prefix="kitchen_", feature_type="_r21d", ext=".npy")
+    proc = subprocess.run([sys.executable, "tools/prepare_features.py", "verify", str(tmp_path), "--config",
+                           str(config)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "20  of 20 videos" in proc.stdout
+    (tmp_path / "kitchen_cam01_0000_r21d.npy").unlink()
+    proc = subprocess.run([sys.executable, "tools/prepare_features.py", "verify", str(tmp_path), "--config",
+                           str(config)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "kitchen_cam01_0000_r21d.npy" in proc.stdout
+
+
+@pytest.fixture
+def archive(tmp_path) -> tuple[Path, bytes]:
+    """A .tar.gz of three small files (random content, so gzip cannot shrink it away)."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("feats/a.npy", "feats/b.npy", "README.txt"):
+            data = rng.bytes(3000)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return tmp_path, buf.getvalue()
+
+
+def _split(data: bytes, folder: Path, n: int) -> list[Path]:
+    size = -(-len(data) // n)
+    parts = [folder / f"feats.tar.gz.part{i + 1}" for i in range(n)]  # part1 ... part11
+    for i, part in enumerate(parts):
+        part.write_bytes(data[i * size : (i + 1) * size])
+    return parts
+
+
+def test_join_in_natural_order_with_checksum(archive, capsys):
+    folder, data = archive
+    parts = _split(data, folder, 11)
+    sha = hashlib.sha256(data).hexdigest()
+    shuffled = [str(p) for p in parts[::-1]]  # natural order is restored: part2 before part10
+    assert pf.main(["join", *shuffled, "--out", str(folder / "out"), "--sha256", sha]) == 0
+    out = capsys.readouterr().out
+    assert f"sha256 {sha}" in out and "sha256 matches" in out and "extracted 3 files" in out
+    assert out.index("part10") > out.index("part9 ")
+    assert (folder / "out" / "feats" / "b.npy").stat().st_size == 3000
+
+    # one prefix instead of the list; a wrong checksum is exit 1
+    assert pf.main(["join", str(folder / "feats.tar.gz.part"), "--out", str(folder / "out2"),
+                    "--sha256", "0" * 64]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().err
+
+
+def test_join_truncated_or_missing_parts(archive, capsys):
+    folder, data = archive
+    truncated = folder / "cut.tar.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    assert pf.main(["join", str(truncated), "--out", str(folder / "o1")]) == 1
+    err = capsys.readouterr().err
+    assert "archive truncated or corrupt" in err and "cut.tar.gz" in err
+
+    parts = _split(data, folder, 4)
+    assert pf.main(["join", str(parts[0]), str(parts[1]), str(parts[3]), "--out", str(folder / "o2")]) == 1
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert pf.main(["join", str(folder / "nope.part1"), str(parts[0]), "--out", str(folder / "o3")]) == 2
+    assert "nope.part1" in capsys.readouterr().err
