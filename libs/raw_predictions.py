@@ -63,9 +63,13 @@ class VideoMeta:
     @staticmethod
     def from_sample(sample: VideoSample) -> "VideoMeta":
         return VideoMeta(
-            sample.video_id, float(sample.fps), float(sample.duration), float(sample.feat_stride),
-            float(sample.feat_num_frames), int(sample.num_feats),
-        )  # fmt: skip
+            sample.video_id,
+            float(sample.fps),
+            float(sample.duration),
+            float(sample.feat_stride),
+            float(sample.feat_num_frames),
+            int(sample.num_feats),
+        )
 
 
 @dataclass
@@ -107,8 +111,13 @@ class RawPredictions:
             entry.update({key: float(getattr(meta, key)) for key in _META_FLOATS})
             videos.append(entry)
         id_to_name = {int(k): str(v) for k, v in self.id_to_name.items()}
-        return {"format": FORMAT, "version": VERSION, "videos": videos,
-                "id_to_name": id_to_name, "config": self.config}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "videos": videos,
+            "id_to_name": id_to_name,
+            "config": self.config,
+        }
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write atomically (the folder is created if needed)."""
@@ -116,7 +125,9 @@ class RawPredictions:
         with atomic_write(path, "wb") as f:
             torch.save(self.to_dict(), f)
         num = sum(len(d) for d in self.detections)
-        logger.info("raw predictions of %d videos (%d candidates) written to %s", len(self), num, path)
+        logger.info(
+            "raw predictions of %d videos (%d candidates) written to %s", len(self), num, path
+        )
 
     @staticmethod
     def load(path: Union[str, os.PathLike]) -> "RawPredictions":
@@ -137,16 +148,24 @@ class RawPredictions:
                 "file, or not written by eval.py --save-raw)"
             ) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a raw-predictions file (written by eval.py --save-raw)")
+            raise ValueError(
+                f"{path} is not a raw-predictions file (written by eval.py --save-raw)"
+            )
         if data.get("version") != VERSION:
-            raise ValueError(f"{path}: raw-predictions version {data.get('version')!r}, "
-                             f"this code reads version {VERSION}")  # fmt: skip
+            raise ValueError(
+                f"{path}: raw-predictions version {data.get('version')!r}, "
+                f"this code reads version {VERSION}"
+            )
         if not isinstance(data.get("videos"), list):
             raise ValueError(f"{path}: 'videos' must be a list")
         parsed = [_parse_video(v, i, str(path)) for i, v in enumerate(data["videos"])]
-        return RawPredictions([d for d, _ in parsed], [m for _, m in parsed],
-                              dict(data.get("id_to_name") or {}), dict(data.get("config") or {}),
-                              str(path))  # fmt: skip
+        return RawPredictions(
+            [d for d, _ in parsed],
+            [m for _, m in parsed],
+            dict(data.get("id_to_name") or {}),
+            dict(data.get("config") or {}),
+            str(path),
+        )
 
     def postprocess(self, cfg: TestCfg) -> list[Detections]:
         """`libs.postprocessing.postprocess` of every video: Detections in seconds, same order."""
@@ -174,10 +193,18 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
         value = entry.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{where}: '{key}' must be a positive number, got {value!r}")
-    det = Detections(entry["video_id"], entry["segments"].float().reshape(-1, 2),
-                     entry["scores"].float(), entry["labels"].long(), unit="grid")  # fmt: skip
-    meta = VideoMeta(entry["video_id"], *(float(entry[k]) for k in ("fps", "duration", "feat_stride",
-                     "feat_num_frames")), int(entry["num_feats"]))  # fmt: skip
+    det = Detections(
+        entry["video_id"],
+        entry["segments"].float().reshape(-1, 2),
+        entry["scores"].float(),
+        entry["labels"].long(),
+        unit="grid",
+    )
+    meta = VideoMeta(
+        entry["video_id"],
+        *(float(entry[k]) for k in ("fps", "duration", "feat_stride", "feat_num_frames")),
+        int(entry["num_feats"]),
+    )
     return det, meta
 
 
@@ -208,8 +235,15 @@ def collect_raw_predictions(
     try:
         for batch in loader:
             for det in model(batch.to(device)):  # list[Detections], grid units, pre-NMS
-                detections.append(Detections(det.video_id, det.segments.cpu(), det.scores.cpu(),
-                                             det.labels.cpu(), det.unit))  # fmt: skip
+                detections.append(
+                    Detections(
+                        det.video_id,
+                        det.segments.cpu(),
+                        det.scores.cpu(),
+                        det.labels.cpu(),
+                        det.unit,
+                    )
+                )
             videos.extend(VideoMeta.from_sample(s) for s in batch.samples)
     finally:
         model.train(was_training)
@@ -238,10 +272,16 @@ def evaluate_raw(
     for line in raw.model_side_drift(cfg.test):
         logger.warning("%s: %s; it acts inside the model and is NOT re-applied", raw.source, line)
     detections = raw.postprocess(cfg.test)
-    evaluator = DetectionMAP(cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds)
+    evaluator = DetectionMAP(
+        cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
+    )
     result = evaluator.evaluate(detections)
-    logger.info("post-processed and evaluated %d videos in %.1f s: average mAP %.4f",
-                len(detections), time.time() - tic, result.average_mAP)  # fmt: skip
+    logger.info(
+        "post-processed and evaluated %d videos in %.1f s: average mAP %.4f",
+        len(detections),
+        time.time() - tic,
+        result.average_mAP,
+    )
     if results_path is not None:
         names = id_to_name if id_to_name is not None else raw.id_to_name
         atomic_write_json(results_path, detections_to_results(detections, names))
@@ -267,7 +307,8 @@ def evaluate_and_save_raw(
     Gives the numbers of `libs.engine.train_loop.evaluate` (same model pass, same
     post-processing, same evaluator), and the saved file reproduces them in tools/rescore.py.
     """
-    raw = collect_raw_predictions(model, loader, id_to_name=dataset.id_to_name, config=cfg,
-                                  device=device)  # fmt: skip
+    raw = collect_raw_predictions(
+        model, loader, id_to_name=dataset.id_to_name, config=cfg, device=device
+    )
     raw.save(raw_path)
     return evaluate_raw(raw, cfg, results_path, metrics_path, id_to_name=dataset.id_to_name)

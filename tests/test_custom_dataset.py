@@ -25,9 +25,17 @@ def features(tmp_path_factory) -> Path:
 
     d = load_config(str(CONFIG)).dataset
     out = tmp_path_factory.mktemp("custom") / "feats"
-    make_synthetic(str(REPO / d.json_file), str(out), dim=d.input_dim, feat_stride=d.feat_stride,
-                   num_frames=d.num_frames, file_prefix=d.file_prefix, feature_type=d.feature_type,
-                   ext=d.file_ext, seed=0)  # fmt: skip
+    make_synthetic(
+        str(REPO / d.json_file),
+        str(out),
+        dim=d.input_dim,
+        feat_stride=d.feat_stride,
+        num_frames=d.num_frames,
+        file_prefix=d.file_prefix,
+        feature_type=d.feature_type,
+        ext=d.file_ext,
+        seed=0,
+    )
     return out
 
 
@@ -38,7 +46,11 @@ def test_annotations_and_config_agree(features):
     cfg = load_config(str(CONFIG), [f"dataset.feat_folder={features}"])
     database = json.loads((REPO / cfg.dataset.json_file).read_text())["database"]
     assert 15 <= len(database) <= 25
-    assert (cfg.dataset.file_prefix, cfg.dataset.feature_type, cfg.dataset.file_ext) == ("kitchen_", "_r21d", ".npy")
+    assert (cfg.dataset.file_prefix, cfg.dataset.feature_type, cfg.dataset.file_ext) == (
+        "kitchen_",
+        "_r21d",
+        ".npy",
+    )
     assert (features / "kitchen_cam01_0000_r21d.npy").is_file()
     train = build_dataset(cfg.dataset, "train", is_training=True)
     test = build_dataset(cfg.dataset, "val", is_training=False)
@@ -50,8 +62,12 @@ def test_annotations_and_config_agree(features):
 
 def test_trains_one_epoch_and_evaluates(features, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the config's paths are relative to the repository
-    opts = ["opt.epochs=1", "opt.warmup_epochs=0", f"dataset.feat_folder={features}",
-            f"output_folder={tmp_path}"]  # fmt: skip
+    opts = [
+        "opt.epochs=1",
+        "opt.warmup_epochs=0",
+        f"dataset.feat_folder={features}",
+        f"output_folder={tmp_path}",
+    ]
     with restored_process_state(monkeypatch):
         train = importlib.import_module("train")
         assert train.main([str(CONFIG), "--output", "t", "--device", "cpu", "--opts", *opts]) == 0

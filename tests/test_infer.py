@@ -37,21 +37,32 @@ def _annotations() -> dict:
 def tiny_config_dict(root: Path) -> dict:
     return {
         "dataset": {
-            "name": "activitynet_format", "json_file": str(root / "anno.json"),
-            "feat_folder": str(root / "feats"), "train_split": ["training"],
-            "val_split": ["validation"], "feat_stride": 8, "num_frames": 16, "input_dim": 16,
-            "num_classes": 2, "max_seq_len": 128, "tiou_thresholds": [0.3, 0.5, 0.7],
+            "name": "activitynet_format",
+            "json_file": str(root / "anno.json"),
+            "feat_folder": str(root / "feats"),
+            "train_split": ["training"],
+            "val_split": ["validation"],
+            "feat_stride": 8,
+            "num_frames": 16,
+            "input_dim": 16,
+            "num_classes": 2,
+            "max_seq_len": 128,
+            "tiou_thresholds": [0.3, 0.5, 0.7],
         },
         "loader": {"batch_size": 5, "num_workers": 0},
         "model": {
-            "embd_dim": 16, "fpn_dim": 16, "head_dim": 16, "arch": [1, 1, 1],
-            "regression_range": [[0, 4], [4, 10000]], "block": {"type": "conv"},
+            "embd_dim": 16,
+            "fpn_dim": 16,
+            "head_dim": 16,
+            "arch": [1, 1, 1],
+            "regression_range": [[0, 4], [4, 10000]],
+            "block": {"type": "conv"},
         },
         "train": {"init_loss_norm": 10},
         "test": {"min_score": 0.001, "max_seg_num": 50},
         "opt": {"epochs": 1, "warmup_epochs": 0, "print_freq": 1},
         "output_folder": str(root / "ckpt"),
-    }  # fmt: skip
+    }
 
 
 def _train(config: Path, steps: int = 15) -> dict:
@@ -64,9 +75,15 @@ def _train(config: Path, steps: int = 15) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.train, cfg.test)
     dataset = build_dataset(cfg.dataset, "train", is_training=True)
-    loader = build_loader(dataset, batch_size=5, num_workers=0, is_training=True,
-                          max_seq_len=cfg.dataset.max_seq_len, size_divisor=model.size_divisor,
-                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    loader = build_loader(
+        dataset,
+        batch_size=5,
+        num_workers=0,
+        is_training=True,
+        max_seq_len=cfg.dataset.max_seq_len,
+        size_divisor=model.size_divisor,
+        generator=torch.Generator().manual_seed(0),
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(steps):
@@ -106,8 +123,13 @@ def tiny_run(tmp_path_factory) -> dict:
     from tools.make_synthetic import make_synthetic
 
     root = tmp_path_factory.getbasetemp() / "tiny_run"
-    paths = {"root": root, "json": root / "anno.json", "feats": root / "feats",
-             "config": root / "tiny.yaml", "ckpt": root / "ckpt.pth"}  # fmt: skip
+    paths = {
+        "root": root,
+        "json": root / "anno.json",
+        "feats": root / "feats",
+        "config": root / "tiny.yaml",
+        "ckpt": root / "ckpt.pth",
+    }
     if paths["ckpt"].is_file():
         return paths
     root.mkdir(parents=True, exist_ok=True)
@@ -131,11 +153,19 @@ def new_videos(tmp_path_factory) -> tuple[Path, dict]:
 
     root = tmp_path_factory.mktemp("new_videos")
     database = {
-        "new_a": {"subset": "x", "duration": 40.0, "fps": 30.0,
-                  "annotations": [{"label": "Jump", "label_id": 0, "segment": [5.0, 11.0]}]},
-        "new_b": {"subset": "x", "duration": 20.0, "fps": 30.0,
-                  "annotations": [{"label": "Run", "label_id": 1, "segment": [8.0, 14.5]}]},
-    }  # fmt: skip
+        "new_a": {
+            "subset": "x",
+            "duration": 40.0,
+            "fps": 30.0,
+            "annotations": [{"label": "Jump", "label_id": 0, "segment": [5.0, 11.0]}],
+        },
+        "new_b": {
+            "subset": "x",
+            "duration": 20.0,
+            "fps": 30.0,
+            "annotations": [{"label": "Run", "label_id": 1, "segment": [8.0, 14.5]}],
+        },
+    }
     (root / "new.json").write_text(json.dumps({"database": database}))
     make_synthetic(str(root / "new.json"), str(root / "feats"), **FEAT)
     return root / "feats", database
@@ -149,10 +179,27 @@ def _tiou(a, b) -> float:
 def test_cli_detects_new_videos_in_seconds_with_names_and_plots(run, new_videos, tmp_path):
     feats, database = new_videos
     out, plot = tmp_path / "det.json", tmp_path / "plots" / "timeline.png"
-    args = [run["config"], run["ckpt"], feats / "new_a.pt", feats, "--fps", "30", "--out", out,
-            "--plot", plot, "--device", "cpu"]  # fmt: skip  (a file and a folder: no duplicates)
-    proc = subprocess.run([sys.executable, "tools/infer.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    args = [
+        run["config"],
+        run["ckpt"],
+        feats / "new_a.pt",
+        feats,
+        "--fps",
+        "30",
+        "--out",
+        out,
+        "--plot",
+        plot,
+        "--device",
+        "cpu",
+    ]  # (a file and a folder: no duplicates)
+    proc = subprocess.run(
+        [sys.executable, "tools/infer.py", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert set(data["results"]) == set(data["video_info"]) == {"new_a", "new_b"}
@@ -210,8 +257,19 @@ def test_class_ids_without_annotations_and_clear_errors(run, new_videos, tmp_pat
 
     feats, _ = new_videos
     out = tmp_path / "ids.json"
-    code = infer.main([str(run["config"]), str(run["ckpt"]), str(feats / "new_b.pt"), "--fps", "30",
-                       "--out", str(out), "--opts", f"dataset.json_file={tmp_path}/missing.json"])
+    code = infer.main(
+        [
+            str(run["config"]),
+            str(run["ckpt"]),
+            str(feats / "new_b.pt"),
+            "--fps",
+            "30",
+            "--out",
+            str(out),
+            "--opts",
+            f"dataset.json_file={tmp_path}/missing.json",
+        ]
+    )
     assert code == 0
     labels = {e["label"] for e in json.loads(out.read_text())["results"]["new_b"]}
     assert labels and labels <= {0, 1}
@@ -219,5 +277,8 @@ def test_class_ids_without_annotations_and_clear_errors(run, new_videos, tmp_pat
     # no dataset.default_fps in the config and no --fps
     assert infer.main([str(run["config"]), str(run["ckpt"]), str(feats / "new_b.pt")]) == 2
     assert "--fps" in capsys.readouterr().err
-    assert infer.main([str(run["config"]), str(run["ckpt"]), str(tmp_path / "nope.pt"), "--fps", "30"]) == 2
+    assert (
+        infer.main([str(run["config"]), str(run["ckpt"]), str(tmp_path / "nope.pt"), "--fps", "30"])
+        == 2
+    )
     assert "nope.pt" in capsys.readouterr().err

@@ -21,9 +21,23 @@ def run(tmp_path_factory) -> dict:
 
 def test_two_seeds_mean_and_std(run, tmp_path):
     summary_file = tmp_path / "summary.json"
-    cmd = [sys.executable, "tools/multi_seed.py", str(run["config"]), "--seeds", "2", "--first-seed", "7",
-           "--device", "cpu", "--json", str(summary_file),
-           "--opts", "opt.epochs=1", "opt.warmup_epochs=0", f"output_folder={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "tools/multi_seed.py",
+        str(run["config"]),
+        "--seeds",
+        "2",
+        "--first-seed",
+        "7",
+        "--device",
+        "cpu",
+        "--json",
+        str(summary_file),
+        "--opts",
+        "opt.epochs=1",
+        "opt.warmup_epochs=0",
+        f"output_folder={tmp_path}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(summary_file.read_text())
@@ -32,14 +46,19 @@ def test_two_seeds_mean_and_std(run, tmp_path):
         folder = Path(summary["runs"][str(seed)]["run_folder"])
         assert folder == tmp_path / f"tiny_multiseed_seed{seed}"
         assert yaml.safe_load((folder / "config.yaml").read_text())["seed"] == seed
-        assert json.loads((folder / "metrics.json").read_text())["mAP"] == summary["runs"][str(seed)]["mAP"]
+        assert (
+            json.loads((folder / "metrics.json").read_text())["mAP"]
+            == summary["runs"][str(seed)]["mAP"]
+        )
     per_seed = [summary["runs"][s]["mAP"] for s in ("7", "8")]
     for i in range(3):
         values = [m[i] for m in per_seed]
         assert summary["mAP_mean"][i] == pytest.approx(statistics.mean(values))
         assert summary["mAP_std"][i] == pytest.approx(statistics.stdev(values))
     mean, std = 100 * summary["mAP_mean"][1], 100 * summary["mAP_std"][1]
-    assert f"0.50: {mean:.2f} ± {std:.2f}" in proc.stdout and "mean ± std over 2 seeds" in proc.stdout
+    assert (
+        f"0.50: {mean:.2f} ± {std:.2f}" in proc.stdout and "mean ± std over 2 seeds" in proc.stdout
+    )
     assert proc.stdout.splitlines()[1].startswith("7 ") and "seed 8: done" in proc.stderr
 
 
@@ -49,12 +68,16 @@ def test_failed_seeds_are_reported_and_exit_1(run, tmp_path, monkeypatch, capsys
 
     folder = tmp_path / "tiny_multiseed_seed4"
     folder.mkdir()
-    (folder / "metrics.json").write_text(json.dumps({"tiou": [0.5], "mAP": [0.25], "average_mAP": 0.25}))
+    (folder / "metrics.json").write_text(
+        json.dumps({"tiou": [0.5], "mAP": [0.25], "average_mAP": 0.25})
+    )
 
     def fake_run(cmd, **kwargs):
         seed = int(cmd[-3].split("=")[1]) if cmd[-2] == "--device" else int(cmd[-1].split("=")[1])
         ok = seed == 4
-        return subprocess.CompletedProcess(cmd, 0 if ok else 2, stdout=f"run folder: {folder}\n" if ok else "")
+        return subprocess.CompletedProcess(
+            cmd, 0 if ok else 2, stdout=f"run folder: {folder}\n" if ok else ""
+        )
 
     monkeypatch.setattr(multi_seed.subprocess, "run", fake_run)
     args = [str(run["config"]), "--seed-list", "3", "4", "--opts", f"output_folder={tmp_path}"]
@@ -70,8 +93,10 @@ def test_summary_helpers():
     from tools.multi_seed import mean_std, summarize
 
     assert mean_std([0.5]) == (0.5, 0.0)
-    runs = {1: {"tiou": [0.5], "mAP": [0.4], "average_mAP": 0.4},
-            2: {"tiou": [0.5], "mAP": [0.6], "average_mAP": 0.6}}
+    runs = {
+        1: {"tiou": [0.5], "mAP": [0.4], "average_mAP": 0.4},
+        2: {"tiou": [0.5], "mAP": [0.6], "average_mAP": 0.6},
+    }
     s = summarize(runs)
     assert s["mAP_mean"] == [pytest.approx(0.5)] and s["mAP_std"] == [pytest.approx(0.1414213562)]
     runs[2]["tiou"] = [0.7]

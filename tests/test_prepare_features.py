@@ -18,8 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _annotations(n: int = 6) -> dict:
     acts = [{"label": "a", "label_id": 0, "segment": [2.0, 25.0]}]
-    return {"database": {f"v{i}": {"subset": "training", "duration": 30.0, "fps": 30.0, "annotations": acts}
-                         for i in range(n)}}
+    return {
+        "database": {
+            f"v{i}": {"subset": "training", "duration": 30.0, "fps": 30.0, "annotations": acts}
+            for i in range(n)
+        }
+    }
 
 
 @pytest.fixture
@@ -29,19 +33,40 @@ def folder(tmp_path) -> tuple[Path, Path]:
 
     json_file = tmp_path / "anno.json"
     json_file.write_text(json.dumps(_annotations()))
-    make_synthetic(str(json_file), str(tmp_path / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".npy")
+    make_synthetic(
+        str(json_file), str(tmp_path / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".npy"
+    )
     return json_file, tmp_path / "feats"
 
 
 def _verify(json_file, feats, *extra) -> int:
-    return pf.main(["verify", str(feats), "--json", str(json_file), "--ext", ".npy", "--dim", "16",
-                    "--feat-stride", "8", "--num-frames", "16", *extra])
+    return pf.main(
+        [
+            "verify",
+            str(feats),
+            "--json",
+            str(json_file),
+            "--ext",
+            ".npy",
+            "--dim",
+            "16",
+            "--feat-stride",
+            "8",
+            "--num-frames",
+            "16",
+            *extra,
+        ]
+    )
 
 
 def test_verify_clean_folder_passes(folder, capsys):
     assert _verify(*folder) == 0
     out = capsys.readouterr().out
-    assert "OK: nothing that would break training" in out and "usable" in out and "6  of 6 videos" in out
+    assert (
+        "OK: nothing that would break training" in out
+        and "usable" in out
+        and "6  of 6 videos" in out
+    )
 
 
 def test_verify_reports_every_problem(folder, capsys):
@@ -60,7 +85,10 @@ def test_verify_reports_every_problem(folder, capsys):
     assert "v1: 1 of 1776 values, first nan at feature 3, channel 5" in table["NaN / Inf values"]
     assert "v2: 8 channels, expected 16" in table["wrong channel count"]
     assert "v3" in table["missing file"] and "v5" in table["unreadable file"]
-    assert "warning" in table["too short for duration"] and "v4: 40 features cover 10.9 s of 30.0 s" in out
+    assert (
+        "warning" in table["too short for duration"]
+        and "v4: 40 features cover 10.9 s of 30.0 s" in out
+    )
     assert "info" in table["not in the annotations"] and "stray.npy" in out
     assert "fps/stride mismatch" not in out  # one short video is not a global mismatch
     assert "FAILED: 4 problem(s)" in out
@@ -77,15 +105,47 @@ def test_verify_cli_with_config_naming(tmp_path):
     from tools.make_synthetic import make_synthetic
 
     config = REPO / "configs" / "custom_example.yaml"
-    make_synthetic(str(REPO / "data/custom_example/annotations.json"), str(tmp_path), dim=64, feat_stride=8,
-                   num_frames=16, file_prefix="kitchen_", feature_type="_r21d", ext=".npy")
-    proc = subprocess.run([sys.executable, "tools/prepare_features.py", "verify", str(tmp_path), "--config",
-                           str(config)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    make_synthetic(
+        str(REPO / "data/custom_example/annotations.json"),
+        str(tmp_path),
+        dim=64,
+        feat_stride=8,
+        num_frames=16,
+        file_prefix="kitchen_",
+        feature_type="_r21d",
+        ext=".npy",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/prepare_features.py",
+            "verify",
+            str(tmp_path),
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "20  of 20 videos" in proc.stdout
     (tmp_path / "kitchen_cam01_0000_r21d.npy").unlink()
-    proc = subprocess.run([sys.executable, "tools/prepare_features.py", "verify", str(tmp_path), "--config",
-                           str(config)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/prepare_features.py",
+            "verify",
+            str(tmp_path),
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "kitchen_cam01_0000_r21d.npy" in proc.stdout
 
 
@@ -123,8 +183,19 @@ def test_join_in_natural_order_with_checksum(archive, capsys):
     assert (folder / "out" / "feats" / "b.npy").stat().st_size == 3000
 
     # one prefix instead of the list; a wrong checksum is exit 1
-    assert pf.main(["join", str(folder / "feats.tar.gz.part"), "--out", str(folder / "out2"),
-                    "--sha256", "0" * 64]) == 1
+    assert (
+        pf.main(
+            [
+                "join",
+                str(folder / "feats.tar.gz.part"),
+                "--out",
+                str(folder / "out2"),
+                "--sha256",
+                "0" * 64,
+            ]
+        )
+        == 1
+    )
     assert "sha256 mismatch" in capsys.readouterr().err
 
 
@@ -137,7 +208,13 @@ def test_join_truncated_or_missing_parts(archive, capsys):
     assert "archive truncated or corrupt" in err and "cut.tar.gz" in err
 
     parts = _split(data, folder, 4)
-    assert pf.main(["join", str(parts[0]), str(parts[1]), str(parts[3]), "--out", str(folder / "o2")]) == 1
+    assert (
+        pf.main(["join", str(parts[0]), str(parts[1]), str(parts[3]), "--out", str(folder / "o2")])
+        == 1
+    )
     assert "truncated or corrupt" in capsys.readouterr().err
-    assert pf.main(["join", str(folder / "nope.part1"), str(parts[0]), "--out", str(folder / "o3")]) == 2
+    assert (
+        pf.main(["join", str(folder / "nope.part1"), str(parts[0]), "--out", str(folder / "o3")])
+        == 2
+    )
     assert "nope.part1" in capsys.readouterr().err

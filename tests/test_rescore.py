@@ -32,21 +32,40 @@ def eval_main(monkeypatch):
 
 
 def _eval(eval_main, run, out: Path, name: str, *extra: str) -> tuple[dict, dict]:
-    args = [str(run["config"]), str(run["ckpt"]), "--device", "cpu",
-            "--results", str(out / f"{name}_results.json"), "--metrics", str(out / f"{name}_metrics.json"), *extra]
+    args = [
+        str(run["config"]),
+        str(run["ckpt"]),
+        "--device",
+        "cpu",
+        "--results",
+        str(out / f"{name}_results.json"),
+        "--metrics",
+        str(out / f"{name}_metrics.json"),
+        *extra,
+    ]
     assert eval_main(args) == 0
-    return (json.loads((out / f"{name}_metrics.json").read_text()),
-            json.loads((out / f"{name}_results.json").read_text()))
+    return (
+        json.loads((out / f"{name}_metrics.json").read_text()),
+        json.loads((out / f"{name}_results.json").read_text()),
+    )
 
 
 def _rescore(raw: Path, run, out: Path, name: str, *opts: str) -> tuple[dict, dict]:
     from tools import rescore
 
-    args = [str(raw), str(run["config"]), "--json", str(out / f"{name}_metrics.json"),
-            "--results", str(out / f"{name}_results.json")]
+    args = [
+        str(raw),
+        str(run["config"]),
+        "--json",
+        str(out / f"{name}_metrics.json"),
+        "--results",
+        str(out / f"{name}_results.json"),
+    ]
     assert rescore.main(args + (["--opts", *opts] if opts else [])) == 0
-    return (json.loads((out / f"{name}_metrics.json").read_text()),
-            json.loads((out / f"{name}_results.json").read_text()))
+    return (
+        json.loads((out / f"{name}_metrics.json").read_text()),
+        json.loads((out / f"{name}_results.json").read_text()),
+    )
 
 
 def test_rescore_reproduces_eval_exactly(run, eval_main, tmp_path):
@@ -76,7 +95,12 @@ def test_raw_file_is_plain_and_weights_only_loadable(run, eval_main, tmp_path):
     video = data["videos"][0]
     assert video["segments"].shape[1] == 2 and video["segments"].dtype == torch.float32
     assert video["labels"].dtype == torch.int64 and len(video["scores"]) == len(video["labels"])
-    assert (video["fps"], video["feat_stride"], video["feat_num_frames"], video["duration"]) == (30.0, 8.0, 16.0, 30.0)
+    assert (video["fps"], video["feat_stride"], video["feat_num_frames"], video["duration"]) == (
+        30.0,
+        8.0,
+        16.0,
+        30.0,
+    )
     assert data["config"]["test"]["pre_nms_topk"] == 5000
 
 
@@ -87,13 +111,28 @@ def test_sweep_model_side_warning_and_errors(run, eval_main, tmp_path, capsys, c
     metrics, _ = _eval(eval_main, run, tmp_path, "e", "--save-raw", str(raw))
     capsys.readouterr()
     sweep_json = tmp_path / "sweep.json"
-    assert rescore.main([str(raw), str(run["config"]), "--sweep", "test.nms_sigma=0.5,0.9",
-                         "--sweep", "test.nms_method=soft", "--json", str(sweep_json)]) == 0
+    assert (
+        rescore.main(
+            [
+                str(raw),
+                str(run["config"]),
+                "--sweep",
+                "test.nms_sigma=0.5,0.9",
+                "--sweep",
+                "test.nms_method=soft",
+                "--json",
+                str(sweep_json),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test.nms_sigma=0.5 test.nms_method=soft" in out and "best average mAP" in out
     rows = json.loads(sweep_json.read_text())["sweep"]
-    assert [r["setting"] for r in rows] == ["test.nms_sigma=0.5 test.nms_method=soft",
-                                             "test.nms_sigma=0.9 test.nms_method=soft"]
+    assert [r["setting"] for r in rows] == [
+        "test.nms_sigma=0.5 test.nms_method=soft",
+        "test.nms_sigma=0.9 test.nms_method=soft",
+    ]
     assert rows[0]["average_mAP"] == metrics["average_mAP"]  # 0.5 / soft is the config's setting
 
     with caplog.at_level(logging.WARNING):
@@ -112,7 +151,12 @@ def test_sweep_model_side_warning_and_errors(run, eval_main, tmp_path, capsys, c
 def test_rescore_cli(run, eval_main, tmp_path):
     raw = tmp_path / "raw.pt"
     metrics, _ = _eval(eval_main, run, tmp_path, "e", "--save-raw", str(raw))
-    proc = subprocess.run([sys.executable, "tools/rescore.py", str(raw), str(run["config"]), "--per-class"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "tools/rescore.py", str(raw), str(run["config"]), "--per-class"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{100 * metrics['average_mAP']:.2f}" in proc.stdout and "Jump" in proc.stdout

@@ -43,7 +43,9 @@ def make_tiny_config(root: Path, num_train: int = 8, **overrides) -> Path:
     json_file = root / "anno.json"
     json_file.write_text(json.dumps({"database": database}))
     feats = root / "feats"
-    make_synthetic(str(json_file), str(feats), dim=8, feat_stride=8, num_frames=16, ext=".pt", seed=0)
+    make_synthetic(
+        str(json_file), str(feats), dim=8, feat_stride=8, num_frames=16, ext=".pt", seed=0
+    )
     cfg = {
         "dataset": {
             "name": "activitynet_format",
@@ -173,7 +175,9 @@ def reference(workspace):
 def test_uninterrupted_run_keeps_the_right_files(reference):
     names = sorted(p.name for p in reference.iterdir() if p.suffix == ".pth")
     # iterations 2 and 6 are mid-epoch; 4 and 8 are epoch ends (epoch files instead)
-    assert names == ["epoch_001.pth", "epoch_002.pth", "iter_0000002.pth", "iter_0000006.pth", "last.pth"]
+    assert names == [
+        "epoch_001.pth", "epoch_002.pth", "iter_0000002.pth", "iter_0000006.pth", "last.pth"
+    ]  # fmt: skip
     mid = torch.load(reference / "iter_0000006.pth", weights_only=True)
     assert (mid["epoch"], mid["epoch_iter"], mid["iteration"]) == (1, 2, 6)
     assert len(mid["rng_per_rank"]) == 1
@@ -231,7 +235,9 @@ def test_sigkill_with_loader_workers(tmp_path, in_process):
     _kill_and_resume(workspace, _reference_run(workspace), kill_at=3, name="workers")
 
 
-def test_ctrl_c_writes_a_resumable_checkpoint(workspace, reference, in_process, monkeypatch, capsys):
+def test_ctrl_c_writes_a_resumable_checkpoint(
+    workspace, reference, in_process, monkeypatch, capsys
+):
     import libs.engine.train_loop as tl
     import train
 

@@ -30,15 +30,30 @@ def data(tmp_path_factory) -> dict:
                 seg = [round(start, 2), round(start + float(rng.uniform(2, 9)), 2)]
                 acts.append({"label": name, "label_id": c, "segment": seg})
                 jitter = rng.normal(0, 1.0, 2)
-                dets.append({"label": name, "segment": [seg[0] + jitter[0], seg[1] + jitter[1]],
-                             "score": float(rng.uniform(0.3, 1.0))})
+                dets.append(
+                    {
+                        "label": name,
+                        "segment": [seg[0] + jitter[0], seg[1] + jitter[1]],
+                        "score": float(rng.uniform(0.3, 1.0)),
+                    }
+                )
         for _ in range(6):  # false positives, some with integer labels
             start = float(rng.uniform(0, 55))
             label = CLASSES[int(rng.integers(3))] if rng.uniform() < 0.7 else int(rng.integers(3))
-            dets.append({"label": label, "segment": [start, start + float(rng.uniform(1, 5))],
-                         "score": float(rng.uniform(0, 0.6))})
+            dets.append(
+                {
+                    "label": label,
+                    "segment": [start, start + float(rng.uniform(1, 5))],
+                    "score": float(rng.uniform(0, 0.6)),
+                }
+            )
         subset = "validation" if v < 4 else "training"
-        database[f"video_{v}"] = {"subset": subset, "duration": 60.0, "fps": 25.0, "annotations": acts}
+        database[f"video_{v}"] = {
+            "subset": subset,
+            "duration": 60.0,
+            "fps": 25.0,
+            "annotations": acts,
+        }
         results[f"video_{v}"] = dets
     (root / "gt.json").write_text(json.dumps({"database": database}))
     (root / "results.json").write_text(json.dumps({"version": "VERSION 1.3", "results": results}))
@@ -58,8 +73,20 @@ def test_timeline_one_png_per_split_video(data, tmp_path):
     from tools import visualize
 
     out = tmp_path / "timelines"
-    code = visualize.main(["timeline", str(data["results"]), "--gt", str(data["gt"]),
-                           "--split", "validation", "--top-k", "6", "--out-dir", str(out)])
+    code = visualize.main(
+        [
+            "timeline",
+            str(data["results"]),
+            "--gt",
+            str(data["gt"]),
+            "--split",
+            "validation",
+            "--top-k",
+            "6",
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [f"video_{v}.png" for v in range(4)]
     for path in out.iterdir():
@@ -70,10 +97,16 @@ def test_timeline_without_ground_truth_uses_video_info(tmp_path):
     """infer.py output: integer labels, durations from video_info, odd characters in ids."""
     from tools import visualize
 
-    results = {"results": {"cam/1 a": [{"label": 0, "segment": [1.0, 4.0], "score": 0.9},
-                                       {"label": 2, "segment": [2.0, 3.0], "score": 0.2}],
-                           "empty": []},
-               "video_info": {"cam/1 a": {"duration": 12.5}, "empty": {"duration": 3.0}}}
+    results = {
+        "results": {
+            "cam/1 a": [
+                {"label": 0, "segment": [1.0, 4.0], "score": 0.9},
+                {"label": 2, "segment": [2.0, 3.0], "score": 0.2},
+            ],
+            "empty": [],
+        },
+        "video_info": {"cam/1 a": {"duration": 12.5}, "empty": {"duration": 3.0}},
+    }
     path = tmp_path / "det.json"
     path.write_text(json.dumps(results))
     assert visualize.main(["timeline", str(path), "--out-dir", str(tmp_path / "t")]) == 0
@@ -86,8 +119,27 @@ def test_pr_chart_and_curves_integrate_to_the_evaluator_ap(data, tmp_path):
     from tools import visualize
 
     out = tmp_path / "pr.png"
-    assert visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--split", "validation",
-                           "--tious", "0.3", "0.5", "0.7", "--tiou", "0.5", "--out", str(out)]) == 0
+    assert (
+        visualize.main(
+            [
+                "pr",
+                str(data["results"]),
+                "--gt",
+                str(data["gt"]),
+                "--split",
+                "validation",
+                "--tious",
+                "0.3",
+                "0.5",
+                "0.7",
+                "--tiou",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _is_png(out)
 
     evaluator = DetectionMAP(str(data["gt"]), "validation", [0.3, 0.5, 0.7])
@@ -104,13 +156,30 @@ def test_pr_chart_and_curves_integrate_to_the_evaluator_ap(data, tmp_path):
 def test_errors_and_cli(data, tmp_path, capsys):
     from tools import visualize
 
-    assert visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--tiou", "0.55"]) == 2
+    assert (
+        visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--tiou", "0.55"]) == 2
+    )
     assert "not in the tIoU set" in capsys.readouterr().err
     assert visualize.main(["pr", str(tmp_path / "missing.json"), "--gt", str(data["gt"])]) == 2
     assert "missing.json" in capsys.readouterr().err
 
-    proc = subprocess.run([sys.executable, "tools/visualize.py", "timeline", str(data["results"]),
-                           "--gt", str(data["gt"]), "--videos", "video_2", "--out-dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/visualize.py",
+            "timeline",
+            str(data["results"]),
+            "--gt",
+            str(data["gt"]),
+            "--videos",
+            "video_2",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _is_png(tmp_path / "video_2.png")

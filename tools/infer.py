@@ -61,19 +61,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("config", help="YAML config the checkpoint was trained with")
     p.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
     p.add_argument("features", nargs="+", help="feature files (T x C) or folders of them")
-    p.add_argument("--fps", type=float, default=None, help="video fps (default: dataset.default_fps)")
-    p.add_argument("--feat-stride", type=float, default=None,
-                   help="frames between features (default: dataset.feat_stride)")  # fmt: skip
-    p.add_argument("--num-frames", type=float, default=None,
-                   help="frames per feature clip (default: dataset.num_frames)")  # fmt: skip
+    p.add_argument(
+        "--fps", type=float, default=None, help="video fps (default: dataset.default_fps)"
+    )
+    p.add_argument(
+        "--feat-stride",
+        type=float,
+        default=None,
+        help="frames between features (default: dataset.feat_stride)",
+    )
+    p.add_argument(
+        "--num-frames",
+        type=float,
+        default=None,
+        help="frames per feature clip (default: dataset.num_frames)",
+    )
     p.add_argument("--out", default="detections.json", help="results JSON (default: %(default)s)")
-    p.add_argument("--plot", default=None, metavar="PNG",
-                   help="timeline plot; with several videos one file per video: PNG stem + _<id>")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="timeline plot; with several videos one file per video: PNG stem + _<id>",
+    )
     p.add_argument("--plot-top-k", type=int, default=10, help="detections drawn per video")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. test.nms_sigma=0.75")  # fmt: skip
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: cuda if available, else cpu")  # fmt: skip
+    p.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. test.nms_sigma=0.75",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda if available, else cpu",
+    )
     return p.parse_args(argv)
 
 
@@ -84,7 +107,9 @@ def feature_files(paths: Sequence[str]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_EXTS)
             if not found:
-                raise FileNotFoundError(f"no feature files ({'/'.join(FILE_EXTS)}) in folder {path}")
+                raise FileNotFoundError(
+                    f"no feature files ({'/'.join(FILE_EXTS)}) in folder {path}"
+                )
             files += found
         elif path.is_file():
             files.append(path)
@@ -117,14 +142,23 @@ def feature_grid(feats: torch.Tensor, dcfg: DatasetCfg, feat_stride: float, num_
     return resize_feats(feats, dcfg.max_seq_len), stride, stride  # [C, max_seq_len]
 
 
-def load_video(path: Path, cfg: Config, fps: float, feat_stride: float, num_frames: float) -> VideoSample:
+def load_video(
+    path: Path, cfg: Config, fps: float, feat_stride: float, num_frames: float
+) -> VideoSample:
     """One feature file as a VideoSample without ground truth; duration from the features."""
     feats = load_feature_file(str(path), cfg.dataset.input_dim)  # [C, T_raw], checked finite
     duration = ((feats.shape[-1] - 1) * feat_stride + num_frames) / fps  # seconds
     feats, stride, frames = feature_grid(feats, cfg.dataset, feat_stride, num_frames)
-    return VideoSample(video_id=video_id_of(path, cfg.dataset), feats=feats, segments=None,
-                       labels=None, fps=fps, duration=duration, feat_stride=stride,
-                       feat_num_frames=frames)  # fmt: skip
+    return VideoSample(
+        video_id=video_id_of(path, cfg.dataset),
+        feats=feats,
+        segments=None,
+        labels=None,
+        fps=fps,
+        duration=duration,
+        feat_stride=stride,
+        feat_num_frames=frames,
+    )
 
 
 def class_names(cfg: Config) -> dict[int, object]:
@@ -134,13 +168,19 @@ def class_names(cfg: Config) -> dict[int, object]:
         with open(cfg.dataset.json_file) as f:
             label_dict = build_label_dict(json.load(f)["database"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        logger.warning("class names unavailable (%s: %s); labels are class ids",
-                       cfg.dataset.json_file or "dataset.json_file unset", exc)  # fmt: skip
+        logger.warning(
+            "class names unavailable (%s: %s); labels are class ids",
+            cfg.dataset.json_file or "dataset.json_file unset",
+            exc,
+        )
         return ids
     names = {v: k for k, v in label_dict.items()}
     if not set(ids) <= set(names):
-        logger.warning("%s does not name every class id 0..%d; labels are class ids",
-                       cfg.dataset.json_file, cfg.dataset.num_classes - 1)  # fmt: skip
+        logger.warning(
+            "%s does not name every class id 0..%d; labels are class ids",
+            cfg.dataset.json_file,
+            cfg.dataset.num_classes - 1,
+        )
         return ids
     return names
 
@@ -169,51 +209,67 @@ def plot_paths(plot: str, video_ids: Sequence[str]) -> dict[str, Path]:
     if len(video_ids) == 1:
         return {video_ids[0]: path}
     safe = {vid: re.sub(r"[^A-Za-z0-9._-]+", "_", vid) for vid in video_ids}
-    return {vid: path.with_name(f"{path.stem}_{safe[vid]}{path.suffix or '.png'}") for vid in video_ids}
+    return {
+        vid: path.with_name(f"{path.stem}_{safe[vid]}{path.suffix or '.png'}") for vid in video_ids
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     fps = args.fps or cfg.dataset.default_fps
     if not fps or fps <= 0:
-        raise ValueError(f"{args.config} has no dataset.default_fps: pass --fps (frames per second "
-                         "of the videos the features were extracted from)")  # fmt: skip
+        raise ValueError(
+            f"{args.config} has no dataset.default_fps: pass --fps (frames per second "
+            "of the videos the features were extracted from)"
+        )
     feat_stride = args.feat_stride or cfg.dataset.feat_stride
     num_frames = args.num_frames or cfg.dataset.num_frames
     files = feature_files(args.features)
-    device = pick_device(args.device)
-    model = build_detector(cfg, args.ckpt, device)
-    samples = [load_video(f, cfg, fps, feat_stride, num_frames) for f in files]
-    dupes = sorted(vid for vid, n in Counter(s.video_id for s in samples).items() if n > 1)
+    ids = [video_id_of(f, cfg.dataset) for f in files]
+    dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
     if dupes:
         raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
-    dets = [detect(model, s, cfg, device) for s in samples]
-    names = class_names(cfg)
-    results = detections_to_results(dets, names)
-    results["video_info"] = {
-        s.video_id: {"duration": s.duration, "fps": fps, "feat_stride": feat_stride,
-                     "num_frames": num_frames, "num_feats": s.num_feats, "feature_file": str(f)}
-        for s, f in zip(samples, files)
-    }  # fmt: skip
+    device = pick_device(args.device)
+    model = build_detector(cfg, args.ckpt, device)
+    dets, info = [], {}
+    for path in files:  # one video at a time: only one video's features are in memory
+        sample = load_video(path, cfg, fps, feat_stride, num_frames)
+        dets.append(detect(model, sample, cfg, device))
+        info[sample.video_id] = {
+            "duration": sample.duration,
+            "fps": fps,
+            "feat_stride": feat_stride,
+            "num_frames": num_frames,
+            "num_feats": sample.num_feats,
+            "feature_file": str(path),
+        }
+    results = detections_to_results(dets, class_names(cfg))
+    results["video_info"] = info
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, results)
-    for sample in samples:
-        entries = sorted(results["results"].get(sample.video_id, []), key=lambda r: -r["score"])
-        best = ", ".join(f"{r['label']} {r['segment'][0]:.1f}-{r['segment'][1]:.1f} s ({r['score']:.2f})"
-                         for r in entries[:3])  # fmt: skip
-        print(f"{sample.video_id}: {sample.duration:.1f} s, {len(entries)} detections; "
-              f"top: {best or '-'}")  # fmt: skip
+    print_summary(results)
     print(f"detections: {args.out}")
     if args.plot:
         from tools.visualize import plot_timeline  # matplotlib is only needed here
 
-        paths = plot_paths(args.plot, [s.video_id for s in samples])
-        for sample in samples:
-            entries = results["results"].get(sample.video_id, [])
-            plot_timeline(sample.video_id, sample.duration, [], entries, paths[sample.video_id],
-                          top_k=args.plot_top_k)  # fmt: skip
-            print(f"plot: {paths[sample.video_id]}")
+        paths = plot_paths(args.plot, ids)
+        for vid in ids:
+            entries = results["results"].get(vid, [])
+            duration = info[vid]["duration"]
+            plot_timeline(vid, duration, [], entries, paths[vid], top_k=args.plot_top_k)
+            print(f"plot: {paths[vid]}")
     return 0
+
+
+def print_summary(results: dict) -> None:
+    """One line per video: duration, number of detections and the best three."""
+    for vid, meta in results["video_info"].items():
+        entries = sorted(results["results"].get(vid, []), key=lambda r: -r["score"])
+        best = ", ".join(
+            f"{r['label']} {r['segment'][0]:.1f}-{r['segment'][1]:.1f} s ({r['score']:.2f})"
+            for r in entries[:3]
+        )
+        print(f"{vid}: {meta['duration']:.1f} s, {len(entries)} detections; top: {best or '-'}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

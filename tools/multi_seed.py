@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import re
 import subprocess
@@ -34,21 +33,26 @@ from libs.core.config import load_config  # noqa: E402
 from libs.engine.run_folder import run_folder_path  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
 
-logger = logging.getLogger("multi_seed")
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 2)[2])  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     p.add_argument("config", help="YAML config")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default: %(default)s)")
     p.add_argument("--first-seed", type=int, default=None, help="default: the config's seed")
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides passed to every run (before seed=S)")  # fmt: skip
+    p.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides passed to every run (before seed=S)",
+    )
     p.add_argument("--name", default="multiseed", help="run names are <NAME>_seed<S>")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--json", default=None, metavar="OUT", help="write the summary here")
@@ -68,8 +72,16 @@ def seeds_to_run(args: argparse.Namespace, config_seed: int) -> list[int]:
 def train_one(args: argparse.Namespace, seed: int) -> tuple[Optional[Path], str]:
     """Run train.py for one seed; returns (run folder or None on failure, a status line)."""
     name = f"{args.name}_seed{seed}"
-    cmd = [sys.executable, str(REPO / "train.py"), args.config, "--output", name,
-           "--opts", *args.opts, f"seed={seed}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        args.config,
+        "--output",
+        name,
+        "--opts",
+        *args.opts,
+        f"seed={seed}",
+    ]
     if args.device:
         cmd += ["--device", args.device]
     tic = time.time()
@@ -79,7 +91,11 @@ def train_one(args: argparse.Namespace, seed: int) -> tuple[Optional[Path], str]
     if proc.returncode != 0:
         return None, f"seed {seed}: train.py failed with exit status {proc.returncode} after {took}"
     found = re.findall(r"^run folder: (.+)$", proc.stdout, flags=re.MULTILINE)
-    folder = Path(found[-1].strip()) if found else run_folder_path(load_config(args.config, args.opts), name)
+    folder = (
+        Path(found[-1].strip())
+        if found
+        else run_folder_path(load_config(args.config, args.opts), name)
+    )
     return folder, f"seed {seed}: done in {took}, run folder {folder}"
 
 
@@ -104,11 +120,19 @@ def summarize(runs: dict[int, dict]) -> dict:
     tious = next(iter(runs.values()))["tiou"]
     for seed, m in runs.items():
         if m["tiou"] != tious:
-            raise ValueError(f"seed {seed} was evaluated at tIoU {m['tiou']}, the others at {tious}")
+            raise ValueError(
+                f"seed {seed} was evaluated at tIoU {m['tiou']}, the others at {tious}"
+            )
     per_tiou = [mean_std([m["mAP"][i] for m in runs.values()]) for i in range(len(tious))]
     avg = mean_std([m["average_mAP"] for m in runs.values()])
-    return {"tiou": tious, "mAP_mean": [m for m, _ in per_tiou], "mAP_std": [s for _, s in per_tiou],
-            "average_mAP_mean": avg[0], "average_mAP_std": avg[1], "seeds": list(runs)}  # fmt: skip
+    return {
+        "tiou": tious,
+        "mAP_mean": [m for m, _ in per_tiou],
+        "mAP_std": [s for _, s in per_tiou],
+        "average_mAP_mean": avg[0],
+        "average_mAP_std": avg[1],
+        "seeds": list(runs),
+    }
 
 
 def format_summary(runs: dict[int, dict], summary: dict) -> str:
@@ -117,7 +141,9 @@ def format_summary(runs: dict[int, dict], summary: dict) -> str:
     width = max(len(str(s)) for s in runs) + 5
     lines = [f"{'seed':<{width}} " + " ".join(f"{h:>6}" for h in head)]
     for seed, m in runs.items():
-        lines.append(f"{seed:<{width}} " + " ".join(f"{100 * v:6.2f}" for v in [*m["mAP"], m["average_mAP"]]))
+        lines.append(
+            f"{seed:<{width}} " + " ".join(f"{100 * v:6.2f}" for v in [*m["mAP"], m["average_mAP"]])
+        )
     for label, key in (("mean", "mean"), ("std", "std")):
         values = [*summary[f"mAP_{key}"], summary[f"average_mAP_{key}"]]
         lines.append(f"{label:<{width}} " + " ".join(f"{100 * v:6.2f}" for v in values))
@@ -146,9 +172,16 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(runs, summary))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(args.json, {**summary, "config": args.config, "opts": list(args.opts),
-                                          "runs": {str(s): {"run_folder": folders[s], **runs[s]} for s in runs},
-                                          "failed": failures})  # fmt: skip
+            atomic_write_json(
+                args.json,
+                {
+                    **summary,
+                    "config": args.config,
+                    "opts": list(args.opts),
+                    "runs": {str(s): {"run_folder": folders[s], **runs[s]} for s in runs},
+                    "failed": failures,
+                },
+            )
     for status in failures:
         print(f"error: {status}", file=sys.stderr)
     return 1 if failures else 0

@@ -1,6 +1,6 @@
 """Get feature archives onto disk and check a feature folder before training on it.
 
-    python tools/prepare_features.py join feats.tar.gz.part* --out data/thumos/features [--sha256 HEX]
+    python tools/prepare_features.py join feats.tar.gz.part* --out data/features [--sha256 HEX]
     python tools/prepare_features.py verify FEATURE_FOLDER --config CONFIG
     python tools/prepare_features.py verify FEATURE_FOLDER --json ANN.json [--prefix P] [--suffix S]
         [--ext .npy] [--dim C] [--fps F] [--feat-stride S] [--num-frames N] [--split S ...]
@@ -55,8 +55,6 @@ if __package__ in (None, ""):  # run as `python tools/prepare_features.py`: make
 
 import numpy as np  # noqa: E402
 
-logger = logging.getLogger("prepare_features")
-
 MISMATCH_TOL = 0.10  # |median(T / T_expected) - 1| above this: fps / feat_stride mismatch
 SHORT_TOL_FEATS = 3  # per-video length tolerance: max(3 features, 2 % of the duration)
 SHORT_TOL_FRAC = 0.02
@@ -77,7 +75,9 @@ def find_parts(args_parts: Sequence[str], keep_order: bool) -> list[Path]:
         prefix = Path(args_parts[0])
         parts = [p for p in prefix.parent.glob(glob_escape(prefix.name) + "*") if p.is_file()]
         if not parts:
-            raise FileNotFoundError(f"no archive parts found: {args_parts[0]} (nor {args_parts[0]}*)")
+            raise FileNotFoundError(
+                f"no archive parts found: {args_parts[0]} (nor {args_parts[0]}*)"
+            )
     else:
         parts = [Path(p) for p in args_parts]
         missing = [str(p) for p in parts if not p.is_file()]
@@ -171,7 +171,9 @@ def _decompressed(raw: io.BufferedReader):
     return raw
 
 
-def join_and_extract(parts: Sequence[Path], out: Path, show_progress: Optional[bool] = None) -> dict:
+def join_and_extract(
+    parts: Sequence[Path], out: Path, show_progress: Optional[bool] = None
+) -> dict:
     """Extract the archive formed by `parts` (in this order) into `out`.
 
     Returns:
@@ -200,19 +202,21 @@ def join_and_extract(parts: Sequence[Path], out: Path, show_progress: Optional[b
             # quietly at a garbled header, is caught by the data that follows its "end"
             while stream.read(1 << 20) or raw.read(1 << 20):
                 pass
-            slack = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE  # zero padding tar writes at the end
+            slack = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE  # tar's zero padding at the end
             if stream.trailing_data or stream.count - stream.end > slack:
-                raise tarfile.ReadError(f"{stream.count - stream.end:,} bytes of data after the "
-                                        f"archive's last member (byte {stream.end:,} of the tar)")  # fmt: skip
+                raise tarfile.ReadError(
+                    f"{stream.count - stream.end:,} bytes of data after the "
+                    f"archive's last member (byte {stream.end:,} of the tar)"
+                )
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
             if type(exc) is OSError and exc.errno is not None:
                 raise  # a file-system error (disk full, permissions), not a bad archive
             where = reader.part_at(max(reader.position - 1, 0))
             raise ValueError(
-                f"archive truncated or corrupt (found after reading {reader.position:,} of {total:,} "
-                f"bytes, in {where}): "
-                f"{type(exc).__name__}: {exc}. Is a part missing, out of order or incompletely "
-                f"downloaded? Parts: {[p.name for p in parts]}. {files} files were extracted to {out}."
+                f"archive truncated or corrupt (found after reading {reader.position:,} of "
+                f"{total:,} bytes, in {where}): {type(exc).__name__}: {exc}. Is a part missing, "
+                f"out of order or incompletely downloaded? Parts: {[p.name for p in parts]}. "
+                f"{files} files were extracted to {out}."
             ) from None
         finally:
             reader.close()
@@ -225,8 +229,11 @@ def run_join(args: argparse.Namespace) -> int:
         print(f"part {i}/{len(parts)}: {part} ({part.stat().st_size:,} bytes)")
     sizes = {p.stat().st_size for p in parts[:-1]}
     if len(sizes) > 1:  # split(1) / 7z parts are equal-sized except the last one
-        print(f"warning: parts before the last differ in size ({sorted(sizes)} bytes): "
-              "an incomplete download?", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: parts before the last differ in size ({sorted(sizes)} bytes): "
+            "an incomplete download?",
+            file=sys.stderr,
+        )
     try:
         summary = join_and_extract(parts, Path(args.out))
     except ValueError as exc:  # truncated / corrupt: the download is at fault, not the arguments
@@ -235,8 +242,11 @@ def run_join(args: argparse.Namespace) -> int:
     print(f"extracted {summary['files']} files ({summary['bytes']:,} bytes) into {args.out}")
     print(f"sha256 {summary['sha256']}")
     if args.sha256 and args.sha256.strip().lower() != summary["sha256"]:
-        print(f"error: sha256 mismatch: expected {args.sha256.strip().lower()}, got {summary['sha256']}; "
-              "the archive differs from the published one (re-download the parts)", file=sys.stderr)
+        print(
+            f"error: sha256 mismatch: expected {args.sha256.strip().lower()}, got "
+            f"{summary['sha256']}; the archive differs from the published one (re-download it)",
+            file=sys.stderr,
+        )
         return 1
     if args.sha256:
         print("sha256 matches")
@@ -279,12 +289,18 @@ class Report:
 
 
 SEVERITY = {
-    "missing file": "error", "unreadable file": "error", "not a T x C array": "error",
-    "wrong channel count": "error", "NaN / Inf values": "error", "unknown fps": "error",
-    "fps/stride mismatch": "error", "too short for duration": "warning",
-    "too long for duration": "warning", "default fps overrides JSON": "warning",
+    "missing file": "error",
+    "unreadable file": "error",
+    "not a T x C array": "error",
+    "wrong channel count": "error",
+    "NaN / Inf values": "error",
+    "unknown fps": "error",
+    "fps/stride mismatch": "error",
+    "too short for duration": "warning",
+    "too long for duration": "warning",
+    "default fps overrides JSON": "warning",
     "not in the annotations": "info",
-}  # fmt: skip
+}
 
 
 def settings_from_args(args: argparse.Namespace) -> VerifySettings:
@@ -294,12 +310,28 @@ def settings_from_args(args: argparse.Namespace) -> VerifySettings:
         from libs.core.config import load_config
 
         d = load_config(args.config).dataset
-        s = VerifySettings(d.json_file, args.folder, d.file_prefix, d.feature_type, d.file_ext, d.input_dim,
-                           d.default_fps, d.feat_stride, d.num_frames,
-                           tuple(dict.fromkeys((*d.train_split, *d.val_split))))  # fmt: skip
-    for name, value in (("json_file", args.json), ("prefix", args.prefix), ("suffix", args.suffix),
-                        ("ext", args.ext), ("dim", args.dim), ("fps", args.fps),
-                        ("feat_stride", args.feat_stride), ("num_frames", args.num_frames)):  # fmt: skip
+        s = VerifySettings(
+            d.json_file,
+            args.folder,
+            d.file_prefix,
+            d.feature_type,
+            d.file_ext,
+            d.input_dim,
+            d.default_fps,
+            d.feat_stride,
+            d.num_frames,
+            tuple(dict.fromkeys((*d.train_split, *d.val_split))),
+        )
+    for name, value in (
+        ("json_file", args.json),
+        ("prefix", args.prefix),
+        ("suffix", args.suffix),
+        ("ext", args.ext),
+        ("dim", args.dim),
+        ("fps", args.fps),
+        ("feat_stride", args.feat_stride),
+        ("num_frames", args.num_frames),
+    ):
         if value is not None:
             setattr(s, name, value)
     if args.split:
@@ -364,19 +396,26 @@ def _check_array(feats: np.ndarray, video_id: str, s: VerifySettings, report: Re
     report.channels[feats.shape[1]] += 1
     if s.dim is not None and feats.shape[1] != s.dim:
         hint = " (stored C x T? must be T x C)" if feats.shape[0] == s.dim else ""
-        report.add("wrong channel count", video_id, f"{feats.shape[1]} channels, expected {s.dim}{hint}")
+        report.add(
+            "wrong channel count", video_id, f"{feats.shape[1]} channels, expected {s.dim}{hint}"
+        )
         return False
     bad = ~np.isfinite(feats)
     if bad.any():
         t, c = np.argwhere(bad)[0].tolist()
-        report.add("NaN / Inf values", video_id, f"{int(bad.sum())} of {feats.size} values, first "
-                   f"{feats[t, c]} at feature {t}, channel {c}")  # fmt: skip
+        report.add(
+            "NaN / Inf values",
+            video_id,
+            f"{int(bad.sum())} of {feats.size} values, first "
+            f"{feats[t, c]} at feature {t}, channel {c}",
+        )
         return False
     return True
 
 
-def _check_length(num_feats: int, video: dict, video_id: str, fps: float, s: VerifySettings,
-                  report: Report) -> Optional[float]:  # fmt: skip
+def _check_length(
+    num_feats: int, video: dict, video_id: str, fps: float, s: VerifySettings, report: Report
+) -> Optional[float]:
     """Features vs the annotated duration; returns T / T_expected (None when not checkable)."""
     duration = video.get("duration")
     if not duration or s.feat_stride is None or s.num_frames is None:
@@ -386,11 +425,18 @@ def _check_length(num_feats: int, video: dict, video_id: str, fps: float, s: Ver
     tol = max(SHORT_TOL_FEATS * s.feat_stride / fps, SHORT_TOL_FRAC * duration)
     if covered < duration - tol:
         late = sum(a["segment"][1] > covered for a in video.get("annotations", []))
-        report.add("too short for duration", video_id, f"{num_feats} features cover {covered:.1f} s of "
-                   f"{duration:.1f} s ({late} annotated segments end later)")  # fmt: skip
+        report.add(
+            "too short for duration",
+            video_id,
+            f"{num_feats} features cover {covered:.1f} s of "
+            f"{duration:.1f} s ({late} annotated segments end later)",
+        )
     elif covered > duration + tol:
-        report.add("too long for duration", video_id, f"{num_feats} features cover {covered:.1f} s, "
-                   f"the video lasts {duration:.1f} s")  # fmt: skip
+        report.add(
+            "too long for duration",
+            video_id,
+            f"{num_feats} features cover {covered:.1f} s, the video lasts {duration:.1f} s",
+        )
     return num_feats / expected
 
 
@@ -410,8 +456,11 @@ def verify(s: VerifySettings) -> Report:
     """Run every check on the videos of `s.json_file` (see the module docstring)."""
     database = load_database(s.json_file)
     wanted = {x.lower() for x in s.splits}
-    videos = {v: x for v, x in database.items()
-              if not wanted or str(x.get("subset", "")).lower() in wanted}  # fmt: skip
+    videos = {
+        v: x
+        for v, x in database.items()
+        if not wanted or str(x.get("subset", "")).lower() in wanted
+    }
     report, ratios = Report(), []
     with contextlib.ExitStack() as stack:
         read = _reader(s, stack)
@@ -423,7 +472,9 @@ def verify(s: VerifySettings) -> Report:
     return report
 
 
-def _verify_video(read, video_id: str, video: dict, s: VerifySettings, report: Report) -> Optional[float]:
+def _verify_video(
+    read, video_id: str, video: dict, s: VerifySettings, report: Report
+) -> Optional[float]:
     """Every per-video check; returns T / T_expected when the length could be checked."""
     report.checked += 1
     try:
@@ -455,16 +506,21 @@ def _check_rate(ratios: list[float], s: VerifySettings, report: Report) -> None:
     off = int((np.abs(ratios_arr - 1) > MISMATCH_TOL).sum())
     median = float(np.median(ratios_arr)) if len(ratios_arr) else 1.0
     if abs(median - 1) > MISMATCH_TOL and off > len(ratios_arr) / 2:
-        report.add("fps/stride mismatch", f"{off} of {len(ratios_arr)} videos",
-                   f"median {median:.2f}x the expected features; feat_stride {s.feat_stride:g} "
-                   f"looks like {s.feat_stride / median:.3g} (or fps is {1 / median:.2f}x off)",
-                   videos=off)  # fmt: skip
+        report.add(
+            "fps/stride mismatch",
+            f"{off} of {len(ratios_arr)} videos",
+            f"median {median:.2f}x the expected features; feat_stride {s.feat_stride:g} "
+            f"looks like {s.feat_stride / median:.3g} (or fps is {1 / median:.2f}x off)",
+            videos=off,
+        )
 
 
 def _check_extra_files(video_ids: set[str], s: VerifySettings, report: Report) -> None:
     if not os.path.isdir(s.feat_folder):
         return
-    pattern = re.compile(re.escape(s.prefix) + r"(.+)" + re.escape(s.suffix) + re.escape(s.ext) + "$")
+    pattern = re.compile(
+        re.escape(s.prefix) + r"(.+)" + re.escape(s.suffix) + re.escape(s.ext) + "$"
+    )
     for name in sorted(os.listdir(s.feat_folder)):
         match = pattern.match(name)
         if match and match.group(1) not in video_ids:
@@ -474,18 +530,32 @@ def _check_extra_files(video_ids: set[str], s: VerifySettings, report: Report) -
 def format_report(report: Report, s: VerifySettings, examples: int = 1) -> str:
     """The summary table (one row per failing check) and a verdict line."""
     order = sorted(report.problems, key=list(SEVERITY).index)
-    rows = [(check, SEVERITY[check], str(report.counts[check]),
-             "; ".join(f"{v}: {d}" for v, d in report.problems[check][:examples])) for check in order]
+    rows = [
+        (
+            check,
+            SEVERITY[check],
+            str(report.counts[check]),
+            "; ".join(f"{v}: {d}" for v, d in report.problems[check][:examples]),
+        )
+        for check in order
+    ]
     rows.append(("usable", "", str(report.ok), f"of {report.checked} videos"))
-    widths = [max(len(r[i]) for r in rows + [("check", "severity", "videos", "")]) for i in range(3)]
+    widths = [
+        max(len(r[i]) for r in rows + [("check", "severity", "videos", "")]) for i in range(3)
+    ]
     lines = [f"{'check':<{widths[0]}}  {'severity':<{widths[1]}}  {'videos':>{widths[2]}}  example"]
     lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d}" for a, b, c, d in rows]
     dims = ", ".join(f"{c} ({n} videos)" for c, n in report.channels.most_common(3))
-    lines.append(f"channels: {dims or '-'}; fps {s.fps or 'from JSON'}, feat_stride {s.feat_stride}, "
-                 f"num_frames {s.num_frames}")  # fmt: skip
+    lines.append(
+        f"channels: {dims or '-'}; fps {s.fps or 'from JSON'}, feat_stride {s.feat_stride}, "
+        f"num_frames {s.num_frames}"
+    )
     errors = sum(n for k, n in report.counts.items() if SEVERITY[k] == "error")
-    lines.append(f"FAILED: {errors} problem(s) would break or spoil training" if errors
-                 else "OK: nothing that would break training")  # fmt: skip
+    lines.append(
+        f"FAILED: {errors} problem(s) would break or spoil training"
+        if errors
+        else "OK: nothing that would break training"
+    )
     return "\n".join(lines)
 
 
@@ -507,9 +577,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     join = sub.add_parser("join", help="extract a multi-part .tar(.gz) archive with a checksum")
     join.add_argument("parts", nargs="+", help="the part files, or one common prefix")
@@ -521,7 +593,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ver.add_argument("--config", help="take the file naming, dim, fps, stride and splits from it")
     ver.add_argument("--json", help="annotation JSON (default: the config's)")
     ver.add_argument("--prefix", help="file-name prefix (dataset.file_prefix)")
-    ver.add_argument("--suffix", help="file-name suffix before the extension (dataset.feature_type)")
+    ver.add_argument(
+        "--suffix", help="file-name suffix before the extension (dataset.feature_type)"
+    )
     ver.add_argument("--ext", choices=(".pt", ".npy", ".npz"), help="file extension")
     ver.add_argument("--dim", type=int, help="expected channels C")
     ver.add_argument("--fps", type=float, help="fps of every video (default: the JSON's)")

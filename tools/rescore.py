@@ -33,22 +33,32 @@ from libs.evaluation import format_table  # noqa: E402
 from libs.raw_predictions import RawPredictions, evaluate_raw  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
 
-logger = logging.getLogger("rescore")
-
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("raw", help="raw predictions written by eval.py --save-raw")
     p.add_argument("config", help="YAML config: test.* knobs and the evaluation set-up")
-    p.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. test.nms_sigma=0.7 test.nms_method=hard")  # fmt: skip
+    p.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. test.nms_sigma=0.7 test.nms_method=hard",
+    )
     p.add_argument("--json", metavar="OUT", help="write {'tiou', 'mAP', 'average_mAP'} here")
     p.add_argument("--results", metavar="OUT", help="write the detections (ActivityNet JSON) here")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
-    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="evaluate every combination of these values (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="evaluate every combination of these values (repeatable)",
+    )
     return p.parse_args(argv)
 
 
@@ -58,7 +68,9 @@ def sweep_overrides(sweeps: Sequence[str]) -> list[list[str]]:
     for text in sweeps:
         key, sep, values = text.partition("=")
         if not sep or not key.strip() or not values.strip():
-            raise ValueError(f"--sweep {text!r} must look like KEY=V1,V2,... (e.g. test.nms_sigma=0.5,0.7)")
+            raise ValueError(
+                f"--sweep {text!r} must look like KEY=V1,V2,... (e.g. test.nms_sigma=0.5,0.7)"
+            )
         axes.append([f"{key.strip()}={v.strip()}" for v in values.split(",") if v.strip()])
     return [list(combo) for combo in itertools.product(*axes)]
 
@@ -74,7 +86,11 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
     tious = rows[0][1].tiou
     print(f"{'setting':<{width}} " + " ".join(f"{t:>6.2f}" for t in tious) + "    Avg")
     for name, r in rows:
-        print(f"{name:<{width}} " + " ".join(f"{100 * m:6.2f}" for m in r.mAP) + f" {100 * r.average_mAP:6.2f}")
+        print(
+            f"{name:<{width}} "
+            + " ".join(f"{100 * m:6.2f}" for m in r.mAP)
+            + f" {100 * r.average_mAP:6.2f}"
+        )
     best_name, best = max(rows, key=lambda row: row[1].average_mAP)
     print(f"best average mAP {100 * best.average_mAP:.2f} with {best_name}")
     if args.json:

@@ -38,8 +38,6 @@ import numpy as np  # noqa: E402
 from libs.evaluation import DetectionMAP, EvalResult  # noqa: E402
 from libs.evaluation.matching import class_rankings, match_predictions  # noqa: E402
 
-logger = logging.getLogger("visualize")
-
 GT_COLOR = "#2e7d32"  # ground truth: dark green
 DET_CMAP = "Blues"  # detections: light (low score) -> dark blue (high score)
 MAX_PR_CURVES = 10  # classes drawn in the PR panel (those with the most GT segments)
@@ -126,24 +124,43 @@ def plot_timeline(
         gt_lanes = _lanes(spans)  # overlapping GT segments side by side, not merged
         gt_height = 0.34 / (max(gt_lanes, default=0) + 1)
         for (s, e), lane in zip(spans, gt_lanes):
-            ax.broken_barh([(s, e - s)], (r + 0.08 + lane * gt_height, gt_height * 0.9),
-                           color=GT_COLOR)  # fmt: skip
+            ax.broken_barh(
+                [(s, e - s)], (r + 0.08 + lane * gt_height, gt_height * 0.9), color=GT_COLOR
+            )
         row_dets = [d for d in dets if str(d["label"]) == name]  # by descending score
         lanes = _lanes([tuple(d["segment"]) for d in row_dets])
         height = det_span / (max(lanes, default=0) + 1)
         for d, lane in zip(row_dets, lanes):
             (s, e), score = d["segment"], float(d["score"])
             y = r + det_top + lane * height
-            ax.broken_barh([(s, e - s)], (y, height * 0.9), color=cmap(score), edgecolor="#08306b",
-                           linewidth=0.5)  # fmt: skip
+            ax.broken_barh(
+                [(s, e - s)],
+                (y, height * 0.9),
+                color=cmap(score),
+                edgecolor="#08306b",
+                linewidth=0.5,
+            )
             if e - s > 0.04 * duration:  # room for the score
-                ax.text((s + e) / 2, y + height * 0.45, f"{score:.2f}", ha="center", va="center",
-                        fontsize=7, color="white" if score > 0.5 else "black")  # fmt: skip
+                ax.text(
+                    (s + e) / 2,
+                    y + height * 0.45,
+                    f"{score:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if score > 0.5 else "black",
+                )
         if r:
             ax.axhline(r, color="#cccccc", linewidth=0.8)
     if not rows:
-        ax.text(0.5, 0.5, "no ground truth and no detections", transform=ax.transAxes,
-                ha="center", va="center")  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            "no ground truth and no detections",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
     ax.set_xlim(0, duration)
     ax.set_ylim(max(len(rows), 1), 0)  # first class at the top
     ax.set_yticks([r + 0.5 for r in range(len(rows))], rows)
@@ -170,8 +187,15 @@ def _timeline_legend(plt, fig, ax, cmap, with_gt: bool) -> None:
     handles = [Patch(color=GT_COLOR, label="ground truth (upper band)")] if with_gt else []
     band = "lower band, " if with_gt else ""
     handles.append(Patch(color=cmap(0.75), label=f"detection ({band}shade = score)"))
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False,
-              fontsize=8, borderaxespad=0.2)  # fmt: skip
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0, 1.0),
+        ncol=2,
+        frameon=False,
+        fontsize=8,
+        borderaxespad=0.2,
+    )
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=ax, pad=0.01, fraction=0.03)
     bar.set_label("detection score")
 
@@ -180,7 +204,9 @@ def _timeline_legend(plt, fig, ax, cmap, with_gt: bool) -> None:
 # precision-recall and per-class AP
 
 
-def pr_curves(evaluator: DetectionMAP, results: Any, tiou: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def pr_curves(
+    evaluator: DetectionMAP, results: Any, tiou: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per class of `evaluator.class_names`: (recall [n], precision envelope [n]) at one tIoU.
 
     Uses the evaluator's own ranking and greedy matching, so the area under each curve is the
@@ -193,9 +219,19 @@ def pr_curves(evaluator: DetectionMAP, results: Any, tiou: float) -> list[tuple[
     for ranked in rankings:
         class_rank[ranked] = np.arange(len(ranked))
     gt = evaluator.gt
-    tp = match_predictions(preds.segments, evaluator.gt_video_index(preds), preds.labels,
-                           class_rank, gt.segments, gt.video_idx, gt.class_idx,
-                           np.array([tiou]), num_classes)[0]  # [N]  # fmt: skip
+    tp = match_predictions(
+        preds.segments,
+        evaluator.gt_video_index(preds),
+        preds.labels,
+        class_rank,
+        gt.segments,
+        gt.video_idx,
+        gt.class_idx,
+        np.array([tiou]),
+        num_classes,
+    )[
+        0
+    ]  # [N]
     num_gt = np.bincount(gt.class_idx, minlength=num_classes)  # [C]
     curves = []
     for c, ranked in enumerate(rankings):
@@ -216,8 +252,9 @@ def _bar_classes(ap_avg: np.ndarray) -> tuple[list[int], str]:
     return order[:half] + order[-half:], f" ({half} best and {half} worst of {len(order)})"
 
 
-def plot_pr(result: EvalResult, curves, num_gt: np.ndarray, tiou: float, out: str | Path,
-            title: str = "") -> Path:  # fmt: skip
+def plot_pr(
+    result: EvalResult, curves, num_gt: np.ndarray, tiou: float, out: str | Path, title: str = ""
+) -> Path:
     """Left: PR curves at `tiou`; right: per-class AP averaged over the tIoU set (bars)."""
     plt = _pyplot()
     ap_avg = result.ap.mean(axis=0)  # [C]
@@ -231,8 +268,12 @@ def plot_pr(result: EvalResult, curves, num_gt: np.ndarray, tiou: float, out: st
         recall, precision = curves[c]
         hit = np.diff(np.r_[0.0, recall]) > 0  # true positives: where the recall steps up
         recall, precision = recall[hit], precision[hit]  # the staircase whose area is the AP
-        ax_pr.plot(np.r_[0.0, recall], np.r_[precision[:1], precision], drawstyle="steps-pre",
-                   label=f"{result.class_names[c]} (AP {100 * result.ap[t_index, c]:.1f})")  # fmt: skip
+        ax_pr.plot(
+            np.r_[0.0, recall],
+            np.r_[precision[:1], precision],
+            drawstyle="steps-pre",
+            label=f"{result.class_names[c]} (AP {100 * result.ap[t_index, c]:.1f})",
+        )
     ax_pr.set_xlim(0, 1)
     ax_pr.set_ylim(0, 1.02)
     ax_pr.set_xlabel("recall")
@@ -244,10 +285,21 @@ def plot_pr(result: EvalResult, curves, num_gt: np.ndarray, tiou: float, out: st
 
     y = np.arange(len(bars))
     ax_ap.barh(y, 100 * ap_avg[bars], color="#4c72b0", label="AP averaged over the tIoU set")
-    ax_ap.scatter(100 * result.ap[t_index, bars], y, color="#dd8452", zorder=3, s=14,
-                  label=f"AP at tIoU {result.tiou[t_index]:.2f}")  # fmt: skip
-    ax_ap.axvline(100 * result.average_mAP, color="black", linestyle="--", linewidth=1,
-                  label=f"average mAP {100 * result.average_mAP:.2f}")  # fmt: skip
+    ax_ap.scatter(
+        100 * result.ap[t_index, bars],
+        y,
+        color="#dd8452",
+        zorder=3,
+        s=14,
+        label=f"AP at tIoU {result.tiou[t_index]:.2f}",
+    )
+    ax_ap.axvline(
+        100 * result.average_mAP,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"average mAP {100 * result.average_mAP:.2f}",
+    )
     ax_ap.set_yticks(y, [result.class_names[c] for c in bars], fontsize=8)
     ax_ap.set_ylim(len(bars) - 0.5, -0.5)  # best class at the top
     ax_ap.set_xlim(0, 100)
@@ -300,7 +352,9 @@ def _timeline_videos(results: dict, database: dict, args) -> list[str]:
     ids = list(results)
     if database and args.split:
         wanted = {s.lower() for s in args.split}
-        ids = [v for v in ids if str(database.get(v, {}).get("subset", "")).lower() in wanted] or ids
+        ids = [
+            v for v in ids if str(database.get(v, {}).get("subset", "")).lower() in wanted
+        ] or ids
     return ids[: args.max_videos]
 
 
@@ -310,8 +364,10 @@ def _gt_entries(video: dict) -> list[dict]:
 
 def _named(entries: list[dict], id_names: dict[int, str]) -> list[dict]:
     """Integer labels -> the annotation JSON's class names where it has them."""
-    return [dict(e, label=id_names.get(e["label"], e["label"])) if isinstance(e["label"], int) else e
-            for e in entries]  # fmt: skip
+    return [
+        dict(e, label=id_names.get(e["label"], e["label"])) if isinstance(e["label"], int) else e
+        for e in entries
+    ]
 
 
 def run_timeline(args: argparse.Namespace) -> int:
@@ -322,8 +378,12 @@ def run_timeline(args: argparse.Namespace) -> int:
     gt_json, split, _ = ground_truth_source(args)
     args.split = split
     database = _load_json(gt_json, "annotation JSON").get("database", {}) if gt_json else {}
-    id_names = {int(a["label_id"]): a["label"] for v in database.values()
-                for a in v.get("annotations", []) if "label_id" in a}  # fmt: skip
+    id_names = {
+        int(a["label_id"]): a["label"]
+        for v in database.values()
+        for a in v.get("annotations", [])
+        if "label_id" in a
+    }
     info = results_file.get("video_info", {})
     written = []
     for vid in _timeline_videos(results, database, args):
@@ -335,8 +395,11 @@ def run_timeline(args: argparse.Namespace) -> int:
         if not duration:  # no metadata: the last segment end
             duration = max([e["segment"][1] for e in gt + dets] + [1.0])
         out = Path(args.out_dir) / f"{safe_name(vid)}.png"
-        written.append(plot_timeline(vid, float(duration), gt, dets, out, top_k=args.top_k,
-                                     min_score=args.min_score))  # fmt: skip
+        written.append(
+            plot_timeline(
+                vid, float(duration), gt, dets, out, top_k=args.top_k, min_score=args.min_score
+            )
+        )
     for path in written:
         print(f"timeline: {path}")
     return 0
@@ -359,17 +422,24 @@ def run_pr(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("results", help="ActivityNet results JSON")
     common.add_argument("--config", help="take the annotation JSON, val split and tIoU set from it")
     common.add_argument("--gt", help="annotation JSON (instead of --config)")
     common.add_argument("--split", nargs="+", default=["validation"], help="subset(s) of --gt")
-    common.add_argument("--tious", nargs="+", type=float, default=[0.3, 0.4, 0.5, 0.6, 0.7],
-                        help="tIoU set with --gt (default: %(default)s)")  # fmt: skip
+    common.add_argument(
+        "--tious",
+        nargs="+",
+        type=float,
+        default=[0.3, 0.4, 0.5, 0.6, 0.7],
+        help="tIoU set with --gt (default: %(default)s)",
+    )
     tl = sub.add_parser("timeline", parents=[common], help="one PNG per video: GT + top detections")
     tl.add_argument("--videos", nargs="+", help="video ids (default: the first --max-videos)")
     tl.add_argument("--max-videos", type=int, default=10)

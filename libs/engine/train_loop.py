@@ -107,12 +107,17 @@ def _progress(iterable, desc: str, total: Optional[int] = None):
 
 
 def _check_finite(loss: Tensor, losses: dict[str, Tensor], epoch: int, iter_idx: int) -> None:
-    # one host sync per iteration: a NaN step would otherwise poison the weights and the EMA
-    if not bool(torch.isfinite(loss)):
+    # one host sync per iteration: a NaN step would otherwise poison the weights and the EMA.
+    # Under torchrun every rank learns of a NaN on any rank, so all stop (none hangs in a
+    # collective waiting for a rank that raised).
+    finite = bool(torch.isfinite(loss))
+    if dist_utils.any_rank(not finite, loss.device):
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        where = "" if finite else f" ({terms})"
         raise FloatingPointError(
-            f"non-finite training loss at epoch {epoch + 1} iteration {iter_idx} ({terms}); "
-            "try a lower opt.learning_rate or set train.clip_grad_l2norm > 0"
+            f"non-finite training loss at epoch {epoch + 1} iteration {iter_idx}{where}"
+            f"{' on another rank' if finite else ''}; try a lower opt.learning_rate or set "
+            "train.clip_grad_l2norm > 0"
         )
 
 

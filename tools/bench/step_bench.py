@@ -122,15 +122,18 @@ def run(args) -> dict:
     results = {"device": str(device), "gemm_gflops": peak, "gemm_size": n, "configs": {}}
     print(f"{device}, {torch.get_num_threads()} threads, amp {args.amp}, B={args.batch} "
           f"T={args.length}; fp32 GEMM {n}^3: {peak:.1f} GFLOP/s (min of {args.rounds})")  # fmt: skip
-    print(f"{'config':32s} {'params M':>8s} {'step ms':>9s} {'GFLOP':>8s} {'GFLOP/s':>8s} "
-          f"{'vs GEMM':>8s} {'infer ms':>9s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'vs GEMM':>8s}")  # fmt: skip
+    head = ("config", "params M", "step ms", "GFLOP", "GFLOP/s", "vs GEMM", "infer ms", "GFLOP",
+            "GFLOP/s", "vs GEMM")  # fmt: skip
+    print(f"{head[0]:32s} " + " ".join(f"{h:>9s}" for h in head[1:]))
     for path in args.configs:
         r = bench_config(path, args, device)
         r["step_gflops"] = r["step_gflop"] / r["step_s"]
         r["infer_gflops"] = r["infer_gflop"] / r["infer_s"]
         results["configs"][path] = r
         name = path.rsplit("/", 1)[-1].removesuffix(".yaml")
-        print(f"{name:32s} {r['params_m']:8.2f} {1000 * r['step_s']:9.1f} {r['step_gflop']:8.1f} "
-              f"{r['step_gflops']:8.1f} {r['step_gflops'] / peak:8.2%} {1000 * r['infer_s']:9.1f} "
-              f"{r['infer_gflop']:8.1f} {r['infer_gflops']:8.1f} {r['infer_gflops'] / peak:8.2%}")  # fmt: skip
+        cells = (f"{r['params_m']:9.2f}", f"{1000 * r['step_s']:9.1f}", f"{r['step_gflop']:9.1f}",
+                 f"{r['step_gflops']:9.1f}", f"{r['step_gflops'] / peak:9.2%}",
+                 f"{1000 * r['infer_s']:9.1f}", f"{r['infer_gflop']:9.1f}",
+                 f"{r['infer_gflops']:9.1f}", f"{r['infer_gflops'] / peak:9.2%}")  # fmt: skip
+        print(f"{name:32s} " + " ".join(cells))
     return results
