@@ -4,6 +4,7 @@
     python tools/benchmark.py block    # window attention vs ViM vs DBM block, THUMOS size
     python tools/benchmark.py nms      # C++ NMS vs the PyTorch twin
     python tools/benchmark.py eval     # vectorised mAP vs a per-prediction loop
+    python tools/benchmark.py step     # full train step + inference of each THUMOS config, GFLOP/s vs GEMM
     python tools/benchmark.py all      # every one of the above
     ... [--json OUT.json]              # also write the numbers as JSON
 
@@ -19,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SUITES = ("scan", "block", "nms", "eval")
+SUITES = ("scan", "block", "nms", "eval", "step")
 
 
 def _module(name: str):
