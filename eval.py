@@ -65,6 +65,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         metavar="RAW.pt",
         help="also save the pre-NMS candidates here, for tools/rescore.py",
     )
+    parser.add_argument(
+        "--allow-unsafe-checkpoint",
+        action="store_true",
+        help="load a checkpoint that pickles objects other than tensors (runs code from the "
+        "file: only for files you trust; ours and the published .pth.tar never need it)",
+    )
     return parser.parse_args(argv)
 
 
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.ckpt)
     fix_random_seed(cfg.seed)
 
-    state_dict, meta = load_model_weights(ckpt)
+    state_dict, meta = load_model_weights(ckpt, allow_unsafe=args.allow_unsafe_checkpoint)
     model = build_model(cfg.model, cfg.train, cfg.test)
     load_weights(model, state_dict, source=str(ckpt))
     model.to(device).eval()
@@ -146,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; OSError: unwritable outputs
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -161,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; OSError: unwritable outputs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FloatingPointError as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -97,31 +98,56 @@ def resolve_resume_path(path: PathLike) -> Path:
 
 
 def load_checkpoint(
-    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+    path: PathLike, map_location: Union[str, torch.device] = "cpu", allow_unsafe: bool = False
 ) -> dict[str, Any]:
-    """Load a checkpoint dict with `weights_only=True`.
+    """Load a checkpoint dict with `weights_only=True` (tensors and plain containers only).
 
+    Args:
+        allow_unsafe: load with full unpickling, which runs whatever code the file holds. Only for
+            files you trust (eval.py --allow-unsafe-checkpoint); ours and the published
+            `.pth.tar` files never need it.
     Raises:
         FileNotFoundError: `path` does not exist.
         ValueError: the file is truncated/corrupt, holds pickled objects other than tensors and
-            plain containers, or is not a dict.
+            plain containers (the message says how to opt in), or is not a dict.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if allow_unsafe:
+        logger.warning("loading %s with full unpickling (allow_unsafe): it can run code", path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError / zip errors
+        state = torch.load(path, map_location=map_location, weights_only=not allow_unsafe)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # a broken pickle stream, not a refusal
+            raise ValueError(
+                f"cannot read checkpoint {path}: truncated or corrupt file "
+                f"({_unpickler_reason(exc)})"
+            ) from None
+        raise ValueError(
+            f"checkpoint {path} pickles objects other than tensors and plain containers, so "
+            "torch.load(weights_only=True) refused it (loading it would run code from the file: "
+            f"{_unpickler_reason(exc)}). If you trust the file, load it "
+            "with allow_unsafe=True (eval.py --allow-unsafe-checkpoint)"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError / EOFError / zip errors
         raise ValueError(
             f"cannot read checkpoint {path}: {type(exc).__name__}: {_first_line(exc)} "
-            "(truncated or corrupt file, or it pickles objects that weights_only=True refuses)"
+            "(truncated or corrupt file)"
         ) from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
 
 
+def _unpickler_reason(exc: BaseException) -> str:
+    """The informative part of torch's long weights_only message (e.g. 'Unsupported global: ...')."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.|\n|$)", text, re.S)
+    return match.group(1).strip() if match else _first_line(exc)
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours parts of its messages
     return text.splitlines()[0] if text else ""
 
 
@@ -161,14 +187,15 @@ def extract_weights(
 
 
 def load_model_weights(
-    path: PathLike, prefer_ema: bool = True
+    path: PathLike, prefer_ema: bool = True, allow_unsafe: bool = False
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read the model weights of a checkpoint: ours, a published `.pth.tar`, or a bare state_dict.
 
     The EMA weights are preferred (every evaluation in the reference uses them). See
     `extract_weights` for the returned meta.
     """
-    state_dict, meta = extract_weights(load_checkpoint(path), prefer_ema, source=str(path))
+    state = load_checkpoint(path, allow_unsafe=allow_unsafe)
+    state_dict, meta = extract_weights(state, prefer_ema, source=str(path))
     logger.info(
         "loaded '%s' weights (%s format, %d tensors) from %s",
         meta["weights"],
