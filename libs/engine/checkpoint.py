@@ -142,7 +142,7 @@ def load_checkpoint(
 def _unpickler_reason(exc: BaseException) -> str:
     """The informative part of torch's long weights_only message (e.g. 'Unsupported global: ...')."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.|\n|$)", text, re.S)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not|\n|$)", text, re.S)
     return match.group(1).strip() if match else _first_line(exc)
 
 
