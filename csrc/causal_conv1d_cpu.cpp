@@ -27,10 +27,10 @@ using namespace libs_simd;
 // Raw view of one call. Rows of x and dout have stride 1 along L; other strides are free.
 template <typename T>
 struct Conv {
-  int64_t batch, dim, len, width;
-  const T *x, *w, *bias;  // w [D, K] contiguous, bias [D] or null
-  int64_t x_sb, x_sd;
-  bool silu;
+  int64_t batch = 0, dim = 1, len = 0, width = 1;
+  const T *x = nullptr, *w = nullptr, *bias = nullptr;  // w [D, K] contiguous, bias [D] or null
+  int64_t x_sb = 0, x_sd = 0;
+  bool silu = false;
   const T* xrow(int64_t r) const { return x + (r / dim) * x_sb + (r % dim) * x_sd; }
 };
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from libs.core.config import Config, TestCfg, config_to_dict
 from libs.core.structures import Detections, VideoSample
-from libs.evaluation import DetectionMAP, EvalResult, detections_to_results
+from libs.evaluation import EvalResult, build_evaluator, detections_to_results
 from libs.postprocessing import postprocess
 from libs.utils.io import atomic_write, atomic_write_json
 
@@ -261,7 +261,8 @@ def evaluate_raw(
     """Post-process `raw` with `cfg.test` and compute the mAP on `cfg.dataset`'s val split.
 
     The same steps as `libs.engine.train_loop.evaluate` after the model: postprocess, then
-    `DetectionMAP(json_file, val_split, tiou_thresholds)`, then the optional result files.
+    `build_evaluator(cfg.eval, json_file, val_split, tiou_thresholds)` (the `eval:` protocol),
+    then the optional result files.
 
     Args:
         id_to_name: class names for `results_path`; default the names stored in `raw`.
@@ -272,8 +273,8 @@ def evaluate_raw(
     for line in raw.model_side_drift(cfg.test):
         logger.warning("%s: %s; it acts inside the model and is NOT re-applied", raw.source, line)
     detections = raw.postprocess(cfg.test)
-    evaluator = DetectionMAP(
-        cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
+    evaluator = build_evaluator(
+        cfg.eval, cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
     )
     result = evaluator.evaluate(detections)
     logger.info(

@@ -130,7 +130,9 @@ def test_train_then_eval_cli(tiny_config):
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     train_metrics = json.loads((run / "metrics.json").read_text())
-    assert set(train_metrics) == {"tiou", "mAP", "average_mAP"} and train_metrics["tiou"] == [
+    assert set(train_metrics) == {"tiou", "mAP", "average_mAP", "protocol"}
+    assert train_metrics["protocol"]["checkpoint"] == "last"
+    assert train_metrics["tiou"] == [
         0.3,
         0.5,
         0.7,

@@ -1,10 +1,10 @@
 """Evaluate an ActivityNet results JSON against an annotation JSON (ActivityNet detection mAP).
 
     python tools/eval_results.py GT_JSON RESULTS_JSON --split test --tiou 0.3 0.4 0.5 0.6 0.7 \
-        [--json OUT.json] [--per-class] [--remove-duplicates]
+        [--json OUT.json] [--per-class] [--remove-duplicates] [--blocked ID ...] [--exclude ID ...]
 
-Prints the mAP table (%). ``--json`` writes ``{"tiou": [...], "mAP": [...], "average_mAP": x}``
-(fractions) atomically. Bad input exits with status 2 and a one-line message.
+Prints the protocol line and the mAP table (%). ``--json`` writes ``{"tiou": [...], "mAP": [...],
+"average_mAP": x, "protocol": {...}}`` (fractions) atomically. Bad input exits with status 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -83,7 +83,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="VIDEO_ID",
-        help="video ids removed from GT and results",
+        help="video ids removed from GT and results (official ActivityNet blocked videos)",
+    )
+    p.add_argument(
+        "--exclude",
+        nargs="*",
+        default=[],
+        metavar="VIDEO_ID",
+        help="video ids with known-wrong annotations, removed from GT and results "
+        "(e.g. THUMOS-14 video_test_0000270)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p.parse_args(argv)
@@ -96,14 +104,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        protocol = {
+            "remove_duplicates": args.remove_duplicates,
+            "blocked_videos": list(dict.fromkeys(args.blocked)),
+            "exclude_videos": list(dict.fromkeys(args.exclude)),
+        }
         evaluator = DetectionMAP(
             args.gt_json,
             args.split,
             args.tiou,
             remove_duplicates=args.remove_duplicates,
-            blocked_videos=args.blocked,
+            blocked_videos=[*args.blocked, *args.exclude],
         )
         result = evaluator.evaluate(args.results_json)
+        result.protocol = protocol
         print(format_table(result, per_class=args.per_class))
         if args.json:
             try:

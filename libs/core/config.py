@@ -149,6 +149,36 @@ class OptCfg:
     amp: str = "none"  # mixed precision: none | bf16 | fp16 (fp16 adds a GradScaler); SSM params/scan stay fp32
 
 
+# THUMOS-14 test videos other codebases leave out (see `EvalCfg.exclude_videos`):
+#   video_test_0000270: its annotations are wrong (events beyond the video's end); excluded by
+#     SSN/G-TAD/VSGN/OpenTAD, which is why OpenTAD's THUMOS-14 test set has 211 videos where
+#     ActionFormer's thumos14.json has 212;
+#   video_test_0001292: no annotated event; already absent from ActionFormer's thumos14.json;
+#   video_test_0001496: also dropped, with 0000270, by the weakly-supervised line (STPN, UM,
+#     "THUMOS14 reduced": 210 test videos).
+THUMOS14_COMMONLY_EXCLUDED = ("video_test_0000270",)
+
+EVAL_CHECKPOINTS = ("last", "best-on-val")
+
+
+@dataclass
+class EvalCfg:
+    """Evaluation protocol: printed with every mAP table and stored in metrics.json ("protocol")."""
+
+    remove_duplicates: bool = False  # ActionFormer/VMS GT clean-up (drop zero-length and
+    # near-duplicate events); False = official ActivityNet semantics
+    blocked_videos: tuple[str, ...] = ()  # ids removed from GT and predictions (official
+    # ActivityNet "blocked videos" semantics)
+    blocked_videos_file: Optional[str] = None  # JSON list of more blocked ids (e.g. ActivityNet's
+    # api.php?action=get_blocked_videos output), read at evaluation time
+    exclude_videos: tuple[str, ...] = ()  # ids left out of GT and predictions because their
+    # annotations are known to be wrong, e.g. THUMOS-14 [video_test_0000270] (212 -> 211 test
+    # videos, as OpenTAD / G-TAD report); see THUMOS14_COMMONLY_EXCLUDED above
+    checkpoint: str = "last"  # which epoch's numbers train.py reports: last | best-on-val
+    # (best-on-val evaluates every epoch >= opt.eval_start_epoch, keeps best.pth and reports
+    # the best epoch; the selection uses the evaluation split, so say so when it is the test set)
+
+
 @dataclass
 class Config:
     dataset: DatasetCfg = field(default_factory=DatasetCfg)
@@ -157,6 +187,7 @@ class Config:
     train: TrainCfg = field(default_factory=TrainCfg)
     test: TestCfg = field(default_factory=TestCfg)
     opt: OptCfg = field(default_factory=OptCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)  # evaluation protocol (YAML `eval:`)
     seed: int = 1234567891  # init_rand_seed of the reference
     output_folder: str = "./ckpt"  # runs are written to output_folder/<config name>_<output name>
     config_path: str = ""  # derived: the YAML this config came from
@@ -303,6 +334,12 @@ def _finalize(cfg: Config) -> Config:
     _check_choice("test.nms_method", cfg.test.nms_method, ("soft", "linear", "hard", "none"))
     _check_choice("opt.type", cfg.opt.type, ("AdamW", "SGD"))
     _check_choice("opt.schedule_type", cfg.opt.schedule_type, ("cosine", "multistep"))
+    _check_choice("eval.checkpoint", cfg.eval.checkpoint, EVAL_CHECKPOINTS)
+    if cfg.eval.checkpoint == "best-on-val" and cfg.opt.eval_start_epoch < 0:
+        raise ConfigError(
+            "eval.checkpoint=best-on-val needs epochs to compare: set opt.eval_start_epoch >= 0 "
+            "(the first 0-based epoch evaluated)"
+        )
     if m.fpn_type == "identity" and m.fpn_dim != m.embd_dim:
         raise ConfigError(f"model.fpn_type identity needs model.fpn_dim == model.embd_dim ({m.fpn_dim} != {m.embd_dim})")
     if d.downsample_rate < 1:

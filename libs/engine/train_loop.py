@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
@@ -49,13 +50,14 @@ from libs.engine.checkpoint import (
     load_checkpoint,
     load_weights,
     prune_iteration_checkpoints,
+    save_checkpoint,
     save_checkpoint_many,
     strip_prefix,
 )
 from libs.engine.ema import ModelEma
 from libs.engine.optim import build_optimizer
 from libs.engine.scheduler import build_scheduler, total_epochs
-from libs.evaluation import DetectionMAP, detections_to_results
+from libs.evaluation import EvalResult, build_evaluator, describe_protocol, detections_to_results
 from libs.postprocessing import postprocess
 from libs.utils.io import atomic_write_json
 from libs.utils.seeding import capture_rng_state, derive_seed, restore_rng_state
@@ -386,31 +388,47 @@ def evaluate(
         dataset: provides `json_file`, `split` and `id_to_name`.
         cfg: the run config (`test` for post-processing, `dataset.tiou_thresholds`).
         results_path: if set, the detections are written there (ActivityNet results JSON).
-        metrics_path: if set, `EvalResult.to_json()` is written there.
+        metrics_path: if set, `EvalResult.to_json()` is written there, with the `eval:`
+            protocol under "protocol".
 
     Returns:
         The evaluator's `EvalResult`. Both files are written atomically.
     """
+    detections, result = _detect_and_score(model, loader, dataset, cfg, device)
+    _write_eval_files(detections, result, dataset, results_path, metrics_path)
+    return result
+
+
+def _detect_and_score(
+    model: nn.Module, loader, dataset, cfg: Config, device, epoch: Optional[int] = None
+) -> tuple[list[Detections], Any]:
+    """Detections and their `EvalResult` under the `eval:` protocol (logged with the numbers);
+    `epoch` (1-based) is recorded in the protocol when given."""
     tic = time.time()
     detections = predict(model, loader, cfg, device)
-    result = DetectionMAP(dataset.json_file, dataset.split, cfg.dataset.tiou_thresholds).evaluate(
-        detections
-    )
+    evaluator = build_evaluator(cfg.eval, dataset.json_file, dataset.split, cfg.dataset.tiou_thresholds)
+    result = evaluator.evaluate(detections)
+    if epoch is not None:
+        result.protocol["epoch"] = epoch
     per_tiou = " ".join(f"{t:.2f}:{m:.4f}" for t, m in zip(result.tiou, result.mAP))
     logger.info(
-        "evaluated %d videos in %.1f s: average mAP %.4f (per tIoU %s)",
+        "evaluated %d videos in %.1f s: average mAP %.4f (per tIoU %s); %s",
         len(detections),
         time.time() - tic,
         result.average_mAP,
         per_tiou,
+        describe_protocol(result.protocol),
     )
+    return detections, result
+
+
+def _write_eval_files(detections, result, dataset, results_path, metrics_path) -> None:
     if results_path is not None:
         atomic_write_json(results_path, detections_to_results(detections, dataset.id_to_name))
         logger.info("detections written to %s", results_path)
     if metrics_path is not None:
         atomic_write_json(metrics_path, result.to_json())
         logger.info("metrics written to %s", metrics_path)
-    return result
 
 
 def checkpoint_state(
@@ -526,20 +544,77 @@ def _diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def _write_checkpoint(
     state: TrainState, cfg: Config, run_folder: Path, generator, names: list[str]
-) -> None:
-    """Write one checkpoint under `names` (rank 0), then as `last.pth`; all ranks must call."""
+) -> dict[str, Any]:
+    """Write one checkpoint under `names` (rank 0), then as `last.pth`; all ranks must call.
+    Returns the saved dict (complete on rank 0 only)."""
     ckpt = checkpoint_state(state, cfg, generator)
     if dist_utils.is_main_process():
         save_checkpoint_many([run_folder / n for n in names] + [run_folder / "last.pth"], ckpt)
+    return ckpt
 
 
 def _save_epoch(
     state: TrainState, cfg: Config, run_folder: Path, generator: Optional[torch.Generator]
-) -> None:
+) -> dict[str, Any]:
     names = []
     if cfg.opt.ckpt_freq > 0 and state.epoch % cfg.opt.ckpt_freq == 0:
         names.append(f"epoch_{state.epoch:03d}.pth")
-    _write_checkpoint(state, cfg, run_folder, generator, names)
+    return _write_checkpoint(state, cfg, run_folder, generator, names)
+
+
+class _BestOnVal:
+    """`eval.checkpoint=best-on-val`: the best evaluated epoch so far (highest average mAP, the
+    earlier epoch on ties). A new best writes `best.pth` (that epoch's checkpoint plus a
+    `best_on_val` record: epoch and numbers), `results.json` and `metrics.json`. A resumed run
+    reads the record back from the run folder's `best.pth` (if it is not from a later epoch)."""
+
+    def __init__(self, run_folder: Path, resumed_epoch: int):
+        self.path = run_folder / "best.pth"
+        self.epoch: Optional[int] = None  # 1-based
+        self.result: Optional[EvalResult] = None
+        if resumed_epoch > 0 and self.path.is_file():
+            record = load_checkpoint(self.path, map_location="cpu").get("best_on_val")
+            if record and record["epoch"] <= resumed_epoch:
+                self.epoch = record["epoch"]
+                self.result = EvalResult(
+                    tiou=list(record["tiou"]),
+                    mAP=list(record["mAP"]),
+                    average_mAP=float(record["average_mAP"]),
+                    ap=np.asarray(record["ap"], dtype=np.float64),
+                    class_names=list(record["class_names"]),
+                    protocol=dict(record["protocol"]),
+                )
+                logger.info("best-on-val so far: epoch %d (from %s)", self.epoch, self.path)
+
+    def update(self, epoch: int, ckpt, detections, result, dataset, run_folder: Path) -> None:
+        if self.result is not None and result.average_mAP <= self.result.average_mAP:
+            return
+        self.epoch, self.result = epoch, result
+        record = {
+            "epoch": epoch,
+            "tiou": list(result.tiou),
+            "mAP": list(result.mAP),
+            "average_mAP": float(result.average_mAP),
+            "ap": np.asarray(result.ap).tolist(),
+            "class_names": list(result.class_names),
+            "protocol": dict(result.protocol),
+        }
+        save_checkpoint(self.path, {**ckpt, "best_on_val": record})
+        _write_eval_files(
+            detections, result, dataset, run_folder / "results.json", run_folder / "metrics.json"
+        )
+        logger.info(
+            "new best on the evaluation split: epoch %d, average mAP %.4f; %s written",
+            epoch, result.average_mAP, self.path,
+        )  # fmt: skip
+
+    def report(self, max_epochs: int) -> Optional[EvalResult]:
+        if self.result is not None:
+            logger.info(
+                "best-on-val: reporting epoch %d of %d (average mAP %.4f), weights %s",
+                self.epoch, max_epochs, self.result.average_mAP, self.path,
+            )  # fmt: skip
+        return self.result
 
 
 class _StopRequest:
@@ -635,7 +710,9 @@ def train(
 
     Evaluates `ema.module` after every epoch >= `opt.eval_start_epoch` (when >= 0) and always
     after the last one; the last evaluation also writes `results.json` and `metrics.json` into
-    the run folder. TensorBoard scalars go to `run_folder/logs`. Under torchrun (process group
+    the run folder. With `eval.checkpoint: best-on-val` the best evaluated epoch is kept as
+    `best.pth`, those two files hold its detections and numbers (protocol "epoch" names it) and
+    its result is returned. TensorBoard scalars go to `run_folder/logs`. Under torchrun (process group
     initialised, see libs/engine/distributed.py) the model is wrapped in DDP; rank 0 alone
     logs to TensorBoard, checkpoints and evaluates.
 
@@ -647,7 +724,8 @@ def train(
         resume: a checkpoint written by this function (`last.pth`, `epoch_NNN.pth`, `iter_*`).
 
     Returns:
-        The final `EvalResult` on rank 0, or None (other ranks, or no validation loader).
+        The final (best-on-val: the best epoch's) `EvalResult` on rank 0, or None (other ranks,
+        or no validation loader).
 
     Raises:
         TrainingInterrupted: after Ctrl-C / SIGTERM, once `last.pth` is written.
@@ -680,6 +758,9 @@ def train(
     main = dist_utils.is_main_process()
     writer = SummaryWriter(str(run_folder / "logs")) if main else None
     result = None
+    best = None
+    if cfg.eval.checkpoint == "best-on-val" and main and val_loader is not None:
+        best = _BestOnVal(run_folder, state.epoch)
     try:
         with _StopRequest() as stop:
             hook = _StepHook(state, cfg, run_folder, generator, stop, steps_per_epoch, device)
@@ -692,16 +773,19 @@ def train(
                 )  # fmt: skip
                 state.epoch, state.epoch_iter = epoch + 1, 0
                 # before evaluating: a failed eval loses no training
-                _save_epoch(state, cfg, run_folder, generator)
+                ckpt = _save_epoch(state, cfg, run_folder, generator)
                 result = _maybe_evaluate(
                     state, cfg, epoch, max_epochs, writer, val_loader, val_dataset, run_folder,
-                    device,
+                    device, best, ckpt,
                 )  # fmt: skip
                 if dist_utils.any_rank(stop.requested, device) and epoch + 1 < max_epochs:
                     hook.interrupt()
         if state.epoch >= max_epochs and result is None and val_loader is not None and main:
             # resumed a finished run
-            result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
+            if best is not None and best.result is not None:
+                result = best.report(max_epochs)
+            else:
+                result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
     except FloatingPointError:
         last = run_folder / "last.pth"
         logger.error(
@@ -763,8 +847,14 @@ def _maybe_evaluate(
     val_dataset,
     run_folder: Path,
     device,
+    best: Optional[_BestOnVal] = None,
+    ckpt: Optional[dict] = None,
 ):
     """Evaluate the EMA model if this epoch is due; returns the EvalResult or None.
+
+    With `best` (eval.checkpoint=best-on-val, rank 0) every due epoch goes to `best.update` (which
+    keeps best.pth from `ckpt`, results.json and metrics.json) and the last epoch returns the
+    best epoch's result instead of its own.
 
     The RNG states are put back afterwards: evaluation (the loader draws a worker seed) then
     never shifts the randomness of later training, so turning intermediate evaluations on or off,
@@ -779,7 +869,12 @@ def _maybe_evaluate(
         return None
     rng = capture_rng_state()
     try:
-        if last:
+        if best is not None:
+            detections, result = _detect_and_score(
+                state.ema.module, val_loader, val_dataset, cfg, device, epoch=epoch + 1
+            )
+            best.update(epoch + 1, ckpt, detections, result, val_dataset, run_folder)
+        elif last:
             result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
         else:
             result = evaluate(state.ema.module, val_loader, val_dataset, cfg, device=device)
@@ -787,6 +882,8 @@ def _maybe_evaluate(
         restore_rng_state(rng)
     if writer is not None:
         writer.add_scalar("val/avg_mAP", result.average_mAP, epoch + 1)
+    if best is not None and last:
+        result = best.report(max_epochs)
     dist_utils.barrier()
     return result
 

@@ -52,14 +52,19 @@ class EvalResult:
     average_mAP: float  # mean of mAP over thresholds
     ap: np.ndarray  # [T, C] AP per threshold and class
     class_names: list[str]  # [C] column names of `ap`
+    protocol: Optional[dict] = None  # evaluation protocol behind the numbers (libs.evaluation.protocol)
 
     def to_json(self) -> dict:
-        """``{"tiou": [...], "mAP": [...], "average_mAP": x}`` (plain floats, fractions)."""
-        return {
+        """``{"tiou": [...], "mAP": [...], "average_mAP": x}`` (plain floats, fractions), plus
+        ``"protocol"`` when the result carries one."""
+        out = {
             "tiou": [float(t) for t in self.tiou],
             "mAP": [float(m) for m in self.mAP],
             "average_mAP": float(self.average_mAP),
         }
+        if self.protocol is not None:
+            out["protocol"] = dict(self.protocol)
+        return out
 
     def summary(self) -> dict[str, float]:
         """Flat metrics for logs: ``{"mAP@0.50": x, ..., "avg_mAP": y}`` (fractions)."""
@@ -197,17 +202,38 @@ class DetectionMAP:
         )
 
 
+def describe_protocol(protocol: Optional[Mapping[str, Any]]) -> str:
+    """One line naming the evaluation protocol, e.g. ``protocol: GT as released (official),
+    blocked 0 videos, excluded 1 (video_test_0000270), checkpoint last``; "" for None."""
+    if not protocol:
+        return ""
+    dedup = protocol.get("remove_duplicates")
+    parts = ["GT de-duplicated (ActionFormer/VMS)" if dedup else "GT as released (official)"]
+    for key, word in (("blocked_videos", "blocked"), ("exclude_videos", "excluded")):
+        ids = list(protocol.get(key) or ())
+        shown = f" ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})" if ids else ""
+        parts.append(f"{word} {len(ids)} video{'' if len(ids) == 1 else 's'}{shown}")
+    if "checkpoint" in protocol:
+        epoch = protocol.get("epoch")
+        parts.append(f"checkpoint {protocol['checkpoint']}" + (f" (epoch {epoch})" if epoch else ""))
+    return "protocol: " + ", ".join(parts)
+
+
 def format_table(result: EvalResult, per_class: bool = False) -> str:
-    """Readable mAP table in %, optionally followed by a per-class AP table.
+    """Readable mAP table in %, optionally followed by a per-class AP table; a result that carries
+    its evaluation protocol gets a `describe_protocol` header line.
 
     Example::
 
+        protocol: GT as released (official), blocked 0 videos, excluded 0 videos, checkpoint last
         tIoU      0.30   0.40   0.50   0.60   0.70    Avg
         mAP (%)  82.26  81.85  75.05  65.82  50.27  71.86
     """
     head = [f"{t:.2f}" for t in result.tiou] + ["Avg"]
     rows = [("mAP (%)", [100 * m for m in result.mAP] + [100 * result.average_mAP])]
     lines = _table("tIoU", head, rows)
+    if result.protocol:
+        lines.insert(0, describe_protocol(result.protocol))
     if per_class:
         class_rows = [
             (name, list(100 * result.ap[:, c]) + [100 * result.ap[:, c].mean()])

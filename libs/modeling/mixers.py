@@ -7,18 +7,18 @@ registration order and initialisation follow the published modules
 so the published checkpoints load unchanged and the same seed draws the same initial weights.
 
 Layout: internally everything runs channel-first, [B, channels, L], the layout the scan kernels
-read. The input projection is computed as batched `W_x @ h^T` and `W_z @ h^T` (the x and z row
-blocks of W_in), which yield x and z [B, E, L] directly, and the output projection as `W_out @ y`,
-which yields [B, d, L]; `forward` returns that as a transposed [B, L, d] view, so a caller that
-wants channel-first back (the temporal blocks) gets it with a free `.transpose(1, 2)`. B, C and the
-delta projection are channel slices of contiguous tensors: their rows are contiguous in L, which
-the ops accept without a copy.
+read. Every projection is `W @ x` per sample on channel-first tensors (`_project_rows`: a 1x1
+convolution on CPU, a bmm on CUDA), so it yields [B, out, L] directly: x and z from the x and z
+row blocks of W_in (h^T is transposed once), y's projection [B, d, L], which `forward` returns as a
+transposed [B, L, d] view, so a caller that wants channel-first back (the temporal blocks) gets it
+with a free `.transpose(1, 2)`. B, C and the delta input are channel slices of a contiguous tensor:
+their rows are contiguous in L, which the ops accept without a copy.
 
 CPU cost notes (B=2, d=512, L=2304, 2 cores): x and z are separate tensors rather than halves of
 one [B, 2E, L] projection because every tensor of 32 MB or more is a fresh mmap in glibc's malloc
 whose first touch page-faults (~20 ms per 38 MB tensor here, vs < 1 ms for a reused 19 MB one),
-and because the gradient of a chunked [x | z] is one more full cat. Splits are used instead of
-slices: the backward of a slice zero-fills a full-size gradient per slice.
+and because the gradient of a chunked [x | z] is one more full cat. Splits / unbind are used
+instead of slices: the backward of a slice zero-fills a full-size gradient per slice.
 
 One direction (the fused `mamba_inner_fn_no_out_proj` of the reference, unfused here):
     u     = SiLU(causal depthwise conv(x))                      [B', E, L]
@@ -37,6 +37,7 @@ import math
 from typing import Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from libs.ops.conv import causal_conv1d
@@ -110,24 +111,36 @@ def _depthwise_conv(d_inner: int, d_conv: int, conv_bias: bool) -> nn.Conv1d:
 
 
 def _project(linear: nn.Linear, x: Tensor) -> Tensor:
-    """Apply a Linear over the channel axis of a channel-first tensor: [B, in, L] -> [B, out, L].
-
-    A bmm against the weight broadcast over the batch (stride 0) writes [B, out, L] directly;
-    torch.matmul(W, x) would compute (x^T W^T)^T and then copy the transposed result
-    (15-25 % of a whole block's forward + backward on CPU at L = 2304, d = 512).
-    """
+    """Apply a Linear over the channel axis of a channel-first tensor: [B, in, L] -> [B, out, L]."""
     return _project_rows(linear.weight, linear.bias, x)
 
 
-def _project_rows(weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
-    """`_project` with a weight [out, in] (e.g. a row block of a Linear's) or per-sample weights
-    [B, out, in], and bias [out], [B, out] or None: [B, in, L] -> [B, out, L]."""
-    if weight.dim() == 2:
-        weight = weight.expand(x.shape[0], -1, -1)
-    y = torch.bmm(weight, x)  # [B, out, L]
-    if bias is not None:
-        y = y + bias[..., None]
-    return y
+def _project_rows(weight: Tensor, bias: Optional[Tensor], x: Tensor, groups: int = 1) -> Tensor:
+    """y[b] = weight @ x[b] (+ bias) over channels, written as [B, out, L] directly.
+
+    Args:
+        weight: [out, in] (e.g. a row block of a Linear's weight). bias: [out] or None.
+        x: [B, groups * in, L]. With groups G, input channel block g (of `in`) maps to output
+            row block g (of out / G) through weight row block g (a grouped 1x1 convolution).
+    Returns:
+        [B, out, L].
+
+    CPU: a 1x1 convolution (oneDNN). torch's float32 bmm / mm run MKL, whose generic path on
+    this project's AMD EPYC reaches ~215 GFLOP/s on 2 cores; oneDNN's 1x1 convolution on the same
+    channel-first layout is ~25 % faster, forward and backward (DBM block forward + backward
+    at L = 2304, d = 512: ~270 -> ~180 ms). CUDA: a bmm against the weight broadcast over the
+    batch (cuDNN convolutions may run in TF32 where matmuls do not). Either way no transposed
+    copy: torch.matmul(W, x) would compute (x^T W^T)^T and copy the result.
+    """
+    if x.device.type == "cpu":
+        return F.conv1d(x, weight[:, :, None], bias, groups=groups)
+    batch, length = x.shape[0], x.shape[-1]
+    if groups == 1:
+        y = torch.bmm(weight.expand(batch, -1, -1), x)  # [B, out, L]
+    else:
+        w = weight.reshape(groups, -1, weight.shape[1])  # [G, out / G, in]
+        y = torch.matmul(w, x.reshape(batch, groups, -1, length)).flatten(1, 2)  # [B, out, L]
+    return y if bias is None else y + bias[:, None]
 
 
 class _BiMambaBase(nn.Module):
@@ -156,7 +169,7 @@ class _BiMambaBase(nn.Module):
         u = causal_conv1d(x, conv1d.weight[:, 0, :], conv1d.bias, activation="silu")  # [B', E, L]
         x_dbl = _project(x_proj, u)  # [B', R + 2N, L]
         delta_low, b_t, c_t = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = torch.bmm(dt_proj.weight.expand(u.shape[0], -1, -1), delta_low)  # [B', E, L]; bias: in the scan
+        delta = _project_rows(dt_proj.weight, None, delta_low)  # [B', E, L]; bias: in the scan
         # SSM parameters in fp32 as published (float64 stays float64, so gradcheck works)
         ssm_dtype = torch.promote_types(A_log.dtype, torch.float32)
         A = -torch.exp(A_log.to(ssm_dtype))  # [E, N]
@@ -222,7 +235,7 @@ class BiMambaV2(_BiMambaBase):
         """
         self._check_hidden(h)
         idx = self._reverse_idx(lengths, h)
-        h_t = h.transpose(1, 2)  # [B, d, L] view
+        h_t = h.transpose(1, 2).contiguous()  # [B, d, L], copied once for both projections
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)  # [E, d] each: rows [x | z]
         b_x, b_z = (None, None) if self.in_proj.bias is None else self.in_proj.bias.chunk(2)
         x, z = _project_rows(w_x, b_x, h_t), _project_rows(w_z, b_z, h_t)  # [B, E, L] each
@@ -241,9 +254,10 @@ class DecomposedBiMamba(_BiMambaBase):
     """DBM (`mamba_new.Mamba`): per-direction x/z, ONE shared SSM run on a doubled batch, concat.
 
     in_proj d → 4E with rows [x_f | z_f | x_b | z_b]. The backward half is reversed in time and
-    stacked under the forward half along the batch axis, so conv1d, x_proj, dt_proj, A_log and D
-    are shared by both directions. out = out_proj([y_f | reverse(y_b)]) over channels, 2E → d
-    (concatenation, not a sum). Default expand 1, so E = d.
+    interleaved with the forward half along the batch axis (row 2b: sample b forward, 2b + 1:
+    sample b backward), so conv1d, x_proj, dt_proj, A_log and D are shared by both directions.
+    out = out_proj([y_f | reverse(y_b)]) over channels, 2E → d (concatenation, not a sum).
+    Default expand 1, so E = d.
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 1,
@@ -275,34 +289,29 @@ class DecomposedBiMamba(_BiMambaBase):
         batch = h.shape[0]
         x, z = self._stacked_in_projection(h, idx)  # [2B, E, L] each
         y = self._ssm(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)  # [2B, E, L]
-        # split, not y[:B] / y[B:]: a slice's backward zero-fills a full-size gradient per slice
-        y_f, y_b = y.split(batch, dim=0)  # [B, E, L] each
+        # unbind, not y[:, 0] / y[:, 1]: a slice's backward zero-fills a full-size gradient each
+        y_f, y_b = y.unflatten(0, (batch, 2)).unbind(1)  # [B, E, L] each
         y = torch.cat([y_f, reverse_time(y_b, idx)], dim=1)  # [B, 2E, L]
         return _project(self.out_proj, y).transpose(1, 2)  # [B, L, d]
 
     def _stacked_in_projection(self, h: Tensor, idx: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """x and z of both directions, the backward direction's (of h reversed) stacked under the
-        forward's along the batch: ([2B, E, L], [2B, E, L]).
+        """x and z of both directions, interleaved along the batch (row 2b: sample b, row 2b + 1:
+        sample b reversed in time): ([2B, E, L], [2B, E, L]).
 
-        Equals in_proj(h) = [x_f | z_f | x_b | z_b] with the backward half reversed in time and
-        moved under the forward half, but reverses h ([B, L, d]) instead of the projected rows
-        ([B, 2E, L]) and writes the stacked x and z straight from two GEMMs with per-sample
-        weights: no flip + cat of the projection forward, none of its gradient backward.
+        Equals in_proj(h) = [x_f | z_f | x_b | z_b] with the backward half reversed in time, but
+        reverses h ([B, d, L]) instead of the projected rows ([B, 2E, L]), and each of x and z is
+        one grouped projection of [h^T ; reversed h^T] ([B, 2d, L]) whose [B, 2E, L] output is
+        already the [2B, E, L] stack: no flip + cat of the projection forward, none of its
+        gradient backward, and no tensor of 32 MB or more at THUMOS size.
         """
-        batch = h.shape[0]
-        if idx is None:
-            h_rev = h.flip(1)  # [B, L, d]
-        else:
-            h_rev = h.gather(1, idx[:, :, None].expand(-1, -1, h.shape[2]))  # [B, L, d]
-        h2_t = torch.cat([h, h_rev], dim=0).transpose(1, 2)  # [2B, d, L] view
-        weights = self.in_proj.weight.chunk(4, dim=0)  # [E, d] each: x_f, z_f, x_b, z_b
-        biases = None if self.in_proj.bias is None else self.in_proj.bias.chunk(4)  # [E] each
-        outs = []
-        for i in (0, 1):  # x (blocks 0 and 2 of W_in), then z (blocks 1 and 3)
-            w_f, w_b = weights[i], weights[i + 2]
-            w2 = torch.cat([w_f.expand(batch, -1, -1), w_b.expand(batch, -1, -1)])  # [2B, E, d]
-            b2 = None
-            if biases is not None:
-                b2 = torch.cat([biases[i].expand(batch, -1), biases[i + 2].expand(batch, -1)])
-            outs.append(_project_rows(w2, b2, h2_t))  # [2B, E, L]
-        return outs[0], outs[1]
+        batch, E, d = h.shape[0], self.d_inner, self.d_model
+        h_t = h.transpose(1, 2)  # [B, d, L] view
+        h2 = torch.cat([h_t, reverse_time(h_t, idx)], dim=1)  # [B, 2d, L]
+        w = self.in_proj.weight.view(2, 2, E, d)  # [direction, x|z, E, d]
+        b = None if self.in_proj.bias is None else self.in_proj.bias.view(2, 2, E)
+        x, z = (
+            _project_rows(w[:, i].reshape(2 * E, d), None if b is None else b[:, i].reshape(2 * E),
+                          h2, groups=2).view(2 * batch, E, -1)  # [B, 2E, L] -> [2B, E, L]
+            for i in (0, 1)
+        )
+        return x, z
