@@ -502,25 +502,6 @@ def test_catalogue_is_large_and_unique():
 
 
 # ====================================================================== runner
-@pytest.fixture
-def in_process(monkeypatch):
-    """Undo what an in-process CLI run changes globally (log handlers, determinism, env)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(REPO)
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _main(entry: str) -> Callable:

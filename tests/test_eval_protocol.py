@@ -11,7 +11,7 @@ import yaml
 from libs.core.config import ConfigError, load_config
 from libs.evaluation import build_evaluator, format_table
 
-from tests.test_train_eval_cli import in_process, tiny_config  # noqa: F401  (fixtures)
+from tests.test_train_eval_cli import tiny_config  # noqa: F401  (fixture)
 
 # video a: one Jump, annotated twice (a near-duplicate, as ActionFormer/VMS clean up);
 # video b: one Jump that no prediction finds; video c: one Run, found.

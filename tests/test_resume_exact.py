@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import process_state_restored
 import torch
 import yaml
 
@@ -122,26 +124,9 @@ def one_thread():
 
 @pytest.fixture
 def in_process(monkeypatch):
-    """Undo the process-wide changes of an in-process train.main() (log handlers, determinism)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(REPO)
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-    torch.set_num_threads(threads)
+    """As conftest's, pinned to one thread: tiny models run far slower on 2 threads of a busy machine."""
+    with process_state_restored(monkeypatch, threads=1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -82,25 +82,6 @@ def tiny_config(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def in_process(monkeypatch):
-    """Undo the process-wide changes of an in-process train.main() (log handlers, determinism)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(REPO)
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
