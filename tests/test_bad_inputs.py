@@ -15,8 +15,6 @@ cases with their messages.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union

@@ -5,8 +5,6 @@ is the tiny conv detector (2 levels, 16 channels). Each training run is 2 epochs
 """
 
 import json
-import logging
-import os
 import shutil
 import subprocess
 import sys
