@@ -4,7 +4,10 @@
 (not built, or built for another torch), every op falls back to its pure-PyTorch reference and
 one warning says how to build it.
 """
+import functools
+import importlib
 import logging
+from typing import Any, Optional
 
 import torch  # noqa: F401  (loads libc10 etc. before the extension)
 
@@ -37,3 +40,30 @@ def require_ext(op: str):
             "Build it with: pip install -e . --no-build-isolation"
         )
     return _C
+
+
+def ext_has(fn_name: str) -> bool:
+    """True when `libs._C` is built and exports `fn_name` (read at call time: tests swap `_C`)."""
+    return _C is not None and hasattr(_C, fn_name)
+
+
+@functools.lru_cache(maxsize=None)
+def optional_attr(module: str, attr: str) -> Optional[Any]:
+    """`module.attr` of an optional GPU package (mamba_ssm, causal_conv1d), or None when it cannot
+    be imported. Imported lazily: on CPU machines these packages fail at import time."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # ImportError, or OSError/RuntimeError of a broken CUDA build
+        logger.debug("%s.%s is not importable: %s", module, attr, exc)
+        return None
+
+
+_logged_backends: set = set()
+
+
+def log_once(op: str, backend: str, msg: str = "", level: int = logging.INFO) -> None:
+    """Log `op` running on `backend` once per process (and per distinct pair), not per call."""
+    if (op, backend) in _logged_backends:
+        return
+    _logged_backends.add((op, backend))
+    logger.log(level, "%s: using backend '%s'%s", op, backend, f" ({msg})" if msg else "")

@@ -14,7 +14,6 @@ Backends:
 On CPU, F.conv1d's depthwise backward costs about as much as the whole C++ scan (far more
 under load); the ext kernel is memory-bound.
 """
-import functools
 import logging
 from typing import Callable, Optional
 
@@ -23,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from libs.ops import _ext
-from libs.ops.scan import EXT_BUILD, _row_major, log_once
+from libs.ops._ext import log_once
+from libs.ops.scan import EXT_BUILD, _row_major
 
 logger = logging.getLogger(__name__)
 
@@ -32,20 +32,14 @@ BACKENDS = ("auto", "cuda", "ext", "torch")
 ACTIVATIONS = (None, "silu", "swish")
 
 
-@functools.lru_cache(maxsize=None)
 def _causal_conv1d_cuda() -> Optional[Callable]:
     """The causal-conv1d package's `causal_conv1d_fn`, or None when it cannot be imported."""
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except Exception as exc:  # ImportError, or OSError/RuntimeError of a broken CUDA build
-        logger.debug("causal-conv1d is not importable: %s", exc)
-        return None
-    return causal_conv1d_fn
+    return _ext.optional_attr("causal_conv1d", "causal_conv1d_fn")
 
 
 def ext_has_conv() -> bool:
-    """True when `libs._C` is built with the CPU causal conv1d (read at call time)."""
-    return _ext._C is not None and hasattr(_ext._C, "causal_conv1d_fwd")
+    """True when `libs._C` is built with the CPU causal conv1d."""
+    return _ext.ext_has("causal_conv1d_fwd")
 
 
 def conv_backends() -> dict:

@@ -23,14 +23,9 @@ logger = logging.getLogger(__name__)
 
 BUILD_CMD = "pip install -e . --no-build-isolation"
 SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}
-_logged_backends: set = set()
 
 
 # --------------------------------------------------------------------------- backend choice
-def _ext_has(op: str) -> bool:
-    return _ext._C is not None and hasattr(_ext._C, op)
-
-
 def _ext_has_cuda() -> bool:
     return _ext._C is not None and bool(getattr(_ext._C, "compiled_with_cuda", lambda: False)())
 
@@ -39,18 +34,16 @@ def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
     """Pick the backend for `op` on `segs`' device; raise when an explicit one is unusable."""
     if backend == "auto":
         if segs.is_cuda:
-            choice = "cuda" if _ext_has(op) and _ext_has_cuda() else "torch"
+            choice = "cuda" if _ext.ext_has(op) and _ext_has_cuda() else "torch"
         else:
-            choice = "ext" if _ext_has(op) else "torch"
-        if (op, choice) not in _logged_backends:  # log once per op/backend, not per video
-            _logged_backends.add((op, choice))
-            logger.info("%s: using the '%s' backend", op, choice)
+            choice = "ext" if _ext.ext_has(op) else "torch"
+        _ext.log_once(op, choice)  # once per op/backend, not per video
         return choice
     if backend not in ("ext", "cuda", "torch"):
         raise ValueError(f"{op}: unknown backend {backend!r}; use auto | ext | cuda | torch")
     if backend in ("ext", "cuda"):
         _ext.require_ext(op)
-        if not _ext_has(op):
+        if not _ext.ext_has(op):
             raise RuntimeError(f"{op}: libs._C predates this op; rebuild it with: {BUILD_CMD}")
         if segs.is_cuda != (backend == "cuda"):  # before the CUDA-build check: the likelier mistake
             raise ValueError(
@@ -66,10 +59,10 @@ def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
 def nms_backends() -> dict:
     """Which backend `auto` picks per device, for `libs.ops.report()` / tools/check_env.py."""
     return {
-        "nms_1d[cpu]": "ext" if _ext_has("nms_1d") else "torch",
-        "nms_1d[cuda]": "cuda" if _ext_has("nms_1d") and _ext_has_cuda() else "torch",
-        "soft_nms_1d[cpu]": "ext" if _ext_has("soft_nms_1d") else "torch",
-        "soft_nms_1d[cuda]": "cuda" if _ext_has("soft_nms_1d") and _ext_has_cuda() else "torch",
+        "nms_1d[cpu]": "ext" if _ext.ext_has("nms_1d") else "torch",
+        "nms_1d[cuda]": "cuda" if _ext.ext_has("nms_1d") and _ext_has_cuda() else "torch",
+        "soft_nms_1d[cpu]": "ext" if _ext.ext_has("soft_nms_1d") else "torch",
+        "soft_nms_1d[cuda]": "cuda" if _ext.ext_has("soft_nms_1d") and _ext_has_cuda() else "torch",
     }
 
 

@@ -14,15 +14,15 @@ Backends:
 - "torch": `selective_scan_ref`, the readable spec; linear-time backward.
 "auto" picks cuda for CUDA tensors when importable, else ext on CPU when built, else torch.
 """
-import functools
 import logging
-from typing import Callable, Optional, Set, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from libs.ops import _ext
+from libs.ops._ext import log_once
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +34,14 @@ EXT_BUILD = "pip install -e . --no-build-isolation"
 BACKENDS = ("auto", "cuda", "ext", "torch")
 
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
-_logged: Set[Tuple[str, str]] = set()
-
-
-def log_once(op: str, backend: str, msg: str = "", level: int = logging.INFO) -> None:
-    """Log `op` running on `backend` once per process (and per distinct pair)."""
-    if (op, backend) in _logged:
-        return
-    _logged.add((op, backend))
-    logger.log(level, "%s: using backend '%s'%s", op, backend, f" ({msg})" if msg else "")
-
-
-@functools.lru_cache(maxsize=None)
 def _mamba_scan_fn() -> Optional[Callable]:
     """mamba-ssm's CUDA `selective_scan_fn`, or None when it cannot be imported."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as exc:  # ImportError, or OSError/RuntimeError of a broken CUDA build
-        logger.debug("mamba-ssm is not importable: %s", exc)
-        return None
-    return selective_scan_fn
+    return _ext.optional_attr("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
 
 
 def ext_has_scan() -> bool:
     """True when `libs._C` is built with the CPU selective scan."""
-    return _ext._C is not None and hasattr(_ext._C, "selective_scan_fwd")
+    return _ext.ext_has("selective_scan_fwd")
 
 
 def scan_backends() -> dict:
