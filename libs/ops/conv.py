@@ -25,7 +25,6 @@ from libs.ops import _ext
 from libs.ops._ext import log_once
 from libs.ops.scan import EXT_BUILD, _row_major
 
-logger = logging.getLogger(__name__)
 
 CAUSAL_CONV1D_INSTALL = "pip install causal-conv1d --no-build-isolation"
 BACKENDS = ("auto", "cuda", "ext", "torch")

@@ -11,7 +11,6 @@ the ActionFormer / video-mamba-suite `nms_1d_cpu` extension, so detections match
 code element for element; tests/test_ops_nms.py checks every backend against the twin.
 """
 
-import logging
 from typing import Sequence
 
 import torch
@@ -19,7 +18,6 @@ from torch import Tensor
 
 from libs.ops import _ext
 
-logger = logging.getLogger(__name__)
 
 BUILD_CMD = "pip install -e . --no-build-isolation"
 SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}

@@ -24,7 +24,6 @@ from torch import Tensor
 from libs.ops import _ext
 from libs.ops._ext import log_once
 
-logger = logging.getLogger(__name__)
 
 MAMBA_INSTALL = (
     "pip install causal-conv1d --no-build-isolation && "
