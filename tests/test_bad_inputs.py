@@ -24,6 +24,8 @@ import pytest
 import torch
 import yaml
 
+from tests.tiny import tiny_annotations, tiny_config_dict
+
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16  # feature channels of the tiny dataset
 CLI_ERRORS = (ValueError, FileNotFoundError)  # what train.py / eval.py / eval_results catch
@@ -35,15 +37,7 @@ def _num_feats(duration: float, fps: float, stride: float = 8, num_frames: float
 
 def _database() -> dict:
     """4 training + 3 validation videos of 30 s at 30 fps, two classes."""
-    database = {}
-    for i in range(7):
-        acts = [
-            {"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
-            {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]},
-        ]
-        subset = "training" if i < 4 else "validation"
-        database[f"vid{i}"] = {"subset": subset, "duration": 30.0, "fps": 30.0, "annotations": acts}
-    return database
+    return tiny_annotations(num_videos=7, num_train=4)["database"]
 
 
 class Workspace:
@@ -60,35 +54,11 @@ class Workspace:
         for vid, value in self.annotations["database"].items():
             n = _num_feats(value["duration"], value["fps"])
             self.save_feats(vid, rng.standard_normal((n, DIM)).astype(np.float32))  # [T, C]
-        self.cfg = {
-            "dataset": {
-                "name": "activitynet_format",
-                "json_file": str(self.json_file),
-                "feat_folder": str(self.feat_folder),
-                "file_ext": ".pt",
-                "train_split": ["training"],
-                "val_split": ["validation"],
-                "feat_stride": 8,
-                "num_frames": 16,
-                "input_dim": DIM,
-                "num_classes": 2,
-                "max_seq_len": 128,
-                "crop_ratio": [0.9, 1.0],
-                "tiou_thresholds": [0.3, 0.5, 0.7],
-            },
-            "loader": {"batch_size": 2, "num_workers": 0},
-            "model": {
-                "embd_dim": 16,
-                "fpn_dim": 16,
-                "head_dim": 16,
-                "arch": [1, 1, 1],
-                "regression_range": [[0, 4], [4, 10000]],
-                "block": {"type": "conv"},
-            },
-            "train": {"init_loss_norm": 10, "clip_grad_l2norm": 1.0},
+        self.cfg = tiny_config_dict(self.json_file, self.feat_folder, root / "runs", {
+            "dataset": {"file_ext": ".pt", "input_dim": DIM, "crop_ratio": [0.9, 1.0]},
+            "train": {"clip_grad_l2norm": 1.0},
             "opt": {"learning_rate": 1e-3, "epochs": 1, "warmup_epochs": 1, "print_freq": 100},
-            "output_folder": str(root / "runs"),
-        }
+        })
 
     # ------------------------------------------------------------------ files
     @property

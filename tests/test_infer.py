@@ -18,51 +18,24 @@ import pytest
 import torch
 import yaml
 
+from tests.tiny import tiny_annotations
+from tests.tiny import tiny_config_dict as _tiny_config
+
 REPO = Path(__file__).resolve().parents[1]
 FEAT = dict(dim=16, feat_stride=8, num_frames=16, ext=".pt", seed=0)
 
 
 def _annotations() -> dict:
-    database = {}
-    for i in range(8):
-        acts = [
-            {"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
-            {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]},
-        ]
-        subset = "training" if i < 5 else "validation"
-        database[f"vid{i}"] = {"subset": subset, "duration": 30.0, "fps": 30.0, "annotations": acts}
-    return {"database": database}
+    return tiny_annotations(num_videos=8, num_train=5)
 
 
 def tiny_config_dict(root: Path) -> dict:
-    return {
-        "dataset": {
-            "name": "activitynet_format",
-            "json_file": str(root / "anno.json"),
-            "feat_folder": str(root / "feats"),
-            "train_split": ["training"],
-            "val_split": ["validation"],
-            "feat_stride": 8,
-            "num_frames": 16,
-            "input_dim": 16,
-            "num_classes": 2,
-            "max_seq_len": 128,
-            "tiou_thresholds": [0.3, 0.5, 0.7],
-        },
-        "loader": {"batch_size": 5, "num_workers": 0},
-        "model": {
-            "embd_dim": 16,
-            "fpn_dim": 16,
-            "head_dim": 16,
-            "arch": [1, 1, 1],
-            "regression_range": [[0, 4], [4, 10000]],
-            "block": {"type": "conv"},
-        },
-        "train": {"init_loss_norm": 10},
+    changes = {
+        "loader": {"batch_size": 5},
         "test": {"min_score": 0.001, "max_seg_num": 50},
         "opt": {"epochs": 1, "warmup_epochs": 0, "print_freq": 1},
-        "output_folder": str(root / "ckpt"),
     }
+    return _tiny_config(root / "anno.json", root / "feats", root / "ckpt", changes)
 
 
 def _train(config: Path, steps: int = 15) -> dict:

@@ -14,19 +14,13 @@ import pytest
 import torch
 import yaml
 
+from tests.tiny import tiny_annotations, tiny_config_dict
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _annotations() -> dict:
-    database = {}
-    for i in range(7):
-        subset = "training" if i < 4 else "validation"
-        acts = [
-            {"label": "Jump", "label_id": 0, "segment": [3.0 + i, 9.0 + i]},
-            {"label": "Run", "label_id": 1, "segment": [15.0, 21.5 + 0.5 * i]},
-        ]
-        database[f"vid{i}"] = {"subset": subset, "duration": 30.0, "fps": 30.0, "annotations": acts}
-    return {"database": database}
+    return tiny_annotations(num_videos=7, num_train=4)
 
 
 @pytest.fixture(scope="module")
@@ -39,42 +33,12 @@ def tiny_config(tmp_path_factory) -> Path:
     make_synthetic(
         str(json_file), str(root / "feats"), dim=16, feat_stride=8, num_frames=16, ext=".pt", seed=0
     )
-    cfg = {
-        "dataset": {
-            "name": "activitynet_format",
-            "json_file": str(json_file),
-            "feat_folder": str(root / "feats"),
-            "file_ext": ".pt",
-            "train_split": ["training"],
-            "val_split": ["validation"],
-            "feat_stride": 8,
-            "num_frames": 16,
-            "input_dim": 16,
-            "num_classes": 2,
-            "max_seq_len": 128,
-            "crop_ratio": [0.9, 1.0],
-            "tiou_thresholds": [0.3, 0.5, 0.7],
-        },
-        "loader": {"batch_size": 2, "num_workers": 0},
-        "model": {
-            "embd_dim": 16,
-            "fpn_dim": 16,
-            "head_dim": 16,
-            "arch": [1, 1, 1],
-            "regression_range": [[0, 4], [4, 10000]],
-            "block": {"type": "conv"},
-        },
-        "train": {"init_loss_norm": 10, "clip_grad_l2norm": 1.0},
-        "opt": {
-            "learning_rate": 1e-3,
-            "weight_decay": 0.05,
-            "epochs": 1,
-            "warmup_epochs": 1,
-            "ckpt_freq": 1,
-            "print_freq": 1,
-        },
-        "output_folder": str(root / "ckpt"),
-    }
+    cfg = tiny_config_dict(json_file, root / "feats", root / "ckpt", {
+        "dataset": {"file_ext": ".pt", "crop_ratio": [0.9, 1.0]},
+        "train": {"clip_grad_l2norm": 1.0},
+        "opt": {"learning_rate": 1e-3, "weight_decay": 0.05, "epochs": 1, "warmup_epochs": 1,
+                "ckpt_freq": 1, "print_freq": 1},
+    })
     path = root / "tiny_cli.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
