@@ -41,10 +41,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
-def process_state_restored(monkeypatch, threads: Optional[int] = None):
+def process_state_restored(monkeypatch, threads: Optional[int] = None, chdir: bool = True):
     """Undo what an in-process CLI run (train.main, eval.main, ...) changes globally: log handlers,
     deterministic-algorithm flags, seeding env vars, the working directory (the repo root while
-    inside) and, when `threads` is given, the torch thread count."""
+    inside, unless `chdir` is False) and, when `threads` is given, the torch thread count."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -57,7 +57,8 @@ def process_state_restored(monkeypatch, threads: Optional[int] = None):
             monkeypatch.setenv(name, os.environ[name])
         else:
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(REPO)
+    if chdir:
+        monkeypatch.chdir(REPO)
     try:
         yield
     finally:

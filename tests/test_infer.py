@@ -6,10 +6,7 @@ every 8 frames), the conv block at 16 channels, 15 in-process AdamW steps (mAP@0
 validation videos). It is built once per pytest session, under the session's basetemp.
 """
 
-import contextlib
 import json
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import process_state_restored
 from tests.tiny import tiny_annotations
 from tests.tiny import tiny_config_dict as _tiny_config
 
@@ -68,27 +66,9 @@ def _train(config: Path, steps: int = 15) -> dict:
     return model.state_dict()
 
 
-@contextlib.contextmanager
 def restored_process_state(monkeypatch):
-    """Undo what an in-process train.main / eval.main changes process-wide: log handlers,
-    torch's deterministic-algorithms flag, PYTHONHASHSEED / CUBLAS_WORKSPACE_CONFIG."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    for name in ("PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG"):  # monkeypatch restores them
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.delenv(name, raising=False)
-    try:
-        yield
-    finally:
-        for handler in [h for h in root.handlers if h not in handlers]:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(level)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    """conftest's process_state_restored, staying in the current directory."""
+    return process_state_restored(monkeypatch, chdir=False)
 
 
 def tiny_run(tmp_path_factory) -> dict:
