@@ -184,7 +184,7 @@ def _accumulate_global(
     The detector divides its summed losses by the EMA normaliser `n ← m n + (1 - m) max(num_pos,
     1)` (m = 0.9), updated at every forward. One big batch updates it once with the batch's
     num_pos; so here every micro-batch starts from the same previous value n0, the micro-batch's
-    num_pos is read back from the value the detector computed, and its backward gets the loss
+    num_pos is the detector's `last_num_pos`, and its backward gets the loss
     times n_i / n0, i.e. the gradient of its *summed* loss over n0. After the last micro-batch,
     num_pos is summed over micro-batches and all-reduced over ranks (P), the normaliser becomes
     N = m n0 + (1 - m) max(P, 1) on every rank, and the gradients are multiplied by
@@ -210,7 +210,7 @@ def _accumulate_global(
                 scale = 1.0 / len(micro)
             else:
                 scale = model.loss_normalizer / n0
-                positives += _num_pos(model.loss_normalizer, n0, momentum, losses)
+                positives += model.last_num_pos
             _backward(state, loss * scale)
         for key, value in {**losses, "final_loss": loss}.items():
             sums[key] = sums.get(key, 0.0) + value.detach() * scale
@@ -221,20 +221,6 @@ def _accumulate_global(
     # this rank's share, scaled by world: an unbiased estimate of the global loss for the logs
     out = {k: v * (world * n0 / model.loss_normalizer) for k, v in sums.items()}
     return out, world * n0 / model.loss_normalizer
-
-
-def _num_pos(n_after: float, n_before: float, momentum: float, losses: dict[str, Tensor]) -> int:
-    """num_pos of one forward, read back from the detector's normaliser update.
-
-    The update stores max(num_pos, 1); 0 is told apart from 1 by the regression loss, which the
-    detector sets to exactly 0 when there is no positive point (a real one is never exactly 0
-    in practice).
-    """
-    count = round((n_after - momentum * n_before) / (1.0 - momentum))
-    reg = losses.get("reg_loss")
-    if count == 1 and reg is not None and float(reg) == 0.0:
-        return 0
-    return count
 
 
 def _optimizer_step(state: TrainState, clip_grad_l2norm: float, grad_factor: float) -> None:

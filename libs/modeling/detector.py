@@ -51,6 +51,7 @@ class ActionDetector(nn.Module):
         self.num_classes = num_classes
         self.train_cfg, self.test_cfg = train, test  # not `self.train`: that is nn.Module.train()
         self.loss_normalizer = float(train.init_loss_norm)
+        self.last_num_pos = 0  # positive points of the last training forward (gradient accumulation)
 
     @property
     def size_divisor(self) -> int:
@@ -106,6 +107,7 @@ class ActionDetector(nn.Module):
         valid = torch.cat(masks, dim=1)  # [B, P]
         pos = (gt_cls.sum(-1) > 0) & valid  # [B, P]
         num_pos = int(pos.sum().item())
+        self.last_num_pos = num_pos
         m = self.loss_normalizer_momentum
         self.loss_normalizer = m * self.loss_normalizer + (1 - m) * max(num_pos, 1)
 
