@@ -8,7 +8,7 @@ CKPT may also be a run folder (its last.pth is used). By default the detections 
 `<ckpt dir>/results_eval.json` and the metrics to `<ckpt dir>/metrics_eval.json`; an existing file
 there is never replaced (a suffix `_1`, `_2`, ... is added). `--save-raw RAW.pt` also keeps the
 pre-NMS candidates, so `tools/rescore.py RAW.pt CONFIG --opts test.nms_sigma=...` can re-tune the
-post-processing without the model (libs/raw_predictions.py).
+post-processing without the model (libs/inference/raw.py).
 """
 
 from __future__ import annotations
@@ -19,17 +19,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
-from libs.engine.checkpoint import load_model_weights, load_weights
-from libs.engine.train_loop import evaluate
 from libs.evaluation import format_table
-from libs.modeling import build_model
-from libs.raw_predictions import evaluate_and_save_raw
+from libs.inference import evaluate
 from libs.utils.io import unique_path
 from libs.utils.logging import setup_logging
 from libs.utils.seeding import fix_random_seed
-from train import pick_device
 
 logger = logging.getLogger("eval")
 
@@ -40,25 +37,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("config", help="YAML config file the checkpoint was trained with")
     parser.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
-    parser.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. test.nms_sigma=0.75 dataset.feat_folder=...",
-    )
+    add_opts_arg(parser, "test.nms_sigma=0.75 dataset.feat_folder=...")
     parser.add_argument(
         "--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)"
     )
     parser.add_argument(
         "--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)"
     )
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="default: cuda if available, else cpu",
-    )
+    add_device_arg(parser)
     parser.add_argument(
         "--save-raw",
         default=None,
@@ -72,16 +58,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "file: only for files you trust; ours and the published .pth.tar never need it)",
     )
     return parser.parse_args(argv)
-
-
-def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint file, or `last.pth` inside a run folder."""
-    ckpt = Path(path)
-    if ckpt.is_dir():
-        ckpt = ckpt / "last.pth"
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-    return ckpt
 
 
 def output_path(requested: Optional[str], default: Path) -> Path:
@@ -99,13 +75,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     device = pick_device(args.device)
     setup_logging()
-    ckpt = resolve_checkpoint(args.ckpt)
     fix_random_seed(cfg.seed)
-
-    state_dict, meta = load_model_weights(ckpt, allow_unsafe=args.allow_unsafe_checkpoint)
-    model = build_model(cfg.model, cfg.train, cfg.test)
-    load_weights(model, state_dict, source=str(ckpt))
-    model.to(device).eval()
+    model, ckpt, meta = load_detector(cfg, args.ckpt, device, args.allow_unsafe_checkpoint)
     logger.info(
         "evaluating %s weights of %s (%s format, epoch %s) on %s",
         meta["weights"],
@@ -114,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         meta.get("epoch", "?"),
         device,
     )
-
     val_set = build_dataset(cfg.dataset, "val", is_training=False)
     val_loader = build_loader(
         val_set,
@@ -126,35 +96,27 @@ def run(args: argparse.Namespace) -> int:
     )
     results_path = output_path(args.results, ckpt.parent / "results_eval.json")
     metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
-    if args.save_raw:  # one model pass; the same post-processing and evaluator as `evaluate`
-        raw_path = output_path(args.save_raw, Path(args.save_raw))
-        result = evaluate_and_save_raw(
-            model, val_loader, val_set, cfg, raw_path, results_path, metrics_path, device
-        )
-    else:
-        result = evaluate(
-            model,
-            val_loader,
-            val_set,
-            cfg,
-            results_path=results_path,
-            metrics_path=metrics_path,
-            device=device,
-        )
+    raw_path = output_path(args.save_raw, Path(args.save_raw)) if args.save_raw else None
+    result = evaluate(
+        model,
+        val_loader,
+        cfg,
+        id_to_name=val_set.id_to_name,
+        results_path=results_path,
+        metrics_path=metrics_path,
+        raw_path=raw_path,
+        device=device,
+    )
     print(format_table(result))
     print(f"results: {results_path}\nmetrics: {metrics_path}")
-    if args.save_raw:
+    if raw_path is not None:
         print(f"raw predictions: {raw_path}")
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; OSError: unwritable outputs
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import libs.ops
+from libs.cli import add_device_arg, add_opts_arg, pick_device, run_cli
 from libs.core.config import Config, load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
-from libs.engine.checkpoint import resolve_resume_path
+from libs.engine.checkpoint import resolve_checkpoint
 from libs.engine.run_folder import make_run_folder
 from libs.engine.train_loop import TrainingInterrupted, train
 from libs.evaluation import format_table
@@ -45,13 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("config", help="YAML config file")
     parser.add_argument("--output", default=None, help="run name suffix (default: a timestamp)")
-    parser.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. opt.epochs=3 model.block.type=dbm",
-    )
+    add_opts_arg(parser, "opt.epochs=3 model.block.type=dbm")
     parser.add_argument(
         "--resume",
         default=None,
@@ -61,20 +56,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="delete an existing run folder of the same name"
     )
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="default: cuda if available, else cpu",
-    )
+    add_device_arg(parser)
     return parser.parse_args(argv)
-
-
-def pick_device(name: Optional[str]) -> torch.device:
-    """The requested device, or cuda when available; asking for a missing GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA GPU is visible")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
@@ -84,7 +67,7 @@ def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
         if dist_utils.is_main_process():
             folder = str(make_run_folder(cfg, args.output, args.overwrite))
         return Path(dist_utils.broadcast_object(folder))
-    args.resume = resolve_resume_path(args.resume)
+    args.resume = resolve_checkpoint(args.resume, "--resume checkpoint")
     return args.resume.parent
 
 
@@ -160,10 +143,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        return run(args)
-    except (ValueError, OSError) as exc:  # ConfigError is a ValueError; OSError: unwritable outputs
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return run_cli(lambda: run(args))
     except FloatingPointError as exc:
         # diverged training: the message names the epoch, the iteration and the loss terms
         logger.error("%s", exc)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 PACKAGES = ["libs", "libs.core.config", "libs.ops", "libs.modeling", "libs.modeling.blocks", "libs.datasets",
-            "libs.evaluation", "libs.engine", "libs.postprocessing"]
+            "libs.evaluation", "libs.engine", "libs.inference", "libs.cli"]
 
 # A fresh interpreter where libs._C, mamba_ssm and causal_conv1d cannot be imported.
 _BLOCKED_IMPORTS = """

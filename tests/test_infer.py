@@ -176,11 +176,12 @@ def test_same_detections_as_the_dataset_path(run):
     from libs.core.config import load_config
     from libs.datasets import build_dataset
     from libs.datasets.collate import collate
-    from libs.postprocessing import postprocess
+    from libs.cli import load_detector
+    from libs.inference import postprocess
     from tools import infer
 
     cfg = load_config(str(run["config"]))
-    model = infer.build_detector(cfg, str(run["ckpt"]), torch.device("cpu"))
+    model, _, _ = load_detector(cfg, str(run["ckpt"]), torch.device("cpu"))
     sample = infer.load_video(run["feats"] / "vid5.pt", cfg, fps=30.0, feat_stride=8, num_frames=16)
     ours = infer.detect(model, sample, cfg, torch.device("cpu"))
 

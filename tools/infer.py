@@ -36,18 +36,15 @@ if __package__ in (None, ""):  # run as `python tools/infer.py`: make the repo i
 
 import torch  # noqa: E402
 
+from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli  # noqa: E402
 from libs.core.config import Config, DatasetCfg, load_config  # noqa: E402
 from libs.core.structures import Detections, VideoSample  # noqa: E402
-from libs.datasets.base import build_label_dict  # noqa: E402
+from libs.datasets.base import build_label_dict, feature_grid  # noqa: E402
 from libs.datasets.collate import collate  # noqa: E402
 from libs.datasets.features import FILE_EXTS, load_feature_file  # noqa: E402
-from libs.datasets.transforms import downsample, resize_feats  # noqa: E402
-from libs.engine.checkpoint import load_model_weights, load_weights  # noqa: E402
 from libs.evaluation import detections_to_results  # noqa: E402
-from libs.modeling import build_model  # noqa: E402
-from libs.postprocessing import postprocess  # noqa: E402
+from libs.inference import postprocess, predict_batch  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
-from train import pick_device  # noqa: E402  (the device rule of train.py / eval.py)
 
 logger = logging.getLogger("infer")
 
@@ -84,19 +81,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="timeline plot; with several videos one file per video: PNG stem + _<id>",
     )
     p.add_argument("--plot-top-k", type=int, default=10, help="detections drawn per video")
-    p.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. test.nms_sigma=0.75",
-    )
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="default: cuda if available, else cpu",
-    )
+    add_opts_arg(p, "test.nms_sigma=0.75")
+    add_device_arg(p)
     return p.parse_args(argv)
 
 
@@ -128,27 +114,16 @@ def video_id_of(path: Path, dcfg: DatasetCfg) -> str:
     return name
 
 
-def feature_grid(feats: torch.Tensor, dcfg: DatasetCfg, feat_stride: float, num_frames: float):
-    """The config's feature sampling, as the datasets apply it (ActivityNetFormatDataset).
-
-    Returns:
-        (feats [C, T'], grid feat_stride, grid num_frames).
-    """
-    if dcfg.feat_sampling == "variable":
-        rate = dcfg.downsample_rate
-        return downsample(feats, rate), feat_stride * rate, num_frames  # [C, ceil(T / r)]
-    span = (feats.shape[-1] - 1) * feat_stride + num_frames  # frames the raw features cover
-    stride = span / dcfg.max_seq_len
-    return resize_feats(feats, dcfg.max_seq_len), stride, stride  # [C, max_seq_len]
-
-
 def load_video(
     path: Path, cfg: Config, fps: float, feat_stride: float, num_frames: float
 ) -> VideoSample:
     """One feature file as a VideoSample without ground truth; duration from the features."""
     feats = load_feature_file(str(path), cfg.dataset.input_dim)  # [C, T_raw], checked finite
     duration = ((feats.shape[-1] - 1) * feat_stride + num_frames) / fps  # seconds
-    feats, stride, frames = feature_grid(feats, cfg.dataset, feat_stride, num_frames)
+    d = cfg.dataset
+    feats, stride, frames = feature_grid(
+        feats, d.feat_sampling, feat_stride, num_frames, d.downsample_rate, d.max_seq_len
+    )  # [C, T], the datasets' sampling
     return VideoSample(
         video_id=video_id_of(path, cfg.dataset),
         feats=feats,
@@ -185,22 +160,11 @@ def class_names(cfg: Config) -> dict[int, object]:
     return names
 
 
-def build_detector(cfg: Config, ckpt: str, device: torch.device):
-    """The config's model with the checkpoint's (EMA) weights, in eval mode on `device`."""
-    path = Path(ckpt) / "last.pth" if Path(ckpt).is_dir() else Path(ckpt)
-    state_dict, _ = load_model_weights(path)
-    model = build_model(cfg.model, cfg.train, cfg.test)
-    load_weights(model, state_dict, source=str(path))
-    return model.to(device).eval()
-
-
 @torch.no_grad()
 def detect(model, sample: VideoSample, cfg: Config, device: torch.device) -> Detections:
     """Detections in seconds of one video (batch of 1, padded as in evaluation)."""
     batch = collate([sample], cfg.dataset.max_seq_len, model.size_divisor, is_training=False)
-    raw = model(batch.to(device))  # list[Detections], grid units, pre-NMS
-    raw = [Detections(d.video_id, d.segments.cpu(), d.scores.cpu(), d.labels.cpu()) for d in raw]
-    return postprocess(raw, batch.samples, cfg.test)[0]
+    return postprocess(predict_batch(model, batch, device), batch.samples, cfg.test)[0]
 
 
 def plot_paths(plot: str, video_ids: Sequence[str]) -> dict[str, Path]:
@@ -230,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if dupes:
         raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
     device = pick_device(args.device)
-    model = build_detector(cfg, args.ckpt, device)
+    model, _, _ = load_detector(cfg, args.ckpt, device)
     dets, info = [], {}
     for path in files:  # one video at a time: only one video's features are in memory
         sample = load_video(path, cfg, fps, feat_stride, num_frames)
@@ -275,11 +239,7 @@ def print_summary(results: dict) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError, FeatureFileError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):  # run as `python tools/rescore.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from libs.cli import add_opts_arg, run_cli  # noqa: E402
 from libs.core.config import load_config  # noqa: E402
 from libs.evaluation import format_table  # noqa: E402
-from libs.raw_predictions import RawPredictions, evaluate_raw  # noqa: E402
+from libs.inference import RawPredictions, score, write_eval_files  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
 
 
@@ -42,13 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("raw", help="raw predictions written by eval.py --save-raw")
     p.add_argument("config", help="YAML config: test.* knobs and the evaluation set-up")
-    p.add_argument(
-        "--opts",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. test.nms_sigma=0.7 test.nms_method=hard",
-    )
+    add_opts_arg(p, "test.nms_sigma=0.7 test.nms_method=hard")
     p.add_argument("--json", metavar="OUT", help="write {'tiou', 'mAP', 'average_mAP'} here")
     p.add_argument("--results", metavar="OUT", help="write the detections (ActivityNet JSON) here")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
@@ -80,7 +75,7 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
     rows = []
     for combo in combos:
         cfg = load_config(args.config, [*args.opts, *combo])
-        result = evaluate_raw(raw, cfg)
+        _, result = score(raw, cfg)
         rows.append((" ".join(combo), result))
     width = max(len(name) for name, _ in rows)
     tious = rows[0][1].tiou
@@ -106,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     for out in (args.results, args.json):
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate_raw(raw, cfg, results_path=args.results, metrics_path=args.json)
+    detections, result = score(raw, cfg)
+    write_eval_files(detections, result, raw.id_to_name, args.results, args.json)
     print(format_table(result, per_class=args.per_class))
     return 0
 
@@ -114,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:  # ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,23 @@ DATASETS = Registry("dataset", config_key="dataset.name")
 FEAT_SAMPLINGS = ("variable", "resize")
 
 
+def feature_grid(feats: Tensor, sampling: str, feat_stride: float, num_frames: float,
+                 downsample_rate: int, max_seq_len: int) -> tuple[Tensor, float, float]:
+    """Apply the sampling mode to raw features [C, T_raw]: (feats [C, T], feat_stride, num_frames).
+
+    variable: `feats[::r]`, stride x r, num_frames unchanged.
+    resize:   linear resize to max_seq_len; the raw features span (T_raw - 1) * stride +
+              num_frames frames, so the new stride is that span / max_seq_len, and
+              num_frames = stride puts each feature at the centre of its cell (offset 0.5).
+    Used by the datasets and by tools/infer.py (new videos without annotations).
+    """
+    if sampling == "variable":
+        return downsample(feats, downsample_rate), feat_stride * downsample_rate, num_frames
+    span = (feats.shape[-1] - 1) * feat_stride + num_frames
+    stride = span / max_seq_len
+    return resize_feats(feats, max_seq_len), stride, stride  # [C, max_seq_len]
+
+
 def dedupe_annotations(acts: list[dict], tol: float = 1e-3) -> list[dict]:
     """Drop events with end - start <= 0, and events within `tol` seconds (both ends) of an
     earlier kept event with the same label_id (HACS has such duplicates)."""
@@ -321,18 +338,8 @@ class ActivityNetFormatDataset(Dataset):
         return featio.load_feature_file(self._feature_path(video_id), self.input_dim)
 
     def _feature_grid(self, feats: Tensor) -> tuple[Tensor, float, float]:
-        """Apply the sampling mode: returns (feats [C, T], feat_stride, num_frames) of the grid.
-
-        variable: `feats[::r]`, stride x r, num_frames unchanged.
-        resize:   linear resize to max_seq_len; the raw features span (T_raw - 1) * stride +
-                  num_frames frames, so the new stride is that span / max_seq_len, and
-                  num_frames = stride puts each feature at the centre of its cell (offset 0.5).
-        """
-        if self.feat_sampling == "variable":
-            return downsample(feats, self.downsample_rate), self.feat_stride * self.downsample_rate, self.num_frames
-        span = (feats.shape[-1] - 1) * self.feat_stride + self.num_frames
-        stride = span / self.max_seq_len
-        return resize_feats(feats, self.max_seq_len), stride, stride  # [C, max_seq_len]
+        return feature_grid(feats, self.feat_sampling, self.feat_stride, self.num_frames,
+                            self.downsample_rate, self.max_seq_len)
 
     def _grid_targets(self, rec: VideoRecord, num_feats: int, feat_stride: float,
                       num_frames: float) -> tuple[Optional[Tensor], Optional[Tensor]]:

@@ -83,17 +83,18 @@ def prune_iteration_checkpoints(folder: PathLike, keep_last: int) -> list[Path]:
     return doomed
 
 
-def resolve_resume_path(path: PathLike) -> Path:
+def resolve_checkpoint(path: PathLike, what: str = "checkpoint") -> Path:
     """`path` itself, or `path/last.pth` when `path` is a run folder.
 
     Raises:
-        FileNotFoundError: neither exists.
+        FileNotFoundError: neither exists (the message starts with `what`, e.g. "--resume
+            checkpoint").
     """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pth"
     if not path.is_file():
-        raise FileNotFoundError(f"--resume checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     return path
 
 

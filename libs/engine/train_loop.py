@@ -57,9 +57,8 @@ from libs.engine.checkpoint import (
 from libs.engine.ema import ModelEma
 from libs.engine.optim import build_optimizer
 from libs.engine.scheduler import build_scheduler, total_epochs
-from libs.evaluation import EvalResult, build_evaluator, describe_protocol, detections_to_results
-from libs.postprocessing import postprocess
-from libs.utils.io import atomic_write_json
+from libs.evaluation import EvalResult
+from libs.inference import collect_raw, score, write_eval_files
 from libs.utils.seeding import capture_rng_state, derive_seed, restore_rng_state
 
 logger = logging.getLogger(__name__)
@@ -334,87 +333,11 @@ def train_one_epoch(
     return {k: v.item() / max(count, 1) for k, v in sums.items()}
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module, loader, cfg: Config, device: Union[str, torch.device, None] = None
-) -> list[Detections]:
-    """Post-processed detections (seconds) of every video in `loader`, model in eval mode."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    detections: list[Detections] = []
-    try:
-        for batch in _progress(loader, "eval"):
-            raw = model(batch.to(device))  # list[Detections], grid units, pre-NMS
-            raw = [
-                Detections(d.video_id, d.segments.cpu(), d.scores.cpu(), d.labels.cpu(), d.unit)
-                for d in raw
-            ]
-            # NMS runs on CPU in postprocess: the candidates are few after the per-level top-k
-            detections.extend(postprocess(raw, batch.samples, cfg.test))
-    finally:
-        model.train(was_training)
-    return detections
-
-
-def evaluate(
-    model: nn.Module,
-    loader,
-    dataset,
-    cfg: Config,
-    results_path: Optional[Union[str, Path]] = None,
-    metrics_path: Optional[Union[str, Path]] = None,
-    device: Union[str, torch.device, None] = None,
-):
-    """Detect on every video of `dataset` and compute the ActivityNet-style mAP.
-
-    Args:
-        model: the detector to evaluate (pass `ema.module` during training).
-        loader: evaluation loader of `dataset` (one video per step).
-        dataset: provides `json_file`, `split` and `id_to_name`.
-        cfg: the run config (`test` for post-processing, `dataset.tiou_thresholds`).
-        results_path: if set, the detections are written there (ActivityNet results JSON).
-        metrics_path: if set, `EvalResult.to_json()` is written there, with the `eval:`
-            protocol under "protocol".
-
-    Returns:
-        The evaluator's `EvalResult`. Both files are written atomically.
-    """
-    detections, result = _detect_and_score(model, loader, dataset, cfg, device)
-    _write_eval_files(detections, result, dataset, results_path, metrics_path)
-    return result
-
-
 def _detect_and_score(
     model: nn.Module, loader, dataset, cfg: Config, device, epoch: Optional[int] = None
-) -> tuple[list[Detections], Any]:
-    """Detections and their `EvalResult` under the `eval:` protocol (logged with the numbers);
-    `epoch` (1-based) is recorded in the protocol when given."""
-    tic = time.time()
-    detections = predict(model, loader, cfg, device)
-    evaluator = build_evaluator(cfg.eval, dataset.json_file, dataset.split, cfg.dataset.tiou_thresholds)
-    result = evaluator.evaluate(detections)
-    if epoch is not None:
-        result.protocol["epoch"] = epoch
-    per_tiou = " ".join(f"{t:.2f}:{m:.4f}" for t, m in zip(result.tiou, result.mAP))
-    logger.info(
-        "evaluated %d videos in %.1f s: average mAP %.4f (per tIoU %s); %s",
-        len(detections),
-        time.time() - tic,
-        result.average_mAP,
-        per_tiou,
-        describe_protocol(result.protocol),
-    )
-    return detections, result
-
-
-def _write_eval_files(detections, result, dataset, results_path, metrics_path) -> None:
-    if results_path is not None:
-        atomic_write_json(results_path, detections_to_results(detections, dataset.id_to_name))
-        logger.info("detections written to %s", results_path)
-    if metrics_path is not None:
-        atomic_write_json(metrics_path, result.to_json())
-        logger.info("metrics written to %s", metrics_path)
+) -> tuple[list[Detections], EvalResult]:
+    raw = collect_raw(model, loader, id_to_name=dataset.id_to_name, config=cfg, device=device)
+    return score(raw, cfg, epoch)
 
 
 def checkpoint_state(
@@ -586,9 +509,10 @@ class _BestOnVal:
             "protocol": dict(result.protocol),
         }
         save_checkpoint(self.path, {**ckpt, "best_on_val": record})
-        _write_eval_files(
-            detections, result, dataset, run_folder / "results.json", run_folder / "metrics.json"
-        )
+        write_eval_files(
+            detections, result, dataset.id_to_name, run_folder / "results.json",
+            run_folder / "metrics.json",
+        )  # fmt: skip
         logger.info(
             "new best on the evaluation split: epoch %d, average mAP %.4f; %s written",
             epoch, result.average_mAP, self.path,
@@ -863,7 +787,7 @@ def _maybe_evaluate(
         elif last:
             result = _evaluate_final(state, cfg, val_loader, val_dataset, run_folder, device)
         else:
-            result = evaluate(state.ema.module, val_loader, val_dataset, cfg, device=device)
+            _, result = _detect_and_score(state.ema.module, val_loader, val_dataset, cfg, device)
     finally:
         restore_rng_state(rng)
     if writer is not None:
@@ -876,13 +800,10 @@ def _maybe_evaluate(
 
 def _evaluate_final(
     state: TrainState, cfg: Config, val_loader, val_dataset, run_folder: Path, device
-):
-    return evaluate(
-        state.ema.module,
-        val_loader,
-        val_dataset,
-        cfg,
-        results_path=run_folder / "results.json",
-        metrics_path=run_folder / "metrics.json",
-        device=device,
-    )
+) -> EvalResult:
+    detections, result = _detect_and_score(state.ema.module, val_loader, val_dataset, cfg, device)
+    write_eval_files(
+        detections, result, val_dataset.id_to_name, run_folder / "results.json",
+        run_folder / "metrics.json",
+    )  # fmt: skip
+    return result

@@ -1,45 +1,43 @@
-"""Raw (pre-NMS) predictions on disk: run the model once, re-tune post-processing many times.
+"""Raw (pre-NMS) predictions: the model's per-video candidates, in memory and on disk.
 
-    raw = collect_raw_predictions(model, loader, id_to_name=dataset.id_to_name, config=cfg)
+    raw = collect_raw(model, loader, id_to_name=dataset.id_to_name, config=cfg)  # predict.py
     raw.save("raw.pt")                                  # eval.py --save-raw raw.pt
     raw = RawPredictions.load("raw.pt")                 # tools/rescore.py, no model, no GPU
-    result = evaluate_raw(raw, cfg)                     # NMS / soft-NMS / voting + mAP
+    detections, result = score(raw, cfg)                # evaluate.py: NMS ... + mAP
 
 This is the house-style §2.2 boundary made persistent: the model's per-video candidates
 (`Detections`, unit "grid") plus the per-video metadata `postprocess` reads (fps, feat_stride,
-feat_num_frames, duration). `evaluate_raw` runs exactly the post-processing and evaluation of
-`libs.engine.train_loop.evaluate`, so the numbers match eval.py bit for bit.
+feat_num_frames, duration). Every evaluation (eval.py, validation during training, rescoring)
+goes through a `RawPredictions`, so a saved file reproduces eval.py's numbers bit for bit.
 
 File layout (`torch.save` of tensors and plain containers only, so `weights_only=True` loads it):
 
     {"format": "raw_predictions", "version": 1,
      "videos": [{"video_id": str, "segments": [K, 2] float32 (grid), "scores": [K] float32,
                  "labels": [K] int64, "fps": float, "feat_stride": float,
-                 "feat_num_frames": float, "duration": float, "num_feats": int}, ...],
+                 "feat_num_frames": float, "duration": float}, ...],
      "id_to_name": {label_id: class name},
      "config": the resolved config of the run (plain dict)}
 
 Knobs applied inside the model (`test.pre_nms_thresh`, `test.pre_nms_topk`,
 `test.duration_thresh`) are baked into the file; changing them needs a new eval.py run.
+Older files whose videos also hold a "num_feats" field load too (the field is ignored).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
-from torch import nn
 
-from libs.core.config import Config, TestCfg, config_to_dict
+from libs.core.config import TestCfg
 from libs.core.structures import Detections, VideoSample
-from libs.evaluation import EvalResult, build_evaluator, detections_to_results
-from libs.postprocessing import postprocess
-from libs.utils.io import atomic_write, atomic_write_json
+from libs.inference.postprocess import postprocess
+from libs.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +56,6 @@ class VideoMeta:
     duration: float  # seconds
     feat_stride: float  # frames between consecutive features (after downsampling)
     feat_num_frames: float  # frames covered by one feature
-    num_feats: int  # T of the (downsampled / resized) feature grid
 
     @staticmethod
     def from_sample(sample: VideoSample) -> "VideoMeta":
@@ -68,7 +65,6 @@ class VideoMeta:
             float(sample.duration),
             float(sample.feat_stride),
             float(sample.feat_num_frames),
-            int(sample.num_feats),
         )
 
 
@@ -106,7 +102,6 @@ class RawPredictions:
                 "segments": det.segments.detach().cpu().float().reshape(-1, 2),  # [K, 2]
                 "scores": det.scores.detach().cpu().float().reshape(-1),  # [K]
                 "labels": det.labels.detach().cpu().long().reshape(-1),  # [K]
-                "num_feats": meta.num_feats,
             }
             entry.update({key: float(getattr(meta, key)) for key in _META_FLOATS})
             videos.append(entry)
@@ -168,7 +163,7 @@ class RawPredictions:
         )
 
     def postprocess(self, cfg: TestCfg) -> list[Detections]:
-        """`libs.postprocessing.postprocess` of every video: Detections in seconds, same order."""
+        """`libs.inference.postprocess.postprocess` of every video: Detections in seconds, same order."""
         return postprocess(self.detections, self.videos, cfg)  # VideoMeta has the fields it reads
 
     def model_side_drift(self, cfg: TestCfg) -> list[str]:
@@ -189,7 +184,7 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
     for key in ("segments", "scores", "labels"):
         if not isinstance(entry.get(key), torch.Tensor):
             raise ValueError(f"{where}: '{key}' must be a tensor")
-    for key in (*_META_FLOATS, "num_feats"):
+    for key in _META_FLOATS:
         value = entry.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{where}: '{key}' must be a positive number, got {value!r}")
@@ -203,113 +198,5 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
     meta = VideoMeta(
         entry["video_id"],
         *(float(entry[k]) for k in ("fps", "duration", "feat_stride", "feat_num_frames")),
-        int(entry["num_feats"]),
     )
     return det, meta
-
-
-@torch.no_grad()
-def collect_raw_predictions(
-    model: nn.Module,
-    loader,
-    *,
-    id_to_name: dict[int, str],
-    config: Optional[Config] = None,
-    device: Union[str, torch.device, None] = None,
-) -> RawPredictions:
-    """Run `model` (eval mode) over `loader` and keep its pre-NMS candidates, moved to CPU.
-
-    Args:
-        model: the detector (e.g. the EMA weights loaded by eval.py).
-        loader: evaluation loader yielding `Batch` objects.
-        id_to_name: label id -> class name, stored so the file is self-describing.
-        config: the run's config, stored for provenance and `model_side_drift`.
-    Returns:
-        RawPredictions in loader order.
-    """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    detections: list[Detections] = []
-    videos: list[VideoMeta] = []
-    try:
-        for batch in loader:
-            for det in model(batch.to(device)):  # list[Detections], grid units, pre-NMS
-                detections.append(
-                    Detections(
-                        det.video_id,
-                        det.segments.cpu(),
-                        det.scores.cpu(),
-                        det.labels.cpu(),
-                        det.unit,
-                    )
-                )
-            videos.extend(VideoMeta.from_sample(s) for s in batch.samples)
-    finally:
-        model.train(was_training)
-    cfg_dict = config_to_dict(config) if config is not None else {}
-    return RawPredictions(detections, videos, dict(id_to_name), cfg_dict)
-
-
-def evaluate_raw(
-    raw: RawPredictions,
-    cfg: Config,
-    results_path: Optional[Union[str, Path]] = None,
-    metrics_path: Optional[Union[str, Path]] = None,
-    id_to_name: Optional[dict[int, str]] = None,
-) -> EvalResult:
-    """Post-process `raw` with `cfg.test` and compute the mAP on `cfg.dataset`'s val split.
-
-    The same steps as `libs.engine.train_loop.evaluate` after the model: postprocess, then
-    `build_evaluator(cfg.eval, json_file, val_split, tiou_thresholds)` (the `eval:` protocol),
-    then the optional result files.
-
-    Args:
-        id_to_name: class names for `results_path`; default the names stored in `raw`.
-    Returns:
-        The evaluator's EvalResult (fractions).
-    """
-    tic = time.time()
-    for line in raw.model_side_drift(cfg.test):
-        logger.warning("%s: %s; it acts inside the model and is NOT re-applied", raw.source, line)
-    detections = raw.postprocess(cfg.test)
-    evaluator = build_evaluator(
-        cfg.eval, cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
-    )
-    result = evaluator.evaluate(detections)
-    logger.info(
-        "post-processed and evaluated %d videos in %.1f s: average mAP %.4f",
-        len(detections),
-        time.time() - tic,
-        result.average_mAP,
-    )
-    if results_path is not None:
-        names = id_to_name if id_to_name is not None else raw.id_to_name
-        atomic_write_json(results_path, detections_to_results(detections, names))
-        logger.info("detections written to %s", results_path)
-    if metrics_path is not None:
-        atomic_write_json(metrics_path, result.to_json())
-        logger.info("metrics written to %s", metrics_path)
-    return result
-
-
-def evaluate_and_save_raw(
-    model: nn.Module,
-    loader,
-    dataset,
-    cfg: Config,
-    raw_path: Union[str, Path],
-    results_path: Optional[Union[str, Path]] = None,
-    metrics_path: Optional[Union[str, Path]] = None,
-    device: Union[str, torch.device, None] = None,
-) -> EvalResult:
-    """eval.py --save-raw: one model pass, the candidates saved to `raw_path`, then `evaluate_raw`.
-
-    Gives the numbers of `libs.engine.train_loop.evaluate` (same model pass, same
-    post-processing, same evaluator), and the saved file reproduces them in tools/rescore.py.
-    """
-    raw = collect_raw_predictions(
-        model, loader, id_to_name=dataset.id_to_name, config=cfg, device=device
-    )
-    raw.save(raw_path)
-    return evaluate_raw(raw, cfg, results_path, metrics_path, id_to_name=dataset.id_to_name)

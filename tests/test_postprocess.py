@@ -8,8 +8,8 @@ import torch
 
 from libs.core.config import TestCfg as InferCfg  # aliased: pytest would try to collect Test*
 from libs.core.structures import Detections, VideoSample
-from libs.postprocessing import postprocess, postprocess_video
-from libs.score_fusion import fuse_external_scores, load_external_scores, video_class_scores
+from libs.inference.postprocess import postprocess, postprocess_video
+from libs.inference.score_fusion import fuse_external_scores, load_external_scores, video_class_scores
 
 
 def thumos_sample(video_id: str = "v1", duration: float = 20.0) -> VideoSample:

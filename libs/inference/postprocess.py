@@ -5,8 +5,8 @@
 Per video, on CPU: NMS (`libs.ops.nms.batched_nms`, as ActionFormer's `postprocessing`), then
 grid -> seconds with the sample's own fps / stride / clip length, then clamp to
 [0, duration]. When `cfg.ext_score_file` is set, the video-level classifier fusion of
-`libs.score_fusion` follows (ActivityNet / HACS). NMS is kept out of the model so eval.py can
-cache raw detections and re-tune these knobs without a GPU.
+`libs.inference.score_fusion` follows (ActivityNet / HACS). NMS is kept out of the model so
+eval.py can cache raw detections and re-tune these knobs without a GPU (raw.py).
 """
 
 import logging
@@ -18,7 +18,7 @@ from libs.core.config import TestCfg
 from libs.core.segments import clamp_segments, grid_to_seconds
 from libs.core.structures import Detections, VideoSample
 from libs.ops.nms import batched_nms
-from libs.score_fusion import fuse_external_scores, load_external_scores
+from libs.inference.score_fusion import fuse_external_scores, load_external_scores
 
 logger = logging.getLogger(__name__)
 

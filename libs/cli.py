@@ -1,0 +1,85 @@
+"""What the command-line entry points share: options, device choice, the detector from a
+checkpoint, and the error wrapper that turns a bad input into one `error: ...` line.
+
+Used by train.py, eval.py and tools/*.py; no entry point imports another entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from libs.core.config import Config
+from libs.engine.checkpoint import load_model_weights, load_weights, resolve_checkpoint
+from libs.modeling import build_model
+
+logger = logging.getLogger(__name__)
+
+# what every entry point reports as `error: <message>` with exit status 2: ConfigError,
+# FeatureFileError and MissingKeyError are ValueErrors; OSError: missing / unwritable files
+USER_ERRORS = (ValueError, OSError)
+
+
+def add_opts_arg(parser: argparse.ArgumentParser, example: str) -> None:
+    """`--opts KEY=VALUE ...`: config overrides."""
+    parser.add_argument(
+        "--opts",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config overrides, e.g. {example}",
+    )
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """`--device cpu|cuda` (default: cuda if available)."""
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda if available, else cpu",
+    )
+
+
+def pick_device(name: Optional[str]) -> torch.device:
+    """The requested device, or cuda when available; asking for a missing GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA GPU is visible")
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_detector(
+    cfg: Config, ckpt: Union[str, Path], device: torch.device, allow_unsafe: bool = False
+) -> tuple[nn.Module, Path, dict[str, Any]]:
+    """The config's detector with the checkpoint's EMA weights, in eval mode on `device`.
+
+    Args:
+        ckpt: a checkpoint (ours or a published `.pth.tar`) or a run folder (its last.pth).
+        allow_unsafe: see `libs.engine.checkpoint.load_checkpoint`.
+    Returns:
+        (model, the checkpoint file used, meta of `load_model_weights`).
+    """
+    path = resolve_checkpoint(ckpt)
+    state_dict, meta = load_model_weights(path, allow_unsafe=allow_unsafe)
+    model = build_model(cfg.model, cfg.train, cfg.test)
+    load_weights(model, state_dict, source=str(path))
+    return model.to(device).eval(), path, meta
+
+
+def run_cli(run: Callable[[], int]) -> int:
+    """`run()`, with a user error (bad config, file or value) printed as one `error:` line.
+
+    Returns:
+        `run()`'s exit status, or 2 after a user error.
+    """
+    try:
+        return run()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
