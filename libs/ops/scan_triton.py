@@ -1,0 +1,166 @@
+"""Selective scan written in Triton: the Mamba fast path on a GPU without compiling mamba-ssm.
+
+`selective_scan_triton` has mamba-ssm's `selective_scan_fn` contract (see
+`libs.ops.scan.selective_scan_ref`, the spec). Forward and backward are Triton kernels
+(libs/ops/scan_triton_kernels.py), chunked over L with the state carried between chunks; the
+backward recomputes each chunk's states from per-chunk checkpoints, so it saves the inputs plus
+[B, D, ceil(L / CH), N] states, never a [B, D, N, L] history. Compute is fp32 for fp32, bf16 and
+fp16 inputs (fp64 inputs are computed in fp32 too).
+
+Triton is optional: nothing here imports it before a scan runs, so `import libs` works without
+it. The kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter
+(TRITON_INTERPRET=1, slow: for tests).
+"""
+import importlib
+import os
+from types import ModuleType
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+TRITON_INSTALL = ("pip install triton==3.9.0 (CUDA builds of torch already ship a matching "
+                  "triton)")
+_KERNELS = "libs.ops.scan_triton_kernels"
+
+ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
+
+
+def _interpret_env() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def _import_error() -> Optional[str]:
+    """None when triton imports, else why not."""
+    try:
+        importlib.import_module("triton")
+    except Exception as exc:  # ImportError, or a broken install failing at import
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def triton_status(device: Optional[Union[torch.device, str]] = None) -> Tuple[bool, str]:
+    """Whether the Triton scan can run, and why (not).
+
+    Usable when triton imports and either the tensors are on CUDA or TRITON_INTERPRET=1 (the
+    interpreter runs the kernels on CPU tensors). `device`: the tensors' device; None asks
+    whether some device could run it (CUDA visible, or the interpreter on).
+    """
+    error = _import_error()
+    if error is not None:
+        return False, f"triton does not import ({error}); {TRITON_INSTALL}"
+    if _interpret_env():
+        return True, "triton interpreter (TRITON_INTERPRET=1): kernels run on CPU tensors, slowly"
+    on_cuda = (torch.cuda.is_available() if device is None
+               else torch.device(device).type == "cuda")
+    if on_cuda:
+        return True, "triton on CUDA"
+    where = "no CUDA device is visible" if device is None else f"tensors are on {device}"
+    return False, f"{where}: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for tests)"
+
+
+def _kernels() -> ModuleType:
+    """The kernel module, (re)imported so that its kernels match TRITON_INTERPRET now:
+    `triton.jit` picks interpreted or compiled kernels when a kernel is defined."""
+    module = importlib.import_module(_KERNELS)
+    if module.INTERPRETED != _interpret_env():
+        module = importlib.reload(module)
+    return module
+
+
+def _row_major(x: Optional[Tensor]) -> Optional[Tensor]:
+    """x with unit stride along L (copied only when it has none); other strides are kept."""
+    if x is None:
+        return None
+    return x if x.stride(-1) == 1 or x.shape[-1] == 1 else x.contiguous()
+
+
+def _kernel_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
+    """The kernels' arguments: [B, D, L] rows with unit L stride, B/C as [B, G, N, L] views."""
+    B4 = B.unsqueeze(1) if B.dim() == 3 else B  # [B, G, N, L]
+    C4 = C.unsqueeze(1) if C.dim() == 3 else C  # [B, G, N, L]
+    vec = (lambda v: None if v is None else v.contiguous())
+    return (_row_major(u), _row_major(delta), A.contiguous(), B4, C4, vec(D), _row_major(z),
+            vec(delta_bias))
+
+
+def _grad_like(grad: Optional[Tensor], like: Optional[Tensor]) -> Optional[Tensor]:
+    """The gradient in its input's dtype and shape (None for absent inputs)."""
+    if grad is None or like is None:
+        return None
+    return grad.to(like.dtype).view(like.shape)
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    """Triton forward and backward. Saves the inputs and the per-chunk states only."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                save):
+        out, last, ckpt = _kernels().scan_fwd(*_kernel_args(u, delta, A, B, C, D, z, delta_bias),
+                                              delta_softplus, save)
+        ctx.delta_softplus = delta_softplus
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        return (out, last) if return_last_state else out
+
+    @staticmethod
+    def backward(ctx, dout, dlast=None):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        dlast = None if dlast is None else dlast.float().contiguous()  # [B, D, N]
+        grads = _kernels().scan_bwd(*_kernel_args(u, delta, A, B, C, D, z, delta_bias),
+                                    ctx.delta_softplus, ckpt, _row_major(dout), dlast)
+        inputs = (u, delta, A, B, C, D, z, delta_bias)
+        return tuple(_grad_like(g, x) for g, x in zip(grads, inputs)) + (None, None, None)
+
+
+def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
+    """Raise with what to do when the kernels cannot take these inputs."""
+    usable, reason = triton_status(u.device)
+    if not usable:
+        raise RuntimeError(f"selective_scan_triton: {reason}")
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"selective_scan_triton: u and delta must both be [B, D, L], got "
+                         f"{tuple(u.shape)} and {tuple(delta.shape)}")
+    batch, dim, length = u.shape
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"selective_scan_triton: A must be [D={dim}, N], got {tuple(A.shape)}")
+    for name, x in (("B", B), ("C", C)):
+        if x.dim() not in (3, 4) or x.shape[0] != batch or x.shape[-1] != length \
+                or x.shape[-2] != A.shape[1] or dim % (x.shape[1] if x.dim() == 4 else 1):
+            raise ValueError(
+                f"selective_scan_triton: {name} must be [B, N, L] or [B, G, N, L] with G dividing "
+                f"D={dim} (B={batch}, N={A.shape[1]}, L={length}), got {tuple(x.shape)}; "
+                "time-invariant [D, N] B/C run on backend='torch'")
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Optional[Tensor] = None,
+    z: Optional[Tensor] = None,
+    delta_bias: Optional[Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> ScanOutput:
+    """Selective scan with Triton kernels (mamba-ssm's `selective_scan_fn` contract).
+
+    Args:
+        u, delta: [B, D, L]. A: [D, N]. B, C: [B, N, L] or [B, G, N, L] (G divides D).
+        D: [D] skip weight. z: [B, D, L] gate. delta_bias: [D] added to delta.
+        delta_softplus: apply softplus (threshold 20) to delta + delta_bias.
+        return_last_state: also return the final state.
+    Returns:
+        out [B, D, L] in u's dtype, and last_state [B, D, N] fp32 if requested. Gradients reach
+        every tensor argument, in its own dtype.
+    Raises:
+        RuntimeError when triton is missing or the tensors are not on CUDA (without the
+        interpreter); ValueError for shapes outside the contract.
+    """
+    _check_inputs(u, delta, A, B, C)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    # checkpoints only when a backward can follow (ctx.needs_input_grad ignores no_grad)
+    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+    return _SelectiveScanTriton.apply(*tensors, delta_softplus, return_last_state, save)
