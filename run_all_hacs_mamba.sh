@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HACS Segments: train, then evaluate, the three blocks of the paper table (window attention, ViM, DBM)
-# with configs/hacs_internvideo2_6b_{winattn,vim,dbm}.yaml (set dataset.feat_folder first), then print their
-# average mAP next to the paper's. Logs: logs/hacs_internvideo2_6b_<block>_{train,eval}.log, logs/hacs_internvideo2_6b_table.md.
+# with configs/hacs_internvideo2_6b_{winattn,vim,dbm}.yaml (set dataset.feat_folder first), then write one summary
+# file: the paper's average mAP next to ours at the best and the last epoch, with the differences,
+# logs/hacs_internvideo2_6b_table.md (+ .json, also printed). Logs: logs/hacs_internvideo2_6b_<block>_{train,eval}.log.
 # Stops at the first failure. PYTHON=... picks the interpreter; OVERWRITE=1 replaces earlier runs.
 set -euo pipefail
 exec bash "$(dirname "$0")/tools/run_all_blocks.sh" hacs_internvideo2_6b hacs

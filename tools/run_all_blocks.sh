@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shared body of run_all_<dataset>_mamba.sh: train, then evaluate, the three blocks of the paper
 # table (ActionFormer window attention, ActionMamba ViM, ActionMamba DBM) of one dataset, and print
-# their average mAP next to the published numbers. Stops at the first failure.
+# their average mAP at the best and the last epoch next to the published numbers into one summary
+# file, logs/<STEM>_table.md (+ .json). Stops at the first failure.
 #
 # Usage: bash tools/run_all_blocks.sh CONFIG_STEM DATASET   (e.g. thumos_internvideo2_6b thumos)
 #   PYTHON=/path/to/python   interpreter to use (default: python)
@@ -37,6 +38,8 @@ for BLOCK in "${BLOCKS[@]}"; do
   "$PYTHON" -u eval.py "$CFG" "${RUN[$BLOCK]}/last.pth" \
     --results "${RUN[$BLOCK]}/eval_results.json" --metrics "${RUN[$BLOCK]}/eval_metrics.json" \
     2>&1 | tee "logs/${STEM}_${BLOCK}_eval.log"
-  METRICS+=("${RUN[$BLOCK]}/eval_metrics.json")
+  METRICS+=("${RUN[$BLOCK]}")  # paper_table reads its metrics.json (best and last), else eval_metrics.json
 done
-"$PYTHON" tools/paper_table.py "${METRICS[@]}" --dataset "$DATASET" --blocks "${BLOCKS[@]}" | tee "logs/${STEM}_table.md"
+# the summary: paper vs best and last epoch of each block (Markdown, and JSON for scripts)
+"$PYTHON" tools/paper_table.py "${METRICS[@]}" --dataset "$DATASET" --blocks "${BLOCKS[@]}" \
+  --out "logs/${STEM}_table.md" --json "logs/${STEM}_table.json"
