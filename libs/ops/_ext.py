@@ -4,10 +4,7 @@
 (not built, or built for another torch), every op falls back to its pure-PyTorch reference and
 one warning says how to build it.
 """
-import functools
-import importlib
 import logging
-from typing import Any, Optional
 
 import torch  # noqa: F401  (loads libc10 etc. before the extension)
 
@@ -47,17 +44,6 @@ def ext_has(fn_name: str) -> bool:
     return _C is not None and hasattr(_C, fn_name)
 
 
-@functools.lru_cache(maxsize=None)
-def optional_attr(module: str, attr: str) -> Optional[Any]:
-    """`module.attr` of an optional GPU package (mamba_ssm, causal_conv1d), or None when it cannot
-    be imported. Imported lazily: on CPU machines these packages fail at import time."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # ImportError, or OSError/RuntimeError of a broken CUDA build
-        logger.debug("%s.%s is not importable: %s", module, attr, exc)
-        return None
-
-
 _logged_backends: set = set()
 
 
@@ -67,3 +53,14 @@ def log_once(op: str, backend: str, msg: str = "", level: int = logging.INFO) ->
         return
     _logged_backends.add((op, backend))
     logger.log(level, "%s: using backend '%s'%s", op, backend, f" ({msg})" if msg else "")
+
+
+_noted: set = set()
+
+
+def note_once(op: str, key: str, msg: str, level: int = logging.INFO) -> None:
+    """Log "op: msg" once per process per (op, key), e.g. one fallback reason, not per call."""
+    if (op, key) in _noted:
+        return
+    _noted.add((op, key))
+    logger.log(level, "%s: %s", op, msg)

@@ -5,35 +5,58 @@ each channel d is convolved with its own kernel weight[d] of width W over the pa
 (zero left padding), so out[:, :, t] depends on x[:, :, t-W+1 .. t] only; output length L.
 
 Backends:
-- "cuda": the causal-conv1d kernel, imported lazily for CUDA tensors.
+- "cuda": the causal-conv1d package's kernel, for CUDA tensors, when it really works here
+  (compiled symbol present, first tiny call matches the reference: libs/ops/_gpu.py) and the
+  inputs are inside its limits (widths 2-4, no float64); otherwise "auto" falls back, logged once.
 - "ext": the C++ CPU kernel `libs._C.causal_conv1d_fwd/bwd` (csrc/causal_conv1d_cpu.cpp): SiLU
   fused, rows read in place (any batch / channel strides, stride 1 along L), a hand-written
   backward that recomputes the pre-activation from x; float32 / float64 compute.
 - "torch": `causal_conv1d_ref` (F.conv1d with groups=D, truncated), the spec.
-"auto" picks cuda for CUDA tensors when importable, else ext on CPU when built, else torch.
+"auto" picks cuda for CUDA tensors when usable, else ext on CPU when built, else torch; the
+process default can be forced with `set_default_backend` or LIBS_CONV_BACKEND.
 On CPU, F.conv1d's depthwise backward costs about as much as the whole C++ scan (far more
 under load); the ext kernel is memory-bound.
 """
 import logging
-from typing import Callable, Optional
+import os
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from libs.ops import _ext
-from libs.ops._ext import log_once
-from libs.ops.scan import EXT_BUILD, _row_major
+from libs.ops import _ext, _gpu
+from libs.ops._ext import log_once, note_once
+from libs.ops.scan import EXT_BUILD, _row_major, _rows
 
 
-CAUSAL_CONV1D_INSTALL = "pip install causal-conv1d --no-build-isolation"
 BACKENDS = ("auto", "cuda", "ext", "torch")
 ACTIVATIONS = (None, "silu", "swish")
+ENV_BACKEND = "LIBS_CONV_BACKEND"
+SELF_TEST_TOL = 1e-3
+_default: Optional[str] = None
 
 
-def _causal_conv1d_cuda() -> Optional[Callable]:
-    """The causal-conv1d package's `causal_conv1d_fn`, or None when it cannot be imported."""
-    return _ext.optional_attr("causal_conv1d", "causal_conv1d_fn")
+def set_default_backend(name: Optional[str]) -> None:
+    """Force the backend of every `causal_conv1d(backend=None)` call (None: LIBS_CONV_BACKEND,
+    else "auto")."""
+    global _default
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"causal_conv1d: unknown backend {name!r}, expected one of {BACKENDS}")
+    _default = name
+
+
+def default_backend() -> str:
+    """The backend of `causal_conv1d(backend=None)`: set_default_backend, else LIBS_CONV_BACKEND."""
+    name = _default or os.environ.get(ENV_BACKEND, "").strip() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"{ENV_BACKEND}={name!r} is not a backend; use one of {BACKENDS}")
+    return name
+
+
+def _on_gpu(x: Tensor) -> bool:
+    """Whether x is on a device the CUDA kernel serves (the seam tests use to run fakes on CPU)."""
+    return x.is_cuda
 
 
 def ext_has_conv() -> bool:
@@ -45,7 +68,7 @@ def conv_backends() -> dict:
     """The backend that backend="auto" would run, per device: {"cpu": ..., "cuda": ...}."""
     return {
         "cpu": "ext" if ext_has_conv() else "torch",
-        "cuda": "cuda" if _causal_conv1d_cuda() is not None else "torch",
+        "cuda": "cuda" if _gpu.probe("causal_conv1d")[0] is not None else "torch",
     }
 
 
@@ -116,18 +139,45 @@ def _ext_fits(x: Tensor, weight: Tensor) -> bool:
         and weight.device.type == "cpu"
 
 
-def _pick_backend(backend: str, x: Tensor, weight: Tensor) -> str:
-    """Resolve "auto" by device and capability; raise when an explicit backend cannot run."""
+def _run_cuda(x: Tensor, weight: Tensor, bias: Optional[Tensor], activation: Optional[str]):
+    """causal_conv1d_fn(x, weight, bias, activation=...): x with stride 1 along L (so the
+    channel-last path and its rules are never taken); the arguments after bias changed between
+    releases, hence activation by keyword."""
+    fn = _gpu.probe("causal_conv1d")[0]
+    return fn(_rows(x), weight.contiguous(), None if bias is None else bias.contiguous(),
+              activation=activation)
+
+
+def _tiny_conv(device: torch.device) -> float:
+    """Forward + backward of the kernel on a [1, 8, 16] width-4 SiLU problem on `device`; the max
+    relative error of the output and gradients against the float64 CPU reference."""
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(s, generator=g) for s in ((1, 8, 16), (8, 4), (8,))]
+    leaves = [t.to(device).detach().requires_grad_() for t in base]
+    refs = [t.double().detach().requires_grad_() for t in base]
+    out = _run_cuda(*leaves, "silu")
+    ref = causal_conv1d_ref(*refs, "silu")
+    weight = torch.linspace(-1, 1, ref.numel(), dtype=torch.float64).view_as(ref)
+    (out * weight.to(out)).sum().backward()
+    (ref * weight).sum().backward()
+    return max([_gpu.rel_err(out, ref)] + [_gpu.rel_err(a.grad, b.grad) for a, b in zip(leaves, refs)])
+
+
+def _check_explicit(backend: str, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
+    """Raise, with the reason and the fix, when an explicitly requested backend cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"causal_conv1d: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "cuda":
-        if not x.is_cuda:
+        if not _on_gpu(x):
             raise ValueError(f"causal_conv1d: backend 'cuda' needs CUDA tensors, got {x.device.type} "
                              "tensors; use backend='auto' (it picks 'ext' or 'torch' on CPU)")
-        if _causal_conv1d_cuda() is None:
-            raise RuntimeError(
-                f"causal_conv1d: the causal-conv1d kernel is missing. {CAUSAL_CONV1D_INSTALL}"
-            )
+        fn, why = _gpu.probe("causal_conv1d")
+        if fn is None:
+            raise RuntimeError(f"causal_conv1d: backend 'cuda' is unavailable: {why}. {_gpu.CONV_FIX}")
+        reason = _gpu.conv_unfit(x, weight, bias)
+        if reason is not None:
+            raise ValueError(f"causal_conv1d: backend 'cuda' cannot take these inputs: {reason}; "
+                             "use backend='auto'")
     if backend == "ext":
         if not ext_has_conv():
             raise RuntimeError(
@@ -137,15 +187,33 @@ def _pick_backend(backend: str, x: Tensor, weight: Tensor) -> str:
             raise ValueError("causal_conv1d: backend 'ext' needs CPU tensors x [B, D, L] and "
                              f"weight [D, W], got x {tuple(x.shape)} on {x.device.type}, weight "
                              f"{tuple(weight.shape)} on {weight.device.type}; use backend='torch'")
+
+
+def _auto_gpu(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> str:
+    """"cuda" when causal-conv1d is installed, works on this device and takes these inputs."""
+    fn, why = _gpu.probe("causal_conv1d")
+    if fn is None:
+        note_once("causal_conv1d", "torch-on-cuda",
+                  f"{why}; using F.conv1d. Fix: {_gpu.CONV_FIX}", logging.WARNING)
+        return "torch"
+    reason = _gpu.conv_unfit(x, weight, bias)
+    if reason is not None:
+        note_once("causal_conv1d", f"cuda-unfit:{reason}",
+                  f"backend 'cuda' cannot take these inputs ({reason}); falling back to 'torch'")
+        return "torch"
+    ok = _gpu.self_test("causal_conv1d[cuda]", x.device, lambda: _tiny_conv(x.device),
+                        SELF_TEST_TOL, _gpu.CONV_FIX, "torch")
+    return "cuda" if ok else "torch"
+
+
+def _pick_backend(backend: str, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> str:
+    """Resolve "auto" by device and capability; raise when an explicit backend cannot run."""
+    _check_explicit(backend, x, weight, bias)
     if backend != "auto":
         return backend
-    if not x.is_cuda:
-        return "ext" if ext_has_conv() and _ext_fits(x, weight) else "torch"
-    if _causal_conv1d_cuda() is not None:
-        return "cuda"
-    log_once("causal_conv1d", "torch-on-cuda",
-             f"causal-conv1d is not importable; {CAUSAL_CONV1D_INSTALL}", logging.WARNING)
-    return "torch"
+    if _on_gpu(x):
+        return _auto_gpu(x, weight, bias)
+    return "ext" if ext_has_conv() and _ext_fits(x, weight) else "torch"
 
 
 def causal_conv1d(
@@ -153,21 +221,22 @@ def causal_conv1d(
     weight: Tensor,
     bias: Optional[Tensor] = None,
     activation: Optional[str] = None,
-    backend: str = "auto",
+    backend: Optional[str] = None,
 ) -> Tensor:
     """Causal depthwise conv1d with causal-conv1d's `causal_conv1d_fn` contract.
 
     Args:
         x: [B, D, L]. weight: [D, W]. bias: [D] or None. activation: None | "silu" | "swish".
-        backend: "auto" | "cuda" | "ext" | "torch" (explicit choices are the test hook).
+        backend: "auto" | "cuda" | "ext" | "torch"; None: `default_backend()`. An explicit
+            backend raises (with the fix) when it cannot run these inputs.
     Returns:
         [B, D, L] in x's dtype.
     """
     _check_activation(activation)
-    name = _pick_backend(backend, x, weight)
+    name = _pick_backend(default_backend() if backend is None else backend, x, weight, bias)
     log_once("causal_conv1d", name)
     if name == "cuda":
-        return _causal_conv1d_cuda()(x, weight, bias, activation=activation)
+        return _run_cuda(x, weight, bias, activation)
     if name == "ext":
         return _CausalConv1dExt.apply(x, weight, bias, activation is not None)
     return causal_conv1d_ref(x, weight, bias, activation)

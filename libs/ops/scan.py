@@ -7,35 +7,52 @@ Contract: mamba-ssm's `selective_scan_fn` (reference-spec §5.5). Per batch b, c
     y_t  = sum_n C_t[n] h_t[n] + D_d u_t,                out_t = y_t silu(z_t)
 
 Backends:
-- "cuda": mamba-ssm's CUDA kernel, imported lazily on the first CUDA call (mamba-ssm does not
-  even import on a CPU-only machine).
+- "cuda": mamba-ssm's CUDA kernel (`selective_scan_fn` over the compiled `selective_scan_cuda`).
+- "triton": the Triton kernel of libs/ops/scan_triton.py (no compilation at install time).
 - "ext": the C++ CPU kernel `libs._C.selective_scan_fwd/bwd` (csrc/selective_scan_cpu.cpp),
   with its hand-written backward; float32 / float64 compute, bf16 / fp16 inputs upcast.
 - "torch": `selective_scan_ref`, the readable spec; linear-time backward.
-"auto" picks cuda for CUDA tensors when importable, else ext on CPU when built, else torch.
+"auto": on CUDA tensors mamba-ssm's kernel if it really works here (compiled symbol present,
+first tiny call matches the reference, inputs inside its limits: libs/ops/_gpu.py), else Triton
+likewise, else torch (warned once); on CPU ext when built, else torch. The process default can
+be forced with `set_default_backend` or the environment variable LIBS_SCAN_BACKEND.
 """
 import logging
+import os
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from libs.ops import _ext
-from libs.ops._ext import log_once
+from libs.ops import _ext, _gpu
+from libs.ops._ext import log_once, note_once
 
 
-MAMBA_INSTALL = (
-    "pip install causal-conv1d --no-build-isolation && "
-    "MAMBA_KEEP_CUDA_BUILD=TRUE pip install mamba-ssm --no-build-isolation"
-)
 EXT_BUILD = "pip install -e . --no-build-isolation"
-BACKENDS = ("auto", "cuda", "ext", "torch")
+BACKENDS = ("auto", "cuda", "triton", "ext", "torch")
+ENV_BACKEND = "LIBS_SCAN_BACKEND"
+SELF_TEST_TOL = 1e-3  # relative, float32 kernels on a 16-step problem
 
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
-def _mamba_scan_fn() -> Optional[Callable]:
-    """mamba-ssm's CUDA `selective_scan_fn`, or None when it cannot be imported."""
-    return _ext.optional_attr("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+_default: Optional[str] = None
+
+
+def set_default_backend(name: Optional[str]) -> None:
+    """Force the backend of every `selective_scan(backend=None)` call (None: back to the
+    environment variable LIBS_SCAN_BACKEND, else "auto")."""
+    global _default
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"selective_scan: unknown backend {name!r}, expected one of {BACKENDS}")
+    _default = name
+
+
+def default_backend() -> str:
+    """The backend of `selective_scan(backend=None)`: set_default_backend, else LIBS_SCAN_BACKEND."""
+    name = _default or os.environ.get(ENV_BACKEND, "").strip() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"{ENV_BACKEND}={name!r} is not a backend; use one of {BACKENDS}")
+    return name
 
 
 def ext_has_scan() -> bool:
@@ -44,11 +61,14 @@ def ext_has_scan() -> bool:
 
 
 def scan_backends() -> dict:
-    """The backend that backend="auto" would run, per device: {"cpu": ..., "cuda": ...}."""
-    return {
-        "cpu": "ext" if ext_has_scan() else "torch",
-        "cuda": "cuda" if _mamba_scan_fn() is not None else "torch",
-    }
+    """The backend that backend="auto" would run, per device: {"cpu": ..., "cuda": ...}
+    (for CUDA: the first backend whose probe passes; the first-call self-test is not run here)."""
+    cuda = "torch"
+    for name, probe in (("cuda", "mamba_ssm"), ("triton", "triton")):
+        if _gpu.probe(probe)[0] is not None:
+            cuda = name
+            break
+    return {"cpu": "ext" if ext_has_scan() else "torch", "cuda": cuda}
 
 
 def _compute_dtype(u: Tensor) -> torch.dtype:
@@ -177,18 +197,87 @@ class _SelectiveScanExt(torch.autograd.Function):
         return tuple(_cast_like(g, x) for g, x in zip(ordered, inputs)) + (None, None)
 
 
-def _check_explicit(backend: str, u: Tensor, B: Tensor, C: Tensor) -> None:
-    """Raise, with the install / build command, when an explicitly requested backend can't run."""
+def _on_gpu(x: Tensor) -> bool:
+    """Whether x is on a device the GPU kernels serve (the seam tests use to run fakes on CPU)."""
+    return x.is_cuda
+
+
+def _rows(x: Optional[Tensor]) -> Optional[Tensor]:
+    """x with stride 1 along its last dim (what every GPU kernel reads); None stays None."""
+    return x if x is None or x.stride(-1) == 1 or x.shape[-1] == 1 else x.contiguous()
+
+
+def _kernel_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
+    """What mamba-ssm's kernel takes: stride 1 along L; D and delta_bias float32 (they are [D]
+    vectors, so a half copy is cast); dtypes are otherwise left alone (see _gpu.scan_unfit)."""
+    f32 = None if D is None else D.float(), None if delta_bias is None else delta_bias.float()
+    return (_rows(u), _rows(delta), A.contiguous(), _rows(B), _rows(C), f32[0], _rows(z), f32[1])
+
+
+def _run_mamba(fn: Callable, u, delta, A, B, C, D, z, delta_bias, softplus, last) -> ScanOutput:
+    u, delta, A, B, C, D, z, delta_bias = _kernel_args(u, delta, A, B, C, D, z, delta_bias)
+    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=softplus,
+              return_last_state=last)
+
+
+def _run_triton(fn: Callable, u, delta, A, B, C, D, z, delta_bias, softplus, last) -> ScanOutput:
+    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=softplus,
+              return_last_state=last)
+
+
+def _triton_unfit(u, delta, A, B, C, D, z, delta_bias) -> Optional[str]:
+    """Inputs the Triton backend is not asked to take (it computes in float32)."""
+    if u.dtype == torch.float64:
+        return "float64 inputs; the Triton scan computes in float32"
+    if B.dim() == 2 or C.dim() == 2:
+        return "time-invariant B/C [D, N]"
+    return None
+
+
+# name -> (probe name, limits check, runner, install fix)
+_GPU = {
+    "cuda": ("mamba_ssm", _gpu.scan_unfit, _run_mamba, _gpu.MAMBA_FIX),
+    "triton": ("triton", _triton_unfit, _run_triton, _gpu.TRITON_FIX),
+}
+
+
+def _tiny_scan(name: str, device: torch.device) -> float:
+    """Forward + backward of `name` on a 16-step problem on `device`; the max relative error of
+    the output and the gradients against the float64 CPU reference."""
+    g = torch.Generator().manual_seed(0)
+    shapes = dict(u=(1, 4, 16), delta=(1, 4, 16), A=(4, 4), B=(1, 4, 16), C=(1, 4, 16), D=(4,),
+                  z=(1, 4, 16), delta_bias=(4,))
+    base = {k: torch.randn(s, generator=g) * 0.5 for k, s in shapes.items()}
+    base["A"] = -base["A"].abs() - 0.1
+    probe, _, run, _ = _GPU[name]
+    leaves = {k: v.to(device).detach().requires_grad_() for k, v in base.items()}
+    out = run(_gpu.probe(probe)[0], *leaves.values(), True, False)
+    refs = {k: v.double().detach().requires_grad_() for k, v in base.items()}
+    ref = selective_scan_ref(**refs, delta_softplus=True)
+    weight = torch.linspace(-1, 1, ref.numel(), dtype=torch.float64).view_as(ref)
+    (out * weight.to(out)).sum().backward()
+    (ref * weight).sum().backward()
+    errs = [_gpu.rel_err(out, ref)] + [_gpu.rel_err(leaves[k].grad, refs[k].grad) for k in base]
+    return max(errs)
+
+
+def _check_explicit(backend: str, args: tuple) -> None:
+    """Raise, with the reason and the fix, when an explicitly requested backend can't run."""
+    u, B, C = args[0], args[3], args[4]
     if backend not in BACKENDS:
         raise ValueError(f"selective_scan: unknown backend {backend!r}, expected one of {BACKENDS}")
-    if backend == "cuda":
-        if not u.is_cuda:
-            raise ValueError(f"selective_scan: backend 'cuda' needs CUDA tensors, got {u.device.type} "
-                             "tensors; use backend='auto' (it picks 'ext' or 'torch' on CPU)")
-        if _mamba_scan_fn() is None:
-            raise RuntimeError(
-                f"selective_scan: mamba-ssm's CUDA kernel is missing. {MAMBA_INSTALL}"
-            )
+    if backend == "cuda" and not _on_gpu(u):
+        raise ValueError(f"selective_scan: backend 'cuda' needs CUDA tensors, got {u.device.type} "
+                         "tensors; use backend='auto' (it picks 'ext' or 'torch' on CPU)")
+    if backend in _GPU:
+        probe, unfit, _, fix = _GPU[backend]
+        fn, why = _gpu.probe(probe)
+        if fn is None:
+            raise RuntimeError(f"selective_scan: backend {backend!r} is unavailable: {why}. {fix}")
+        reason = unfit(*args)
+        if reason is not None:
+            raise ValueError(f"selective_scan: backend {backend!r} cannot take these inputs: "
+                             f"{reason}; use backend='auto'")
     if backend == "ext":
         if not ext_has_scan():
             raise RuntimeError(f"selective_scan: libs._C has no CPU scan. Build it: {EXT_BUILD}")
@@ -197,15 +286,34 @@ def _check_explicit(backend: str, u: Tensor, B: Tensor, C: Tensor) -> None:
                              "B/C ([B, N, L] or [B, G, N, L]); use backend='torch'")
 
 
-def _auto_backend(u: Tensor, B: Tensor, C: Tensor) -> str:
-    """mamba-ssm's kernel for CUDA tensors, else the C++ kernel on CPU, else the reference."""
-    if u.is_cuda:
-        if _mamba_scan_fn() is not None:
-            return "cuda"
-        log_once("selective_scan", "torch-on-cuda",
-                 f"mamba-ssm is not importable, the PyTorch loop is slow; {MAMBA_INSTALL}",
-                 logging.WARNING)
-        return "torch"
+def _auto_gpu(args: tuple) -> str:
+    """The first GPU backend that is installed, works on this device and takes these inputs."""
+    device, why_not = args[0].device, []
+    for name, (probe, unfit, _, fix) in _GPU.items():
+        fn, why = _gpu.probe(probe)
+        if fn is None:
+            why_not.append(why)
+            continue
+        reason = unfit(*args)
+        if reason is not None:
+            note_once("selective_scan", f"{name}-unfit:{reason}",
+                      f"backend '{name}' cannot take these inputs ({reason}); falling back")
+            continue
+        if _gpu.self_test(f"selective_scan[{name}]", device, lambda: _tiny_scan(name, device),
+                          SELF_TEST_TOL, fix, "the next backend (triton, then torch)"):
+            return name
+        why_not.append(f"'{name}' failed its self-test")
+    note_once("selective_scan", "torch-on-cuda",
+              "no GPU scan kernel usable (" + "; ".join(why_not) + "); using the slow PyTorch "
+              "loop. Fix: " + _gpu.MAMBA_FIX, logging.WARNING)
+    return "torch"
+
+
+def _auto_backend(args: tuple) -> str:
+    """A GPU kernel for CUDA tensors, else the C++ kernel on CPU, else the reference."""
+    u, B, C = args[0], args[3], args[4]
+    if _on_gpu(u):
+        return _auto_gpu(args)
     if ext_has_scan() and u.device.type == "cpu" and B.dim() > 2 and C.dim() > 2:
         return "ext"
     return "torch"
@@ -222,23 +330,27 @@ def selective_scan(
     delta_bias: Optional[Tensor] = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    backend: str = "auto",
+    backend: Optional[str] = None,
 ) -> ScanOutput:
     """Selective scan with mamba-ssm's `selective_scan_fn` contract (see `selective_scan_ref`).
 
     Args:
-        u, delta, z: [B, D, L]. A: [D, N] (float32). B, C: [B, N, L] or [B, G, N, L] (the ext
-        kernel), or [D, N] (torch / cuda only). D, delta_bias: [D].
-        backend: "auto" | "cuda" | "ext" | "torch" (explicit choices are the test hook).
+        u, delta, z: [B, D, L]. A: [D, N] (float32). B, C: [B, N, L] or [B, G, N, L], or
+        [D, N] (time-invariant: torch / cuda only). D, delta_bias: [D].
+        backend: "auto" | "cuda" | "triton" | "ext" | "torch"; None: `default_backend()`.
+            An explicit backend raises (with the fix) when it cannot run these inputs.
     Returns:
         out [B, D, L] in u's dtype, or (out, last_state [B, D, N]) with return_last_state.
+        The gradient of last_state is not propagated by the "cuda" backend (as mamba-ssm).
     """
-    _check_explicit(backend, u, B, C)
-    name = _auto_backend(u, B, C) if backend == "auto" else backend
+    backend = default_backend() if backend is None else backend
+    args = (u, delta, A, B, C, D, z, delta_bias)
+    _check_explicit(backend, args)
+    name = _auto_backend(args) if backend == "auto" else backend
     log_once("selective_scan", name)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "cuda":
-        return _mamba_scan_fn()(*args)
+    if name in _GPU:
+        probe, _, run, _ = _GPU[name]
+        return run(_gpu.probe(probe)[0], *args, delta_softplus, return_last_state)
     if name == "ext":
-        return _SelectiveScanExt.apply(*args)
-    return selective_scan_ref(*args)
+        return _SelectiveScanExt.apply(*args, delta_softplus, return_last_state)
+    return selective_scan_ref(*args, delta_softplus, return_last_state)
