@@ -17,7 +17,6 @@ The base class itself is registered as `activitynet_format`, for user datasets s
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -29,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from libs.core.annotations import build_label_dict  # noqa: F401  (tools/infer.py imports it from here)
+from libs.core.annotations import AnnotationFile, is_number, read_annotations, remove_duplicate_annotations
 from libs.core.registry import Registry
 from libs.core.segments import seconds_to_grid
 from libs.core.structures import VideoSample
@@ -57,50 +58,6 @@ def feature_grid(feats: Tensor, sampling: str, feat_stride: float, num_frames: f
     span = (feats.shape[-1] - 1) * feat_stride + num_frames
     stride = span / max_seq_len
     return resize_feats(feats, max_seq_len), stride, stride  # [C, max_seq_len]
-
-
-def dedupe_annotations(acts: list[dict], tol: float = 1e-3) -> list[dict]:
-    """Drop events with end - start <= 0, and events within `tol` seconds (both ends) of an
-    earlier kept event with the same label_id (HACS has such duplicates)."""
-    kept: list[dict] = []
-    for act in acts:
-        s, e = act["segment"]
-        if e - s <= 0:
-            continue
-        if not any(abs(s - k["segment"][0]) <= tol and abs(e - k["segment"][1]) <= tol
-                   and act["label_id"] == k["label_id"] for k in kept):
-            kept.append(act)
-    return kept
-
-
-def drop_empty_annotations(acts: list[dict]) -> list[dict]:
-    """Keep events with start < end."""
-    return [a for a in acts if a["segment"][0] < a["segment"][1]]
-
-
-def _is_number(x) -> bool:
-    """A finite int or float within float64 range (not a bool, string or container)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:  # an int beyond the float64 range
-        return False
-
-
-def _check_segment(segment, where: str) -> None:
-    """A `[start, end]` of two finite numbers (seconds); `where` names the video and annotation."""
-    if not isinstance(segment, (list, tuple)) or len(segment) != 2 or not all(_is_number(x) for x in segment):
-        raise ValueError(f"{where}: 'segment' must be [start, end] (2 finite numbers, seconds), got {segment!r}")
-
-
-def build_label_dict(database: dict) -> dict[str, int]:
-    """Label name → JSON label_id over ALL videos of all subsets (no re-indexing)."""
-    label_dict: dict[str, int] = {}
-    for value in database.values():
-        for act in value.get("annotations", []):
-            label_dict[act["label"]] = int(act["label_id"])
-    return label_dict
 
 
 @dataclass(frozen=True)
@@ -148,8 +105,9 @@ class ActivityNetFormatDataset(Dataset):
         self.ignore_videos = frozenset(self.builtin_ignore) | frozenset(ignore_videos)
         self._check_args()
 
-        database = self._load_database()
-        self.label_dict = build_label_dict(database)
+        annotations = self._read_annotations()
+        database = annotations.database
+        self.label_dict = dict(annotations.label_ids)  # label name -> JSON label_id, all subsets
         self._check_labels()
         self.id_to_name = {v: k for k, v in self.label_dict.items()}
         self.records = self._make_records(database)
@@ -183,47 +141,11 @@ class ActivityNetFormatDataset(Dataset):
         if not self.split:
             raise ValueError(f"{name}: split is empty; give the JSON subsets to use (e.g. ['training'])")
 
-    def _load_database(self) -> dict:
-        """Read the JSON `database` mapping."""
+    def _read_annotations(self) -> AnnotationFile:
+        """The checked JSON, by the shared parser (every annotation needs a label_id here)."""
         if not os.path.isfile(self.json_file):
             raise FileNotFoundError(f"annotation file not found: {self.json_file}")
-        try:
-            with open(self.json_file) as f:
-                data = json.load(f)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            raise ValueError(f"{self.json_file}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-            raise ValueError(f"{self.json_file}: expected an ActivityNet-style JSON with a 'database' mapping")
-        self._check_database(data["database"])
-        return data["database"]
-
-    def _check_database(self, database: dict) -> None:
-        """Every video an object; every annotation {label: str, label_id: int, segment: [2 numbers]};
-        one label_id per label name and one name per label_id (over all subsets)."""
-        name_to_id: dict = {}
-        id_to_name: dict = {}
-        for vid, value in database.items():
-            if not isinstance(value, dict):
-                raise ValueError(f"{self.json_file}: video '{vid}' must be an object, got {type(value).__name__}")
-            acts = value.get("annotations", [])
-            if not isinstance(acts, list):
-                raise ValueError(f"{self.json_file}: video '{vid}': 'annotations' must be a list, "
-                                 f"got {type(acts).__name__}")
-            for i, act in enumerate(acts):
-                where = f"{self.json_file}: video '{vid}' annotation {i}"
-                if not isinstance(act, dict) or not isinstance(act.get("label"), str):
-                    raise ValueError(f"{where}: expected an object with a string 'label', got {act!r}")
-                if "label_id" not in act:
-                    raise ValueError(f"{where}: label {act['label']!r} has no 'label_id' (the integer class id)")
-                lid = act["label_id"]
-                if not _is_number(lid) or int(lid) != lid:
-                    raise ValueError(f"{where}: 'label_id' must be an integer, got {lid!r}")
-                _check_segment(act.get("segment"), where)
-                label, lid = act["label"], int(lid)
-                if name_to_id.setdefault(label, lid) != lid or id_to_name.setdefault(lid, label) != label:
-                    raise ValueError(f"{where}: label {label!r} with label_id {lid} contradicts an earlier annotation "
-                                     f"(label {label!r} has label_id {name_to_id[label]}, label_id {lid} is "
-                                     f"{id_to_name[lid]!r})")
+        return read_annotations(self.json_file, require_label_ids=True)
 
     def _check_labels(self) -> None:
         """num_classes must match the JSON labels, and label ids must index the classifier."""
@@ -266,7 +188,7 @@ class ActivityNetFormatDataset(Dataset):
     def _number(self, video_id: str, value: dict, key: str) -> float:
         """value[key] as a finite positive float, or an error naming the video."""
         x = value[key]
-        if not _is_number(x) or x <= 0:
+        if not is_number(x) or not math.isfinite(x) or x <= 0:
             raise ValueError(f"{self.json_file}: video '{video_id}': '{key}' must be a positive number, got {x!r}")
         return float(x)
 
@@ -288,7 +210,7 @@ class ActivityNetFormatDataset(Dataset):
         """Filtered annotations as (segments [N, 2] seconds, labels [N]) or (None, None)."""
         acts = value.get("annotations", [])
         if self.filter_annotations:
-            acts = drop_empty_annotations(dedupe_annotations(acts))
+            acts = remove_duplicate_annotations(acts)
         if not acts:
             return None, None
         segments = np.asarray([a["segment"] for a in acts], dtype=np.float64).reshape(-1, 2)  # [N, 2]

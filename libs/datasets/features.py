@@ -9,8 +9,10 @@ Every reader returns a float32 [C, T] tensor, and every failure names the file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -56,7 +58,16 @@ def h5_key(video_id: str, file_prefix: str = "") -> str:
     return f"{file_prefix}{video_id}"
 
 
-def _read_array(path: str, file_ext: str) -> np.ndarray:
+def video_id_of(file_name: str, file_prefix: str = "", feature_type: str = "",
+                file_ext: str = ".pt") -> Optional[str]:
+    """The video id a feature file name stands for (inverse of `feature_path`), or None."""
+    head, tail = file_prefix, f"{feature_type}{file_ext}"
+    if len(file_name) <= len(head) + len(tail) or not (file_name.startswith(head) and file_name.endswith(tail)):
+        return None
+    return file_name[len(head): len(file_name) - len(tail)]
+
+
+def read_array(path: str, file_ext: str) -> np.ndarray:
     """Read the stored array of one file (any dtype/shape; checked by the caller)."""
     if file_ext == ".npy":
         return np.load(path, allow_pickle=False)
@@ -75,6 +86,41 @@ def _read_array(path: str, file_ext: str) -> np.ndarray:
                            f"or point feat_folder at one {'/'.join(H5_EXTS)} file")
 
 
+@dataclass(frozen=True)
+class FeatureProblem:
+    """What is wrong with a stored feature array; `kind` is one of:
+
+    not_2d (shape), empty (shape), channels (shape; expected = input_dim),
+    nonfinite (count of NaN/Inf values, the first `value` at feature `t`, channel `c`).
+    """
+
+    kind: str
+    shape: tuple[int, ...]
+    expected: Optional[int] = None
+    count: int = 0
+    value: float = 0.0
+    t: int = 0
+    c: int = 0
+
+
+def find_problem(feats: np.ndarray, input_dim: Optional[int] = None) -> Optional[FeatureProblem]:
+    """The first problem of a stored [T, C] array (None: usable). Finiteness is judged in float32,
+    the dtype the model reads, so a float64 value beyond float32's range counts as Inf."""
+    shape = tuple(feats.shape)
+    if feats.ndim != 2:
+        return FeatureProblem("not_2d", shape)
+    if feats.shape[0] == 0:
+        return FeatureProblem("empty", shape)
+    if input_dim is not None and feats.shape[1] != input_dim:
+        return FeatureProblem("channels", shape, expected=input_dim)
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(np.asarray(feats, dtype=np.float32))  # [T, C]
+    if finite.all():
+        return None
+    t, c = np.argwhere(~finite)[0].tolist()
+    return FeatureProblem("nonfinite", shape, count=int((~finite).sum()), value=float(np.float32(feats[t, c])), t=t, c=c)
+
+
 def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = None) -> Tensor:
     """Validate a stored T x C array and return it as a float32 [C, T] tensor.
 
@@ -85,24 +131,25 @@ def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = Non
     Returns:
         [C, T] float32 contiguous tensor.
     """
-    if feats.ndim != 2:
-        raise FeatureFileError(f"feature file {where}: expected a 2-D T x C array, got shape {tuple(feats.shape)}")
-    if feats.shape[0] == 0:
-        raise FeatureFileError(f"feature file {where}: holds 0 features (shape {tuple(feats.shape)}); "
-                               "is the video shorter than one feature clip? re-extract it or add its id to "
-                               "dataset.ignore_videos")
-    if input_dim is not None and feats.shape[1] != input_dim:
-        hint = " (stored as C x T? it must be T x C)" if feats.shape[0] == input_dim else ""
-        raise FeatureFileError(
-            f"feature file {where}: has {feats.shape[1]} channels but dataset.input_dim = {input_dim}{hint}"
-        )
-    feats = np.asarray(feats, dtype=np.float32)
-    finite = np.isfinite(feats)  # [T, C]
-    if not finite.all():
-        t, c = np.argwhere(~finite)[0].tolist()
-        raise FeatureFileError(f"feature file {where}: contains NaN or Inf values ({int((~finite).sum())} of "
-                               f"{feats.size}; the first is {feats[t, c]} at feature {t}, channel {c})")
-    return torch.from_numpy(np.ascontiguousarray(feats.T))  # [C, T]
+    problem = find_problem(feats, input_dim)
+    if problem is not None:
+        raise FeatureFileError(f"feature file {where}: {_describe(problem)}")
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(feats, dtype=np.float32).T))  # [C, T]
+
+
+def _describe(p: FeatureProblem) -> str:
+    """The error text of one problem (after `feature file <where>: `)."""
+    if p.kind == "not_2d":
+        return f"expected a 2-D T x C array, got shape {p.shape}"
+    if p.kind == "empty":
+        return (f"holds 0 features (shape {p.shape}); is the video shorter than one feature clip? re-extract it "
+                "or add its id to dataset.ignore_videos")
+    if p.kind == "channels":
+        hint = " (stored as C x T? it must be T x C)" if p.shape[0] == p.expected else ""
+        return f"has {p.shape[1]} channels but dataset.input_dim = {p.expected}{hint}"
+    n = p.shape[0] * p.shape[1]
+    return (f"contains NaN or Inf values ({p.count} of {n}; the first is {np.float32(p.value)} at feature {p.t}, "
+            f"channel {p.c})")
 
 
 def load_feature_file(path: str, input_dim: Optional[int] = None) -> Tensor:
@@ -113,16 +160,16 @@ def load_feature_file(path: str, input_dim: Optional[int] = None) -> Tensor:
         raise FeatureFileError(f"feature file {path}: the file is empty (0 bytes)")
     file_ext = os.path.splitext(path)[1].lower()
     try:
-        feats = _read_array(path, file_ext)
+        feats = read_array(path, file_ext)
     except FeatureFileError:
         raise
     except Exception as exc:  # corrupt archives raise many different types; report them uniformly
         raise FeatureFileError(f"feature file {path}: cannot be read: truncated or corrupt, or not a saved "
-                               f"tensor/array ({type(exc).__name__}: {_short(exc)})") from exc
+                               f"tensor/array ({type(exc).__name__}: {short_error(exc)})") from exc
     return check_features(feats, path, input_dim)
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def short_error(exc: BaseException, limit: int = 160) -> str:
     """First line of an exception message, at most `limit` characters (torch's run for pages)."""
     if "Weights only load failed" in str(exc):  # torch's text is about checkpoints, not features
         return "torch.load(weights_only=True) refused it: not a torch.save zip archive, or it pickles objects"
@@ -145,8 +192,41 @@ def load_h5_features(h5_file: str, key: str, input_dim: Optional[int] = None) ->
     except FeatureFileError:
         raise
     except Exception as exc:
-        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {_short(exc)})") from exc
+        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {short_error(exc)})") from exc
     return check_features(feats, f"{h5_file}[{key!r}]", input_dim)
+
+
+def open_raw_reader(stack: contextlib.ExitStack, feat_folder: str, file_prefix: str = "",
+                    feature_type: str = "", file_ext: str = ".pt") -> Callable[[str], np.ndarray]:
+    """video id -> its stored array, unchecked (for tools that report problems instead of raising).
+
+    A one-file HDF5 store is opened once and closed with `stack`. A missing video raises
+    FileNotFoundError naming the expected file or key; a bad file raises whatever its reader does.
+    """
+    if is_single_file_store(feat_folder):
+        import h5py
+
+        if not os.path.isfile(feat_folder):
+            raise FileNotFoundError(f"feature file not found: {feat_folder}")
+        store = stack.enter_context(h5py.File(feat_folder, "r"))
+
+        def read_h5(video_id: str) -> np.ndarray:
+            key = h5_key(video_id, file_prefix)
+            if key not in store:
+                raise FileNotFoundError(f"key {key!r} in {feat_folder}")
+            return np.asarray(store[key][()])
+
+        return read_h5
+    if not os.path.isdir(feat_folder):
+        raise FileNotFoundError(f"feature folder not found: {feat_folder}")
+
+    def read_file(video_id: str) -> np.ndarray:
+        path = feature_path(feat_folder, video_id, file_prefix, feature_type, file_ext)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(path)
+        return read_array(path, file_ext)
+
+    return read_file
 
 
 def h5_keys(h5_file: str) -> set[str]:
@@ -160,7 +240,7 @@ def h5_keys(h5_file: str) -> set[str]:
             return set(fid.keys())
     except Exception as exc:  # not an HDF5 file, truncated, ...
         raise FeatureFileError(f"feature file {h5_file}: cannot be read as HDF5 ({type(exc).__name__}: "
-                               f"{_short(exc)})") from exc
+                               f"{short_error(exc)})") from exc
 
 
 def save_features(path: str, feats: np.ndarray) -> None:

@@ -28,8 +28,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from libs.core.annotations import load_json_source
 from libs.core.structures import Detections
-from libs.evaluation.ground_truth import GroundTruth, GtSource, load_ground_truth, load_json_source
+from libs.evaluation.ground_truth import GroundTruth, GtSource, load_ground_truth
 from libs.evaluation.matching import average_precision
 from libs.evaluation.predictions import (
     LabelResolver,

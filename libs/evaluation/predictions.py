@@ -15,8 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from libs.core.annotations import check_segment, is_integer, is_number
 from libs.core.structures import Detections
-from libs.evaluation.ground_truth import GroundTruth, check_segment, is_integer, is_number
+from libs.evaluation.ground_truth import GroundTruth
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,179 @@
+"""Join the parts of a split archive into one byte stream and extract it (see prepare_features.py).
+
+Parts are read in sequence as one stream (`JoinedReader`, which hashes the bytes and tracks the
+position for error messages); compression is recognised by its magic bytes; a truncated or
+corrupt archive is a ValueError naming the byte offset and the part.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import lzma
+import re
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def natural_key(path: str) -> list:
+    """'a.part10' sorts after 'a.part2' (digit runs compare as numbers)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_parts(args_parts: Sequence[str], keep_order: bool) -> list[Path]:
+    """The part files: as given, or `PREFIX*` when a single argument is not a file."""
+    if len(args_parts) == 1 and not Path(args_parts[0]).is_file():
+        prefix = Path(args_parts[0])
+        parts = [p for p in prefix.parent.glob(glob_escape(prefix.name) + "*") if p.is_file()]
+        if not parts:
+            raise FileNotFoundError(
+                f"no archive parts found: {args_parts[0]} (nor {args_parts[0]}*)"
+            )
+    else:
+        parts = [Path(p) for p in args_parts]
+        missing = [str(p) for p in parts if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"archive part(s) not found: {missing}")
+    return parts if keep_order else sorted(parts, key=natural_key)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+class JoinedReader(io.RawIOBase):
+    """The parts as one read-only byte stream; hashes the bytes and reports progress."""
+
+    def __init__(self, parts: Sequence[Path], progress=None):
+        self.parts = list(parts)
+        self.sizes = [p.stat().st_size for p in self.parts]
+        self.total = sum(self.sizes)
+        self.sha256 = hashlib.sha256()
+        self.position = 0  # bytes handed out so far
+        self.progress = progress
+        self._index, self._file = 0, None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._index < len(self.parts):
+            if self._file is None:
+                self._file = open(self.parts[self._index], "rb")
+            n = self._file.readinto(buffer)
+            if n:
+                self.sha256.update(memoryview(buffer)[:n])
+                self.position += n
+                if self.progress is not None:
+                    self.progress.update(n)
+                return n
+            self._file.close()
+            self._file, self._index = None, self._index + 1
+        return 0  # end of the last part
+
+    def part_at(self, offset: int) -> str:
+        """Which part holds byte `offset` of the joined stream (for error messages)."""
+        for part, end in zip(self.parts, np.cumsum(self.sizes).tolist()):
+            if offset < end:
+                return str(part)
+        return f"after the last part ({self.parts[-1]})"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+class CountingReader(io.RawIOBase):
+    """Counts the (decompressed) bytes read through it; remembers whether a non-zero byte came
+    after `mark_end` (tar pads its end with zero blocks, anything else there is corruption)."""
+
+    def __init__(self, stream):
+        self.stream, self.count, self.end, self.trailing_data = stream, 0, None, False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        if self.end is not None and data.count(0) != len(data):
+            self.trailing_data = True
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(raw: io.BufferedReader):
+    """The tar byte stream: gzip / bzip2 / xz recognised by their magic bytes. These readers
+    check the compressed stream's integrity (CRC, end marker) when read to the end."""
+    head = raw.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+def join_and_extract(
+    parts: Sequence[Path], out: Path, show_progress: Optional[bool] = None
+) -> dict:
+    """Extract the archive formed by `parts` (in this order) into `out`.
+
+    Returns:
+        {"files": extracted regular files, "bytes": joined size, "sha256": hex digest}.
+    Raises:
+        ValueError: the joined stream is not a complete, intact tar archive (a missing, truncated
+            or misordered part); the files extracted before the error stay in `out`.
+    """
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    total = sum(p.stat().st_size for p in parts)
+    disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+    files = 0
+    with tqdm(total=total, unit="B", unit_scale=True, desc="extract", disable=disable) as bar:
+        reader = JoinedReader(parts, bar)
+        raw = io.BufferedReader(reader, 1 << 20)
+        try:
+            stream = CountingReader(_decompressed(raw))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    tar.extract(member, out, filter="data")
+                    files += member.isfile()
+                stream.end = tar.offset  # where the end-of-archive blocks start
+            # read to the very end: the decompressor verifies its CRC, and tarfile, which stops
+            # quietly at a garbled header, is caught by the data that follows its "end"
+            while stream.read(1 << 20) or raw.read(1 << 20):
+                pass
+            slack = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE  # tar's zero padding at the end
+            if stream.trailing_data or stream.count - stream.end > slack:
+                raise tarfile.ReadError(
+                    f"{stream.count - stream.end:,} bytes of data after the "
+                    f"archive's last member (byte {stream.end:,} of the tar)"
+                )
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+            if type(exc) is OSError and exc.errno is not None:
+                raise  # a file-system error (disk full, permissions), not a bad archive
+            where = reader.part_at(max(reader.position - 1, 0))
+            raise ValueError(
+                f"archive truncated or corrupt (found after reading {reader.position:,} of "
+                f"{total:,} bytes, in {where}): {type(exc).__name__}: {exc}. Is a part missing, "
+                f"out of order or incompletely downloaded? Parts: {[p.name for p in parts]}. "
+                f"{files} files were extracted to {out}."
+            ) from None
+        finally:
+            reader.close()
+    return {"files": files, "bytes": reader.position, "sha256": reader.sha256.hexdigest()}
