@@ -220,7 +220,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
             u_ptr + pid_b * su_b + pid_d * su_d, dt_ptr + pid_b * sdt_b + pid_d * sdt_d,
             z_ptr + pid_b * sz_b + pid_d * sz_d, dout_ptr + pid_b * sdo_b + pid_d * sdo_d,
             B_ptr + pid_b * sb_b + grp * sb_g, C_ptr + pid_b * sc_b + grp * sc_g,
-            ckpt_ptr + row * n_chunks * NP, row * length, (pid_b * n_groups + grp) * dstate * length,
+            ckpt_ptr + row * n_chunks * NP, row * length,
+            (pid_b * n_groups + grp) * dstate * length,
             du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, A, d_skip, bias, n, nmask, cols,
             sb_n, sb_l, sc_n, sc_l, length, HAS_Z, HAS_BIAS, SOFTPLUS, NP, CH)
     tl.store(dA_ptr + row * dstate + n, acc_a, mask=nmask)
@@ -230,7 +231,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
 
 def tile_sizes(dstate: int, length: int) -> Tuple[int, int]:
     """(NP, CH): the state padded to a power of two, and the chunk length (short L, short CH)."""
-    return max(triton.next_power_of_2(dstate), 2), min(CHUNK, max(16, triton.next_power_of_2(length)))
+    np_ = max(triton.next_power_of_2(dstate), 2)
+    return np_, min(CHUNK, max(16, triton.next_power_of_2(length)))
 
 
 def _bc_strides(x: Tensor) -> tuple:
