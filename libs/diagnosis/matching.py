@@ -1,0 +1,157 @@
+"""DETAD's matching, orderings and normalised AP on flat arrays.
+
+Matching is the evaluator's greedy ActivityNet matching (`libs.evaluation.matching`, same tie
+order), extended to return WHICH ground truth each prediction takes: DETAD's analyses need the
+matched ground-truth id, the evaluator only needs true/false.
+
+AP is DETAD's *normalised* AP (Alwassel et al., 2018): precision uses the average number of
+instances per class ``N`` instead of the class's own count,
+``precision = recall * N / (recall * N + FP)``, then VOC-2011 interpolation. The evaluator's
+`interpolated_ap` computes the plain precision from TP/FP counts inside, so it cannot be reused
+for this; `interpolated_ap_from` below does the same interpolation from given precision/recall.
+
+DETAD sorts with three different calls, which order ties differently; each is reproduced by the
+same numpy call on an array of the same shape (numpy's sorts are deterministic):
+``scores.argsort()[::-1]`` (`descending_numpy`), ``DataFrame.sort_values(ascending=False)``
+(`descending_pandas`) and ``DataFrame.nlargest(n, 'score')`` (`nlargest`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from libs.evaluation.matching import _group_predictions, _sorted_tiou_table
+
+
+def descending_numpy(scores: np.ndarray) -> np.ndarray:
+    """[n] positions by descending score, ``argsort()[::-1]`` tie order."""
+    return scores.argsort()[::-1]
+
+
+def descending_pandas(scores: np.ndarray) -> np.ndarray:
+    """[n] positions by descending score, in ``sort_values(ascending=False)``'s tie order
+    (pandas' nargsort: reverse, quicksort, reverse back)."""
+    positions = np.arange(len(scores))[::-1]
+    return positions[scores[::-1].argsort(kind="quicksort")][::-1]
+
+
+def nlargest(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of ``DataFrame.nlargest(n, 'score')`` (keep='first'), in its row order."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if n >= len(scores):  # pandas sorts the whole column instead
+        return descending_pandas(scores)
+    neg = -scores
+    kth = np.partition(neg, n - 1)[n - 1]
+    cand = np.flatnonzero(neg <= kth)  # [m >= n] the n largest and every tie of the last one
+    return cand[neg[cand].argsort(kind="mergesort")][:n]
+
+
+def class_rows(pred_class: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Per class, its prediction rows in row order (DataFrame ``groupby('label')`` groups)."""
+    by_class = np.argsort(pred_class, kind="stable")  # [N]
+    bounds = np.searchsorted(pred_class[by_class], np.arange(num_classes + 1))  # [C + 1]
+    return [by_class[bounds[c] : bounds[c + 1]] for c in range(num_classes)]
+
+
+def _greedy_with_gt(
+    tiou: np.ndarray, gt_rows: np.ndarray, rank: np.ndarray, rows: np.ndarray,
+    thresholds: np.ndarray, lock: np.ndarray, matched: np.ndarray,
+) -> None:  # fmt: skip
+    """The evaluator's rank-by-rank greedy walk (`_greedy_by_rank`), writing the GT row taken.
+
+    Args: tiou, gt_rows [P, W]; rank, rows [P]; thresholds [T]; lock [T, G + 1] bool;
+        matched [T, N] int64, filled in place (-1: false positive).
+    """
+    by_rank = np.argsort(rank, kind="stable")  # [P]
+    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))  # [K + 1]
+    thr = thresholds[:, None, None]  # [T, 1, 1]
+    for k in range(len(bounds) - 1):
+        sel = by_rank[bounds[k] : bounds[k + 1]]  # [n] one prediction per (video, class)
+        slots = gt_rows[sel]  # [n, W]
+        below = tiou[sel][None] < thr  # [T, n, W]
+        free = ~below & ~lock[:, slots]  # [T, n, W]
+        first = (below | free).argmax(axis=2)  # [T, n] where the walk stops
+        hit = np.take_along_axis(free, first[..., None], axis=2)[..., 0]  # [T, n]
+        ti, ni = np.nonzero(hit)
+        taken = slots[ni, first[ti, ni]]  # [hits] GT rows
+        lock[ti, taken] = True
+        matched[ti, rows[sel][ni]] = taken
+
+
+def match_gt(
+    pred_segments: np.ndarray, pred_video: np.ndarray, pred_class: np.ndarray,
+    class_rank: np.ndarray, gt_segments: np.ndarray, gt_video: np.ndarray,
+    gt_class: np.ndarray, thresholds: np.ndarray, num_classes: int,
+) -> np.ndarray:  # fmt: skip
+    """Greedy matching (arguments as `libs.evaluation.matching.match_predictions`).
+
+    Returns:
+        matched [T, N] int64: the GT row each prediction takes at each threshold, -1 if none.
+    """
+    matched = np.full((len(thresholds), len(pred_segments)), -1, dtype=np.int64)  # [T, N]
+    if len(gt_segments) == 0 or len(pred_segments) == 0:
+        return matched
+    gt_order, group_start, group_count, pred_group = _group_predictions(
+        pred_video, pred_class, gt_video, gt_class, num_classes
+    )
+    rows = np.flatnonzero(pred_group >= 0)  # [P]
+    if len(rows) == 0:
+        return matched
+    rows = rows[np.lexsort((class_rank[rows], pred_group[rows]))]
+    groups = pred_group[rows]  # [P]
+    rank = np.arange(len(rows)) - np.searchsorted(groups, groups)  # [P]
+    width = 1 << np.ceil(np.log2(group_count[groups])).astype(np.int64)  # [P]
+    lock = np.zeros((len(thresholds), len(gt_segments) + 1), dtype=bool)  # [T, G + 1]
+    for w in np.unique(width).tolist():
+        b = width == w
+        tiou, gt_rows = _sorted_tiou_table(
+            rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count
+        )
+        _greedy_with_gt(tiou, gt_rows, rank[b], rows[b], thresholds, lock, matched)
+    return matched
+
+
+def normalized_precision_recall(
+    tp: np.ndarray, num_gt: int, avg_n: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """tp [T, n] bool in ranking order → (precision [T, n], recall [T, n]), DETAD's float ops."""
+    tp_cum = np.cumsum(tp, axis=1).astype(np.float64)  # [T, n]
+    fp_cum = np.cumsum(~tp, axis=1).astype(np.float64)  # [T, n]
+    recall = tp_cum / float(num_gt)
+    precision = recall * avg_n / (recall * avg_n + fp_cum)
+    return precision, recall
+
+
+def interpolated_ap_from(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """VOC-2011 interpolated AP of each row: [T, n] precision, recall → [T]."""
+    t = len(precision)
+    zeros, ones = np.zeros((t, 1)), np.ones((t, 1))
+    mprec = np.hstack([zeros, precision, zeros])  # [T, n + 2]
+    mrec = np.hstack([zeros, recall, ones])  # [T, n + 2]
+    mprec = np.maximum.accumulate(mprec[:, ::-1], axis=1)[:, ::-1]  # envelope from the right
+    step = mrec[:, 1:] != mrec[:, :-1]  # [T, n + 1]
+    area = (mrec[:, 1:] - mrec[:, :-1]) * mprec[:, 1:]  # [T, n + 1]
+    # one np.sum over exactly the selected terms per row: the same rounding as DETAD's
+    return np.array([np.sum(area[i][step[i]]) for i in range(t)])
+
+
+def normalized_ap(
+    tp: np.ndarray, num_gt: int, avg_n: float, min_precision: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """DETAD's normalised AP of one class.
+
+    Args:
+        tp: [T, n] bool, the class's predictions in ranking order; num_gt > 0; avg_n: DETAD's
+            average number of instances per class; min_precision: DETAD's
+            ``minimum_normalized_precision_threshold_for_detection``: true positives where the
+            running normalised precision is <= it become false positives first.
+    Returns:
+        (ap [T], tp [T, n] after that discarding).
+    """
+    precision, recall = normalized_precision_recall(tp, num_gt, avg_n)
+    discard = precision <= min_precision  # [T, n]
+    if (discard & tp).any():
+        tp = tp & ~discard
+        precision, recall = normalized_precision_recall(tp, num_gt, avg_n)
+    return interpolated_ap_from(precision, recall), tp
