@@ -8,11 +8,10 @@ import yaml
 from libs.core.config import (
     Config,
     ConfigError,
-    config_from_dict,
     config_to_dict,
-    dump_config,
     load_config,
     window_sizes,
+    write_config,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,11 +68,17 @@ def test_window_sizes_int_and_list():
     assert window_sizes(cfg.model) == [7, 7, 7, 7, 7, -1]
 
 
+def config_from_dict(data: dict) -> Config:
+    """A stored config (a checkpoint's, a run folder's) read back: the derived fields it carries
+    are recomputed by load_config."""
+    return load_config(data=data, path=data.get("config_path") or None)
+
+
 def test_round_trip_through_dict_and_yaml(tmp_path):
     cfg = load_config(data={"model": {"block": {"type": "dbm", "args": {"d_conv": 4}}}, "dataset": {"num_classes": 5}})
     assert config_from_dict(config_to_dict(cfg)) == cfg
     path = tmp_path / "config.yaml"
-    dump_config(cfg, str(path))
+    write_config(cfg, str(path))
     assert load_config(str(path)) == load_config(data=yaml.safe_load(path.read_text()), path=str(path))
     assert isinstance(Config(), Config)
 

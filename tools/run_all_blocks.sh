@@ -21,8 +21,7 @@ mkdir -p logs
 declare -A RUN
 for BLOCK in "${BLOCKS[@]}"; do
   CFG=configs/${STEM}_${BLOCK}.yaml
-  OUT=$("$PYTHON" -c "import sys; from libs.core.config import load_config; print(load_config(sys.argv[1]).output_folder)" "$CFG")
-  RUN[$BLOCK]=${OUT%/}/${STEM}_${BLOCK}_${BLOCK}
+  RUN[$BLOCK]=$("$PYTHON" -c "import sys; from libs.core.config import load_config; from libs.engine.run_folder import run_folder_path; print(run_folder_path(load_config(sys.argv[1]), sys.argv[2]))" "$CFG" "$BLOCK")
   if [[ -e "${RUN[$BLOCK]}" && "$OVERWRITE" != 1 ]]; then
     echo "run_all: ${RUN[$BLOCK]} exists (an earlier run); move it away or rerun with OVERWRITE=1" >&2
     exit 1

@@ -15,7 +15,6 @@ configs read across; see docs in README "Configs".
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import typing
 from dataclasses import dataclass, field
@@ -23,9 +22,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and the key."""
+from libs.core.config_merge import ConfigError, apply_override, merge
+from libs.utils.io import atomic_write_text
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,6 +66,12 @@ class BlockCfg:
     args: dict[str, Any] = field(default_factory=dict)  # forwarded verbatim to the block constructor, e.g.
     # window_attn: {n_head: 4, drop_path: 0.1, proj_pdrop: 0.0, use_rel_pe: false}
     # vim / dbm:   {d_state: 16, d_conv: 4, expand: 2 | 1, drop_path: 0.3, padding: reference | exact}
+    # padding (vim / dbm): what the padded tail of a batch does to a video's outputs.
+    #   reference (default, the published behaviour and checkpoints): padded steps keep their
+    #     residual and the backward scan starts at the end of the padding, so a video's outputs
+    #     change slightly with the amount of padding behind it;
+    #   exact: each video's backward scan starts at its own last feature and padded outputs are
+    #     zero, so outputs do not depend on the padding (not the paper setting: retrain).
 
 
 @dataclass
@@ -78,8 +82,11 @@ class ModelCfg:
     regression_range: tuple[tuple[float, float], ...] = (
         (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000),
     )  # per-level [min, max] of max(left, right) distance, level-0 grid units
-    n_mha_win_size: Union[int, tuple[int, ...]] = -1  # per-level window (int = all levels); window_attn's window,
-    # and for EVERY block type it sets the padding divisor of long test videos (reference behaviour)
+    n_mha_win_size: Union[int, tuple[int, ...]] = -1  # per-level window w_l (one int = every level, -1 = global)
+    # window_attn: the local-attention window of level l. vim / dbm: no window (the scan sees the
+    # whole video); the value only sets how test videos longer than max_seq_len are padded: to a
+    # multiple of max over l of scale_factor^l * (w_l // 2) * 2, as the reference does; keep the
+    # paper's value for parity.
     embd_kernel_size: int = 3  # kernel of the embedding convs
     embd_dim: int = 512  # channels of the embedding and backbone
     embd_with_ln: bool = True  # LayerNorm after each embedding conv (then the conv has no bias)
@@ -197,122 +204,6 @@ class Config:
 # merge, overrides, finalize
 
 
-def _type_hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _nearest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.0)
-    return close[0] if close else ""
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against the type hint and convert lists to tuples; raise naming `where`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[-1] if errors else f"{where}: got None, which is not allowed")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return _merge(hint(), value, where)
-    raise ConfigError(f"{where}: unsupported schema type {hint}")
-
-
-def _merge(node: Any, values: dict, where: str) -> Any:
-    """Recursively merge a dict into a dataclass instance; unknown keys are errors."""
-    hints = _type_hints(type(node))
-    for key, value in values.items():
-        path = f"{where}.{key}" if where else key
-        if key not in hints:
-            raise ConfigError(
-                f"unknown config key '{path}'; did you mean '{_join(where, _nearest(key, hints))}'?"
-            )
-        current = getattr(node, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            _merge(current, value, path)
-        else:
-            setattr(node, key, _coerce(value, hints[key], path))
-    return node
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'model.block.type=dbm' → (['model', 'block', 'type'], 'dbm'); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key=value (e.g. opt.epochs=3)")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({problem})") from None
-    return key.strip().split("."), value
-
-
-def _apply_override(cfg: Config, text: str) -> None:
-    keys, value = parse_override(text)
-    node, where = cfg, ""
-    for key in keys[:-1]:
-        if isinstance(node, dict):
-            node = node.setdefault(key, {})
-        else:
-            hints = _type_hints(type(node))
-            if key not in hints:
-                raise ConfigError(
-                    f"unknown config key '{_join(where, key)}' in override '{text}'; "
-                    f"did you mean '{_join(where, _nearest(key, hints))}'?"
-                )
-            node = getattr(node, key)
-        where = _join(where, key)
-    last = keys[-1]
-    if isinstance(node, dict):  # free-form block args
-        node[last] = value
-    else:
-        _merge(node, {last: value}, where)
-
-
 def _finalize(cfg: Config) -> Config:
     """The single place for derived fields and cross-field checks."""
     d, m = cfg.dataset, cfg.model
@@ -380,9 +271,9 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
         raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset:, model:, ...)")
     data = {k: v for k, v in data.items() if k != "config_path"}
     try:
-        cfg = _merge(Config(), data, "")
+        cfg = merge(Config(), data, "")
         for text in overrides:
-            _apply_override(cfg, text)
+            apply_override(cfg, text)
         cfg.config_path = path or cfg.config_path
         return _finalize(cfg)
     except ConfigError as exc:
@@ -402,17 +293,6 @@ def config_to_dict(cfg: Config) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
-def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config stored in a checkpoint (derived fields are recomputed)."""
-    data = {k: v for k, v in data.items()}
-    model = dict(data.get("model", {}))
-    for key in ("input_dim", "num_classes", "max_seq_len"):
-        model.pop(key, None)
-    data["model"] = model
-    return load_config(data=data, path=data.get("config_path") or None)
-
-
-def dump_config(cfg: Config, path: str) -> None:
-    """Write the resolved config as YAML."""
-    with open(path, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+def write_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
+    """Write the resolved config as YAML, atomically (a run folder's config.yaml)."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

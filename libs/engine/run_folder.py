@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
-from libs.core.config import Config, config_to_dict
-from libs.utils.io import atomic_write_text, unique_path
+from libs.core.config import Config, write_config
+from libs.utils.io import unique_path
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +54,3 @@ def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = F
             folder = unique_path(folder)
     write_config(cfg, folder / CONFIG_NAME)
     return folder
-
-
-def write_config(cfg: Config, path: os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically."""
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,131 @@
+"""The strict merge behind `libs.core.config.load_config`: YAML values and `key=value`
+overrides into the schema dataclasses, type-checked, unknown keys named with the nearest valid one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _nearest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.0)
+    return close[0] if close else ""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against the type hint and convert lists to tuples; raise naming `where`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{where}: got None, which is not allowed")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return merge(hint(), value, where)
+    raise ConfigError(f"{where}: unsupported schema type {hint}")
+
+
+def merge(node: Any, values: dict, where: str) -> Any:
+    """Recursively merge a dict into a dataclass instance; unknown keys are errors."""
+    hints = _type_hints(type(node))
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in hints:
+            raise ConfigError(
+                f"unknown config key '{path}'; did you mean '{_join(where, _nearest(key, hints))}'?"
+            )
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            merge(current, value, path)
+        else:
+            setattr(node, key, _coerce(value, hints[key], path))
+    return node
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.block.type=dbm' → (['model', 'block', 'type'], 'dbm'); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. opt.epochs=3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({problem})") from None
+    return key.strip().split("."), value
+
+
+def apply_override(cfg: Any, text: str) -> None:
+    keys, value = parse_override(text)
+    node, where = cfg, ""
+    for key in keys[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(key, {})
+        else:
+            hints = _type_hints(type(node))
+            if key not in hints:
+                raise ConfigError(
+                    f"unknown config key '{_join(where, key)}' in override '{text}'; "
+                    f"did you mean '{_join(where, _nearest(key, hints))}'?"
+                )
+            node = getattr(node, key)
+        where = _join(where, key)
+    last = keys[-1]
+    if isinstance(node, dict):  # free-form block args
+        node[last] = value
+    else:
+        merge(node, {last: value}, where)
