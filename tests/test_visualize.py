@@ -183,3 +183,26 @@ def test_errors_and_cli(data, tmp_path, capsys):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _is_png(tmp_path / "video_2.png")
+
+
+def test_pr_with_config_follows_its_eval_protocol(data, tmp_path, monkeypatch):
+    """--config: the evaluation goes through build_evaluator with the config's `eval:` section."""
+    import yaml
+
+    from libs.evaluation import DetectionMAP
+    from tests.tiny import tiny_config_dict
+    from tools import visualize
+
+    changes = {"dataset": {"num_classes": 3, "tiou_thresholds": [0.3, 0.5, 0.7]},
+               "eval": {"exclude_videos": ["video_0"], "remove_duplicates": True}}
+    config = tmp_path / "vis.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data["gt"], tmp_path, tmp_path, changes)))
+    seen = {}
+    monkeypatch.setattr(visualize, "plot_pr", lambda result, *a, **k: seen.setdefault("result", result))
+    assert visualize.main(["pr", str(data["results"]), "--config", str(config)]) == 0
+    result = seen["result"]
+    assert result.protocol["exclude_videos"] == ["video_0"] and result.protocol["remove_duplicates"]
+    expected = DetectionMAP(str(data["gt"]), "validation", [0.3, 0.5, 0.7], remove_duplicates=True,
+                            blocked_videos=["video_0"]).evaluate(str(data["results"]))
+    full = DetectionMAP(str(data["gt"]), "validation", [0.3, 0.5, 0.7]).evaluate(str(data["results"]))
+    assert result.average_mAP == expected.average_mAP != full.average_mAP

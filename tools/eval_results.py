@@ -10,11 +10,8 @@ Prints the protocol line and the mAP table (%). ``--json`` writes ``{"tiou": [..
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,26 +22,11 @@ except ImportError:  # run as `python tools/eval_results.py` from anywhere: make
 
 import numpy as np
 
-from libs.evaluation import DetectionMAP, format_table
+from libs.evaluation import format_table
+from libs.evaluation.protocol import ProtocolEvaluator
+from libs.utils.io import atomic_write_json
 
 logger = logging.getLogger("eval_results")
-
-
-def write_json_atomic(path: str, obj: dict) -> None:
-    """Write ``obj`` as JSON so that ``path`` is either the old file or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -109,19 +91,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "blocked_videos": list(dict.fromkeys(args.blocked)),
             "exclude_videos": list(dict.fromkeys(args.exclude)),
         }
-        evaluator = DetectionMAP(
-            args.gt_json,
-            args.split,
-            args.tiou,
-            remove_duplicates=args.remove_duplicates,
-            blocked_videos=[*args.blocked, *args.exclude],
-        )
+        evaluator = ProtocolEvaluator(args.gt_json, args.split, args.tiou, protocol)
         result = evaluator.evaluate(args.results_json)
-        result.protocol = protocol
         print(format_table(result, per_class=args.per_class))
         if args.json:
             try:
-                write_json_atomic(args.json, result.to_json())
+                atomic_write_json(args.json, result.to_json())
             except OSError as e:
                 raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from None
     except (ValueError, OSError) as e:
