@@ -415,3 +415,30 @@ def test_detections_must_be_in_seconds():
 def test_bad_thresholds():
     with pytest.raises(ValueError, match="tiou_thresholds"):
         DetectionMAP(TWO_GT, "validation", [])
+
+
+# ---------------------------------------------------------------- segment tIoU (moved from test_segments)
+
+
+def test_pair_tiou_matches_loop():
+    from libs.evaluation.matching import pair_tiou
+
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.random((7, 2)), axis=1) * 10  # [7, 2]
+    b = np.sort(rng.random((5, 2)), axis=1) * 10  # [5, 2]
+    got = pair_tiou(a, np.broadcast_to(b, (7, 5, 2)))  # [7, 5]
+    for i in range(7):
+        for j in range(5):
+            inter = max(0.0, min(a[i, 1], b[j, 1]) - max(a[i, 0], b[j, 0]))
+            union = (a[i, 1] - a[i, 0]) + (b[j, 1] - b[j, 0]) - inter
+            assert abs(float(got[i, j]) - float(inter / union)) < 1e-6
+
+
+def test_pair_tiou_identical_disjoint_and_degenerate():
+    from libs.evaluation.matching import pair_tiou
+
+    seg = np.array([[1.0, 3.0]])
+    cands = np.array([[[1.0, 3.0], [4.0, 5.0], [2.0, 2.0]]])
+    assert pair_tiou(seg, cands)[0].tolist() == [1.0, 0.0, 0.0]
+    # two empty segments: 0 / 0 is NaN, as in the official segment_iou (the matcher follows it)
+    assert np.isnan(pair_tiou(np.array([[2.0, 2.0]]), np.array([[[2.0, 2.0]]]))).all()

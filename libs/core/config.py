@@ -117,6 +117,11 @@ class TrainCfg:
     label_smoothing: float = 0.0  # focal-target smoothing ε: t*(1-ε) + ε/(C+1)
 
 
+# The NMS modes of test.nms_method: Gaussian soft-NMS (the reference), linear soft-NMS, hard NMS,
+# or none (keep the model's top candidates).
+NMS_METHODS = ("soft", "linear", "hard", "none")
+
+
 @dataclass
 class TestCfg:
     __test__ = False  # not a pytest test class
@@ -125,7 +130,7 @@ class TestCfg:
     iou_threshold: float = 0.1  # NMS IoU threshold (hard / linear soft-NMS)
     min_score: float = 0.01  # score floor during / after NMS
     max_seg_num: int = 1000  # max detections per video
-    nms_method: str = "soft"  # soft (Gaussian) | linear (soft) | hard | none
+    nms_method: str = "soft"  # one of NMS_METHODS: soft (Gaussian) | linear (soft) | hard | none
     nms_sigma: float = 0.5  # Gaussian soft-NMS σ: weight exp(-iou² / σ)
     duration_thresh: float = 0.05  # min segment length, feature-grid units
     multiclass_nms: bool = True  # per-class NMS (True) or class-agnostic + voting (False)
@@ -222,7 +227,7 @@ def _finalize(cfg: Config) -> Config:
     _check_choice("dataset.feat_sampling", d.feat_sampling, ("variable", "resize"))
     _check_choice("model.fpn_type", m.fpn_type, ("identity", "fpn"))
     _check_choice("train.center_sample", cfg.train.center_sample, ("radius", "none"))
-    _check_choice("test.nms_method", cfg.test.nms_method, ("soft", "linear", "hard", "none"))
+    _check_choice("test.nms_method", cfg.test.nms_method, NMS_METHODS)
     _check_choice("opt.type", cfg.opt.type, ("AdamW", "SGD"))
     _check_choice("opt.schedule_type", cfg.opt.schedule_type, ("cosine", "multistep"))
     _check_choice("eval.checkpoint", cfg.eval.checkpoint, EVAL_CHECKPOINTS)

@@ -108,7 +108,7 @@ def _check_block_args(block_type: str, args: dict) -> None:
 
 def _build_backbone(cfg: ModelCfg) -> Backbone:
     backbone = Backbone(
-        n_in=cfg.input_dim, n_embd=cfg.embd_dim, n_embd_ks=cfg.embd_kernel_size, arch=cfg.arch,
+        n_in=cfg.input_dim, dim=cfg.embd_dim, embd_kernel_size=cfg.embd_kernel_size, arch=cfg.arch,
         scale_factor=cfg.scale_factor, with_ln=cfg.embd_with_ln, block_type=cfg.block.type,
         block_args=cfg.block.args, window_sizes=window_sizes(cfg), max_len=cfg.max_seq_len,
         use_abs_pe=cfg.use_abs_pe,

@@ -29,7 +29,7 @@ class Backbone(nn.Module):
     """Embedding (arch[0] × MaskedConv1D → LayerNorm → ReLU), optional abs PE, stem, branch.
 
     forward(x [B, C_in, T], mask [B, 1, T]) -> (feats, masks), lists of arch[2] + 1 levels;
-    level l is `[B, n_embd, T / scale_factor^l]`.
+    level l is `[B, dim, T / scale_factor^l]`.
 
     `size_divisor` is the divisibility of T the backbone needs: max over levels l of
     stride_l · max(window_divisor(w_l), block.size_divisor()). It equals the reference's
@@ -39,8 +39,8 @@ class Backbone(nn.Module):
     def __init__(
         self,
         n_in: int,
-        n_embd: int,
-        n_embd_ks: int,
+        dim: int,
+        embd_kernel_size: int,
         arch: tuple[int, int, int],
         scale_factor: int,
         with_ln: bool,
@@ -64,7 +64,7 @@ class Backbone(nn.Module):
         if block_type not in BLOCKS:
             raise KeyError(f"unknown block type '{block_type}'; available: {sorted(BLOCKS)}")
         self.arch, self.scale_factor, self.max_len = tuple(arch), scale_factor, max_len
-        self.embd, self.embd_norm = _embedding(n_in, n_embd, n_embd_ks, arch[0], with_ln)
+        self.embd, self.embd_norm = _embedding(n_in, dim, embd_kernel_size, arch[0], with_ln)
         self.relu = nn.ReLU()
 
         self.use_abs_pe = use_abs_pe and block_type in _ABS_PE_BLOCKS
@@ -74,12 +74,12 @@ class Backbone(nn.Module):
             )
         if self.use_abs_pe:  # rescaled by 1/sqrt(C) as in the reference
             self.register_buffer(
-                "pos_embd", get_sinusoid_encoding(max_len, n_embd) / n_embd**0.5, persistent=False
+                "pos_embd", get_sinusoid_encoding(max_len, dim) / dim**0.5, persistent=False
             )
 
         def block(stride: int, window: int) -> nn.Module:
             extra = {"window_size": window} if BLOCKS[block_type].takes_window else {}
-            return BLOCKS.build(block_type, dim=n_embd, stride=stride, **block_args, **extra)
+            return BLOCKS.build(block_type, dim=dim, stride=stride, **block_args, **extra)
 
         self.stem = nn.ModuleList(block(1, window_sizes[0]) for _ in range(arch[1]))
         self.branch = nn.ModuleList(
@@ -127,14 +127,14 @@ class Backbone(nn.Module):
 
 
 def _embedding(
-    n_in: int, n_embd: int, kernel: int, n_layers: int, with_ln: bool
+    n_in: int, dim: int, kernel: int, n_layers: int, with_ln: bool
 ) -> tuple[nn.ModuleList, nn.ModuleList]:
     """n_layers × (MaskedConv1D, LayerNorm or Identity); the conv has no bias before a LayerNorm."""
     convs, norms = nn.ModuleList(), nn.ModuleList()
     for idx in range(n_layers):
-        in_dim = n_in if idx == 0 else n_embd
-        convs.append(MaskedConv1D(in_dim, n_embd, kernel, padding=kernel // 2, bias=not with_ln))
-        norms.append(LayerNorm(n_embd) if with_ln else nn.Identity())
+        in_dim = n_in if idx == 0 else dim
+        convs.append(MaskedConv1D(in_dim, dim, kernel, padding=kernel // 2, bias=not with_ln))
+        norms.append(LayerNorm(dim) if with_ln else nn.Identity())
     return convs, norms
 
 

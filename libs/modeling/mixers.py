@@ -146,21 +146,21 @@ def _project_rows(weight: Tensor, bias: Optional[Tensor], x: Tensor, groups: int
 class _BiMambaBase(nn.Module):
     """Shared hyper-parameters and the single-direction SSM path."""
 
-    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int,
+    def __init__(self, dim: int, d_state: int, d_conv: int, expand: int,
                  dt_rank: Union[int, str]):
         super().__init__()
-        self.d_model = d_model
+        self.dim = dim
         self.d_state = d_state
         self.d_conv = d_conv
         self.expand = expand
-        self.d_inner = int(expand * d_model)
-        # from d_model, not d_inner (as published)
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.d_inner = int(expand * dim)
+        # from dim, not d_inner (as published)
+        self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
 
     def _check_hidden(self, h: Tensor) -> None:
-        if h.dim() != 3 or h.shape[-1] != self.d_model:
+        if h.dim() != 3 or h.shape[-1] != self.dim:
             raise ValueError(
-                f"{type(self).__name__}: expected hidden states [B, L, {self.d_model}], got {tuple(h.shape)}"
+                f"{type(self).__name__}: expected hidden states [B, L, {self.dim}], got {tuple(h.shape)}"
             )
 
     def _ssm(self, x: Tensor, z: Tensor, conv1d: nn.Conv1d, x_proj: nn.Linear,
@@ -203,14 +203,14 @@ class BiMambaV2(_BiMambaBase):
     marked `_no_reinit`, so the backbone zeroes it (initial backward Δ ≈ softplus(0) = 0.69).
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+    def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True,
                  bias: bool = False):
-        super().__init__(d_model, d_state, d_conv, expand, dt_rank)
+        super().__init__(dim, d_state, d_conv, expand, dt_rank)
         E, R, N = self.d_inner, self.dt_rank, d_state
         # construction order = the reference's, so the RNG draws line up
-        self.in_proj = nn.Linear(d_model, 2 * E, bias=bias)
+        self.in_proj = nn.Linear(dim, 2 * E, bias=bias)
         self.conv1d = _depthwise_conv(E, d_conv, conv_bias)
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj = nn.Linear(R, E, bias=True)
@@ -222,7 +222,7 @@ class BiMambaV2(_BiMambaBase):
         self.x_proj_b = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj_b = nn.Linear(R, E, bias=True)  # default init, no _no_reinit (reference quirk)
         self.D_b = _ones_skip(E)
-        self.out_proj = nn.Linear(E, d_model, bias=bias)
+        self.out_proj = nn.Linear(E, dim, bias=bias)
 
     def forward(self, h: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """
@@ -260,20 +260,20 @@ class DecomposedBiMamba(_BiMambaBase):
     Default expand 1, so E = d.
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 1,
+    def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 1,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True,
                  bias: bool = False):
-        super().__init__(d_model, d_state, d_conv, expand, dt_rank)
+        super().__init__(dim, d_state, d_conv, expand, dt_rank)
         E, R, N = self.d_inner, self.dt_rank, d_state
-        self.in_proj = nn.Linear(d_model, 4 * E, bias=bias)
+        self.in_proj = nn.Linear(dim, 4 * E, bias=bias)
         self.conv1d = _depthwise_conv(E, d_conv, conv_bias)
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj = nn.Linear(R, E, bias=True)
         _init_dt_proj(self.dt_proj, R, dt_min, dt_max, dt_init_floor, dt_scale)
         self.A_log = _s4d_real_log(E, N)
         self.D = _ones_skip(E)
-        self.out_proj = nn.Linear(2 * E, d_model, bias=bias)
+        self.out_proj = nn.Linear(2 * E, dim, bias=bias)
 
     def forward(self, h: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         """
@@ -304,7 +304,7 @@ class DecomposedBiMamba(_BiMambaBase):
         already the [2B, E, L] stack: no flip + cat of the projection forward, none of its
         gradient backward, and no tensor of 32 MB or more at THUMOS size.
         """
-        batch, E, d = h.shape[0], self.d_inner, self.d_model
+        batch, E, d = h.shape[0], self.d_inner, self.dim
         h_t = h.transpose(1, 2)  # [B, d, L] view
         h2 = torch.cat([h_t, reverse_time(h_t, idx)], dim=1)  # [B, 2d, L]
         w = self.in_proj.weight.view(2, 2, E, d)  # [direction, x|z, E, d]

@@ -24,7 +24,7 @@ class MaskMambaBlock(TemporalBlock):
     output of the previous block.
 
     Args:
-        dim: channels C (the mixer's d_model).
+        dim: channels C (the mixer's `dim`).
         stride: 1, or 2 to downsample after the block.
         drop_path: drop-path probability of the residual branch. The reference hard-codes 0.3
             and ignores the config's `droppath`. With 0 the branch is an nn.Identity, as in the

@@ -31,30 +31,30 @@ class MaskedMHCA(nn.Module):
 
     def __init__(
         self,
-        n_embd: int,
+        dim: int,
         n_head: int,
         stride: int = 1,
         attn_pdrop: float = 0.0,
         proj_pdrop: float = 0.0,
     ):
         super().__init__()
-        if n_embd % n_head != 0:
-            raise ValueError(f"attention: dim {n_embd} is not divisible by n_head {n_head}")
-        self.n_embd, self.n_head, self.n_channels = n_embd, n_head, n_embd // n_head
+        if dim % n_head != 0:
+            raise ValueError(f"attention: dim {dim} is not divisible by n_head {n_head}")
+        self.dim, self.n_head, self.n_channels = dim, n_head, dim // n_head
         self.scale = 1.0 / math.sqrt(self.n_channels)
         kernel = stride + 1 if stride > 1 else 3  # the reference aligns strided outputs this way
         for name in ("query", "key", "value"):  # registration order = checkpoint key order
             conv = MaskedConv1D(
-                n_embd, n_embd, kernel, stride, padding=kernel // 2, groups=n_embd, bias=False
+                dim, dim, kernel, stride, padding=kernel // 2, groups=dim, bias=False
             )
             self.add_module(f"{name}_conv", conv)
-            self.add_module(f"{name}_norm", LayerNorm(n_embd))
-        self.key = nn.Conv1d(n_embd, n_embd, 1)
-        self.query = nn.Conv1d(n_embd, n_embd, 1)
-        self.value = nn.Conv1d(n_embd, n_embd, 1)
+            self.add_module(f"{name}_norm", LayerNorm(dim))
+        self.key = nn.Conv1d(dim, dim, 1)
+        self.query = nn.Conv1d(dim, dim, 1)
+        self.value = nn.Conv1d(dim, dim, 1)
         self.attn_drop = nn.Dropout(attn_pdrop)
         self.proj_drop = nn.Dropout(proj_pdrop)
-        self.proj = nn.Conv1d(n_embd, n_embd, 1)
+        self.proj = nn.Conv1d(dim, dim, 1)
 
     def _heads(self, x: Tensor) -> Tensor:
         """[B, C, T] -> [B, nh, T, hs]."""
@@ -86,7 +86,7 @@ class MaskedMHCA(nn.Module):
         q, k, v, out_mask = self._qkv(x, mask)
         out = self._attend(q, k, v, out_mask)  # [B, nh, T', hs]
         B, _, T, _ = out.shape
-        out = out.transpose(2, 3).reshape(B, self.n_embd, T)  # [B, C, T']
+        out = out.transpose(2, 3).reshape(B, self.dim, T)  # [B, C, T']
         out = self.proj_drop(self.proj(out)) * out_mask.to(out.dtype)
         return out, out_mask
 
@@ -100,7 +100,7 @@ class LocalMaskedMHCA(MaskedMHCA):
 
     def __init__(
         self,
-        n_embd: int,
+        dim: int,
         n_head: int,
         window_size: int,
         stride: int = 1,
@@ -108,7 +108,7 @@ class LocalMaskedMHCA(MaskedMHCA):
         proj_pdrop: float = 0.0,
         use_rel_pe: bool = False,
     ):
-        super().__init__(n_embd, n_head, stride, attn_pdrop, proj_pdrop)
+        super().__init__(dim, n_head, stride, attn_pdrop, proj_pdrop)
         if window_size <= 1:
             raise ValueError(f"LocalMaskedMHCA needs window_size > 1, got {window_size}")
         if use_rel_pe and window_size % 2 != 1:
@@ -117,7 +117,7 @@ class LocalMaskedMHCA(MaskedMHCA):
         self.use_rel_pe = use_rel_pe
         if use_rel_pe:
             self.rel_pe = nn.Parameter(torch.zeros(1, 1, n_head, window_size))
-            nn.init.trunc_normal_(self.rel_pe, std=(2.0 / n_embd) ** 0.5)
+            nn.init.trunc_normal_(self.rel_pe, std=(2.0 / dim) ** 0.5)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """Banded attention. q, k, v [B, nh, T, hs], mask [B, 1, T] -> [B, nh, T, hs]."""
