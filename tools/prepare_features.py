@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):  # run as `python tools/prepare_features.py`: make libs importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from libs.cli import run_cli  # noqa: E402
 from tools.feature_prep.archive import find_parts, join_and_extract  # noqa: E402
 from tools.feature_prep.verify import SEVERITY, VerifySettings, format_report, verify  # noqa: E402
 
@@ -172,11 +173,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run_join(args) if args.command == "join" else run_verify(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:  # ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run_join(args) if args.command == "join" else run_verify(args))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as `python tools/visualize.py`: make the re
 
 import numpy as np  # noqa: E402
 
+from libs.cli import run_cli  # noqa: E402
 from libs.core.annotations import load_json_source, read_annotations  # noqa: E402
 from libs.core.config import EvalCfg  # noqa: E402
 from libs.evaluation import build_evaluator  # noqa: E402
@@ -169,11 +170,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run_timeline(args) if args.command == "timeline" else run_pr(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run_timeline(args) if args.command == "timeline" else run_pr(args))
 
 
 if __name__ == "__main__":

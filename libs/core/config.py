@@ -2,12 +2,14 @@
 
 YAML files on disk are merged into these dataclasses by `load_config`:
   1. `yaml.safe_load` of the file;
-  2. a recursive, strict merge: an unknown key is an error naming the key and the nearest
-     valid one; values are type-checked (ints are accepted for floats, lists for tuples);
+  2. a recursive, strict merge (`libs.core.config_merge`): an unknown key is an error naming the
+     key and the nearest valid one; values are type-checked (ints are accepted for floats, lists
+     for tuples);
   3. dotted `key=value` overrides from the command line (`model.embd_dim=256`), values parsed as
      YAML scalars/lists;
   4. `_finalize`, the single place for derived fields.
-The resolved config is written next to the checkpoints and stored inside every checkpoint.
+The resolved config is written next to the checkpoints (`write_config`) and stored inside every
+checkpoint (`config_to_dict`).
 
 Names follow the published code (ActionFormer / video-mamba-suite) where it has one, so its
 configs read across; see docs in README "Configs".
