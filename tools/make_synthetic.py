@@ -19,7 +19,6 @@ the signal sits where the loader puts the targets. fps is the JSON's `fps`, else
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ if __package__ in (
 ):  # run as `python tools/make_synthetic.py`: make `libs` importable uninstalled
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from libs.core.annotations import read_annotations  # noqa: E402
 from libs.core.segments import seconds_to_grid  # noqa: E402
 from libs.datasets.features import feature_path, save_features  # noqa: E402
 
@@ -191,10 +191,9 @@ def make_synthetic(
         out_dir, ext, seconds.
     """
     began = time.time()
-    with open(json_file) as f:
-        database = json.load(f)["database"]
-    label_ids = [int(a["label_id"]) for v in database.values() for a in v.get("annotations", [])]
-    prototypes = class_prototypes(max(label_ids, default=0) + 1, dim, seed)  # [K, C]
+    annotations = read_annotations(json_file, require_label_ids=True)
+    database = annotations.database
+    prototypes = class_prototypes(max(annotations.id_to_name, default=0) + 1, dim, seed)  # [K, C]
     os.makedirs(out_dir, exist_ok=True)
     totals = {"videos": 0, "features": 0, "segments": 0, "distractors": 0}
     for video_id in _select_videos(database, subsets, max_videos):
