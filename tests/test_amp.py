@@ -16,7 +16,7 @@ from libs.engine.amp import amp_dtype, autocast, make_grad_scaler
 from libs.engine.ema import ModelEma
 from libs.engine.optim import build_optimizer
 from libs.engine.scheduler import WarmupScheduler
-from libs.engine.train_loop import TrainState, train_step
+from libs.engine.train_step import TrainState, train_step
 from libs.modeling import build_model
 from tests.test_resume_exact import make_tiny_config, one_thread
 

@@ -146,7 +146,7 @@ def test_resume_continues_identically(tiny_config, tmp_path, in_process):
     a = torch.load(full / "last.pth", weights_only=True)
     b = torch.load(half / "last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2 and a["iteration"] == b["iteration"] == 4
-    assert a["loss_normalizer"] == b["loss_normalizer"] != 10.0
+    assert a["model"]["loss_normalizer"] == b["model"]["loss_normalizer"] != 10.0
     for key in ("model", "model_ema"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name}"
@@ -162,7 +162,7 @@ def test_non_finite_loss_stops_before_the_step():
 
     from libs.engine.ema import ModelEma
     from libs.engine.scheduler import WarmupScheduler
-    from libs.engine.train_loop import TrainState, train_step
+    from libs.engine.train_step import TrainState, train_step
 
     class Diverging(nn.Module):
         def __init__(self):

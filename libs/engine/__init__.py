@@ -1,8 +1,13 @@
 """Training machinery: optimizer groups, LR schedule, model EMA, checkpoints, run folders, loops.
 
-The loops live in `libs.engine.train_loop` (`train`, `train_one_epoch`, `evaluate`); they are
-not imported here because they pull in the data/evaluation stack, while the pieces below only
-need torch and are used on their own (tests, notebooks).
+    train_step.py   TrainState, train_step (forward, loss, backward, clip, step, EMA)
+    train_loop.py   train, train_one_epoch (epochs, logging, checkpoint cadence, signals)
+    resume.py       checkpoint_state / restore_training_state (exact resume, RNG states)
+    validation.py   evaluation during training (through libs.inference), best-on-val
+    signals.py      Ctrl-C / SIGTERM -> checkpoint and TrainingInterrupted
+
+The loops are not imported here because they pull in the data/evaluation stack, while the
+pieces below only need torch and are used on their own (tests, notebooks).
 """
 
 from libs.engine.checkpoint import (

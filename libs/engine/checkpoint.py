@@ -1,14 +1,15 @@
 """Checkpoint files: atomic saving, safe loading, and weight loading with per-key diagnostics.
 
 Our training checkpoint (`last.pth`, `epoch_NNN.pth`, `iter_NNNNNNN.pth`) is a dict:
-    model, model_ema        state_dicts (no `module.` prefix)
+    model, model_ema        state_dicts (no `module.` prefix; the detector's loss normaliser is
+                            its `loss_normalizer` buffer; files written before it moved there
+                            hold it as a top-level float `loss_normalizer`)
     optimizer, scheduler    state_dicts
     grad_scaler             torch.amp.GradScaler state_dict (opt.amp=fp16), else None
     epoch                   0-based index of the epoch in progress (= completed epochs when
                             epoch_iter is 0; a resumed run starts in this epoch)
     epoch_iter              optimizer steps already done inside `epoch` (0 at epoch ends)
     iteration               optimizer steps done so far
-    loss_normalizer         the detector's EMA loss normaliser (a plain float attribute)
     config                  config_to_dict(cfg)
     rng                     libs.utils.seeding.capture_rng_state(...) of rank 0
     rng_per_rank            the same for every rank of a torchrun job (list, rank order)
@@ -212,11 +213,15 @@ def load_weights(
 ) -> None:
     """`model.load_state_dict(state_dict)` (strict) with one error listing every bad key.
 
+    Keys in the model's `optional_state_keys` may be absent (the model keeps their value).
+
     Raises:
         ValueError: listing, per key, shape mismatches, keys missing from the checkpoint and
             keys the model does not have.
     """
-    problems = weight_mismatches(model.state_dict(), state_dict)
+    optional = getattr(model, "optional_state_keys", ())  # e.g. the detector's loss normaliser
+    expected = {k: v for k, v in model.state_dict().items() if k in state_dict or k not in optional}
+    problems = weight_mismatches(expected, state_dict)
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""

@@ -9,7 +9,7 @@ Rules (README "Scaling"):
   micro-batch (`/ opt.accumulate` too), and it is an error when that does not divide. The LR
   therefore belongs to the global batch, and a run gives the same updates whatever N is.
 - The detector's loss normaliser counts the positive points of the whole global batch: the
-  engine all-reduces num_pos (see `train_loop.train_step`), so every rank keeps the same value.
+  engine all-reduces num_pos (see `train_step.train_step`), so every rank keeps the same value.
 - Rank 0 alone logs to files, writes checkpoints and evaluates; the other ranks wait.
 Without torchrun's environment (`WORLD_SIZE` unset or 1) every helper is a cheap no-op.
 """

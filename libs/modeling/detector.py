@@ -13,7 +13,7 @@ from libs.core.structures import Batch, Detections
 from .assigner import label_points
 from .backbone import Backbone
 from .heads import ClsHead, RegHead
-from .losses import ctr_diou_loss_1d, sigmoid_focal_loss
+from .losses import ctr_diou_loss_1d, ema_loss_normalizer, sigmoid_focal_loss
 from .points import PointGenerator
 
 logger = logging.getLogger(__name__)
@@ -25,12 +25,15 @@ class ActionDetector(nn.Module):
     Everything is in feature-grid units; the model never sees seconds or fps. Padding and masks
     come from `collate` (T must be a multiple of `size_divisor`).
 
-    Attributes:
-        loss_normalizer: EMA (momentum 0.9) of the number of positive points, a plain float the
-            engine saves / restores and syncs across processes (the reference does neither).
+    State:
+        loss_normalizer: float64 buffer [], EMA (momentum 0.9) of the number of positive points,
+            the divisor of both losses; saved in the state_dict with the weights (the reference
+            keeps it as a plain attribute and saves it nowhere). A checkpoint without it (the
+            published `.pth.tar` files) loads, keeping `train.init_loss_norm`.
+        last_num_pos: positive points of the last training forward (gradient accumulation).
     """
 
-    loss_normalizer_momentum = 0.9
+    optional_state_keys = ("loss_normalizer",)  # loading a state_dict without them keeps their value
 
     def __init__(
         self,
@@ -50,8 +53,17 @@ class ActionDetector(nn.Module):
         self.point_generator = points
         self.num_classes = num_classes
         self.train_cfg, self.test_cfg = train, test  # not `self.train`: that is nn.Module.train()
-        self.loss_normalizer = float(train.init_loss_norm)
-        self.last_num_pos = 0  # positive points of the last training forward (gradient accumulation)
+        self.register_buffer(
+            "loss_normalizer", torch.tensor(float(train.init_loss_norm), dtype=torch.float64)
+        )
+        self.last_num_pos = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Fill in the optional keys a checkpoint lacks (like BatchNorm's num_batches_tracked)."""
+        for name in self.optional_state_keys:
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = getattr(self, name).detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def size_divisor(self) -> int:
@@ -108,23 +120,22 @@ class ActionDetector(nn.Module):
         pos = (gt_cls.sum(-1) > 0) & valid  # [B, P]
         num_pos = int(pos.sum().item())
         self.last_num_pos = num_pos
-        m = self.loss_normalizer_momentum
-        self.loss_normalizer = m * self.loss_normalizer + (1 - m) * max(num_pos, 1)
+        normalizer = ema_loss_normalizer(float(self.loss_normalizer), num_pos)
+        self.loss_normalizer.fill_(normalizer)
 
         eps = cfg.label_smoothing
         gt_target = gt_cls[valid] * (1 - eps) + eps / (self.num_classes + 1)  # [N_valid, C]
         cls_loss = sigmoid_focal_loss(
             torch.cat(cls_logits, dim=1)[valid], gt_target, reduction="sum"
         )
-        cls_loss = cls_loss / self.loss_normalizer
+        cls_loss = cls_loss / normalizer
 
         pred_offsets = torch.cat(offsets, dim=1)[pos]  # [N_pos, 2]
         if num_pos == 0:  # keeps the regression head in the graph with a zero gradient
             reg_loss = 0 * pred_offsets.sum()
         else:
             reg_loss = (
-                ctr_diou_loss_1d(pred_offsets, gt_offsets[pos], reduction="sum")
-                / self.loss_normalizer
+                ctr_diou_loss_1d(pred_offsets, gt_offsets[pos], reduction="sum") / normalizer
             )
         if cfg.loss_weight > 0:
             weight = cfg.loss_weight

@@ -1,6 +1,8 @@
-"""Losses of the detector: sigmoid focal loss (classification) and centre-DIoU (regression).
+"""Losses of the detector: sigmoid focal loss (classification), centre-DIoU (regression) and
+the EMA loss normaliser both are divided by.
 
-Same formulas as ActionFormer's `losses.py` (fvcore-derived); computed in float32.
+Same formulas as ActionFormer's `losses.py` (fvcore-derived); computed in float32. The
+normaliser follows ActionFormer's `PtTransformer.losses` (momentum 0.9, `init_loss_norm`).
 """
 
 from __future__ import annotations
@@ -8,6 +10,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+LOSS_NORMALIZER_MOMENTUM = 0.9
+
+
+def ema_loss_normalizer(
+    previous: float, num_pos: float, momentum: float = LOSS_NORMALIZER_MOMENTUM
+) -> float:
+    """The normaliser after a batch with `num_pos` positive points: m n + (1 - m) max(num_pos, 1).
+
+    Plain Python floats (float64), as in the reference; the detector keeps the value in a
+    float64 buffer and gradient accumulation applies it once per global batch.
+    """
+    return momentum * previous + (1 - momentum) * max(num_pos, 1)
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
