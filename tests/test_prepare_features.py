@@ -218,3 +218,31 @@ def test_join_truncated_or_missing_parts(archive, capsys):
         == 2
     )
     assert "nope.part1" in capsys.readouterr().err
+
+
+def test_verify_reads_one_hdf5_store_and_flags_a_1d_array(folder, capsys):
+    """The library's raw reader: one .h5 file (key = prefix + id), a missing key, a 1-D array."""
+    import h5py
+
+    json_file, feats = folder
+    store = feats.parent / "all.h5"
+    with h5py.File(store, "w") as fid:
+        for i in range(4):
+            fid[f"v{i}"] = np.load(feats / f"v{i}.npy")
+        fid["v4"] = np.zeros(16, np.float32)  # 1-D: not T x C
+    assert _verify(json_file, store, "--list") == 1  # v5 has no key
+    out = capsys.readouterr().out
+    table = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "v5: expected key 'v5' in" in table["missing file"]
+    assert "v4: shape (16,)" in table["not a T x C array"]
+    assert "4  of 6 videos" in out and "not in the annotations" not in out
+
+
+def test_video_id_of_inverts_feature_path():
+    from libs.datasets.features import feature_path, video_id_of
+
+    name = Path(feature_path("f", "vid_1", "kitchen_", "_r21d", ".npy")).name
+    assert video_id_of(name, "kitchen_", "_r21d", ".npy") == "vid_1"
+    assert video_id_of("kitchen__r21d.npy", "kitchen_", "_r21d", ".npy") is None  # empty id
+    assert video_id_of("vid_1_r21d.npy", "kitchen_", "_r21d", ".npy") is None
+    assert video_id_of("kitchen_vid_1.pt", "kitchen_", "_r21d", ".npy") is None
