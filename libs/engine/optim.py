@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 DECAY_WEIGHT_MODULES = ("Linear", "Conv1d", "MaskedConv1D")
 NO_DECAY_WEIGHT_MODULES = ("LayerNorm", "GroupNorm")  # our LayerNorm for [B,C,T] and nn.LayerNorm
 NO_DECAY_SCALE_MODULES = ("Scale", "AffineDropPath")
-# SSM parameters that video-mamba-suite decays explicitly (it ignores mamba's _no_weight_decay tag)
-SSM_PARAM_SUFFIXES = ("A_log", "D_b", "D", "A_b_log", "forward_embed", "backward_embed")
+# SSM parameters that video-mamba-suite decays explicitly (it ignores mamba's _no_weight_decay
+# tag); its list also names forward_embed / backward_embed, which no block here has
+SSM_PARAM_SUFFIXES = ("A_log", "D_b", "D", "A_b_log")
 
 
 def _is_a(module: nn.Module, class_names: tuple[str, ...]) -> bool:

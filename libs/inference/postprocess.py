@@ -42,35 +42,40 @@ def _check_pair(raw: Detections, sample: VideoSample) -> None:
         raise ValueError(
             f"video '{raw.video_id}': postprocess expects grid-unit detections, got {raw.unit!r}"
         )
+    if raw.segments.device.type != "cpu":
+        raise ValueError(
+            f"video '{raw.video_id}': postprocess expects CPU tensors, got {raw.segments.device}; "
+            "run the model through libs.inference.predict_batch, which moves its output"
+        )
 
 
 @torch.no_grad()
 def postprocess_video(
-    raw: Detections, sample: VideoSample, cfg: TestCfg, backend: str = "auto"
+    raw: Detections, sample: VideoSample, cfg: TestCfg
 ) -> Detections:
     """NMS + grid -> seconds + clamp for one video.
 
     Args:
-        raw: pre-NMS candidates, segments [N, 2] in feature-grid units (any device).
+        raw: pre-NMS candidates on the CPU (`predict_batch` moves them), segments [N, 2] in
+            feature-grid units.
         sample: the video's metadata (fps, feat_stride, feat_num_frames, duration).
         cfg: test config (nms_method, iou_threshold, min_score, max_seg_num, nms_sigma,
             multiclass_nms, voting_thresh).
-        backend: NMS backend, forwarded to `batched_nms` (a test hook).
     Returns:
         Detections on CPU, unit "sec": segments [K, 2] within [0, duration], by descending
         score (unless nms_method is "none", which keeps the model's order).
     """
     _check_cfg(cfg)
     _check_pair(raw, sample)
-    segs = raw.segments.detach().cpu().float()  # [N, 2]; NMS runs on CPU (small N after top-k)
-    scores, labels = raw.scores.detach().cpu().float(), raw.labels.detach().cpu()  # [N], [N]
+    segs = raw.segments.detach().float()  # [N, 2]; NMS runs on CPU (small N after top-k)
+    scores, labels = raw.scores.detach().float(), raw.labels.detach()  # [N], [N]
     mode = NMS_METHODS[cfg.nms_method]
     if mode is not None:
         use_soft_nms, method = mode
         segs, scores, labels = batched_nms(
             segs, scores, labels, cfg.iou_threshold, cfg.min_score, cfg.max_seg_num,
             use_soft_nms=use_soft_nms, multiclass=cfg.multiclass_nms, sigma=cfg.nms_sigma,
-            voting_thresh=cfg.voting_thresh, method=method, backend=backend,
+            voting_thresh=cfg.voting_thresh, method=method,
         )  # fmt: skip
     segs = grid_to_seconds(segs, sample.fps, sample.feat_stride, sample.feat_num_frames)  # [K, 2]
     segs = clamp_segments(segs, sample.duration)  # reference: <= 0 -> 0, >= duration -> duration

@@ -99,9 +99,9 @@ class RawPredictions:
         for det, meta in zip(self.detections, self.videos):
             entry: dict[str, Any] = {
                 "video_id": meta.video_id,
-                "segments": det.segments.detach().cpu().float().reshape(-1, 2),  # [K, 2]
-                "scores": det.scores.detach().cpu().float().reshape(-1),  # [K]
-                "labels": det.labels.detach().cpu().long().reshape(-1),  # [K]
+                "segments": det.segments.detach().float().reshape(-1, 2),  # [K, 2]
+                "scores": det.scores.detach().float().reshape(-1),  # [K]
+                "labels": det.labels.detach().long().reshape(-1),  # [K]
             }
             entry.update({key: float(getattr(meta, key)) for key in _META_FLOATS})
             videos.append(entry)

@@ -75,9 +75,9 @@ def _fuse_video(
 
     Output order is class-major: all proposals with the best class, then with the second, ...
     """
-    score = det.scores.detach().cpu().double().numpy()  # [N]; float64 like the reference's floats
+    score = det.scores.detach().double().numpy()  # [N]; float64 like the reference's floats
     order = np.argsort(score)[::-1][:max_per_video]  # the reference's (unstable) ordering
-    score, segments = score[order], det.segments.detach().cpu().numpy()[order]  # [M], [M, 2]
+    score, segments = score[order], det.segments.detach().numpy()[order]  # [M], [M, 2]
     top_cls = np.argsort(cls_scores)[::-1][:topk]  # [k] class ids (= dataset label ids)
     new_scores = np.sqrt(np.outer(cls_scores[top_cls], score)).reshape(-1)  # [k*M], class-major
     new_segments = np.tile(segments, (len(top_cls), 1))  # [k*M, 2]
