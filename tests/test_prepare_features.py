@@ -246,3 +246,13 @@ def test_video_id_of_inverts_feature_path():
     assert video_id_of("kitchen__r21d.npy", "kitchen_", "_r21d", ".npy") is None  # empty id
     assert video_id_of("vid_1_r21d.npy", "kitchen_", "_r21d", ".npy") is None
     assert video_id_of("kitchen_vid_1.pt", "kitchen_", "_r21d", ".npy") is None
+
+
+def test_verify_judges_finiteness_as_training_reads_it(folder, capsys):
+    """A float64 value beyond float32's range is Inf once the loader casts it: an error here too."""
+    json_file, feats = folder
+    x = np.load(feats / "v2.npy").astype(np.float64)
+    x[5, 1] = 1e300
+    np.save(feats / "v2.npy", x)
+    assert _verify(json_file, feats) == 1
+    assert "v2: 1 of 1776 values, first inf at feature 5, channel 1" in capsys.readouterr().out

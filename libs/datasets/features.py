@@ -114,11 +114,12 @@ def find_problem(feats: np.ndarray, input_dim: Optional[int] = None) -> Optional
     if input_dim is not None and feats.shape[1] != input_dim:
         return FeatureProblem("channels", shape, expected=input_dim)
     with np.errstate(over="ignore"):
-        finite = np.isfinite(np.asarray(feats, dtype=np.float32))  # [T, C]
+        as_read = np.asarray(feats, dtype=np.float32)  # [T, C] what the loader hands on
+    finite = np.isfinite(as_read)  # [T, C]
     if finite.all():
         return None
     t, c = np.argwhere(~finite)[0].tolist()
-    return FeatureProblem("nonfinite", shape, count=int((~finite).sum()), value=float(np.float32(feats[t, c])), t=t, c=c)
+    return FeatureProblem("nonfinite", shape, count=int((~finite).sum()), value=float(as_read[t, c]), t=t, c=c)
 
 
 def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = None) -> Tensor:
