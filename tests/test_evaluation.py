@@ -442,3 +442,15 @@ def test_pair_tiou_identical_disjoint_and_degenerate():
     assert pair_tiou(seg, cands)[0].tolist() == [1.0, 0.0, 0.0]
     # two empty segments: 0 / 0 is NaN, as in the official segment_iou (the matcher follows it)
     assert np.isnan(pair_tiou(np.array([[2.0, 2.0]]), np.array([[[2.0, 2.0]]]))).all()
+
+
+def test_eval_bench_loop_reference_agrees_with_the_protocol_evaluator(capsys):
+    """tools/bench/eval_bench.py: the plain loop, the vectorised AP and evaluate() give one AP."""
+    import argparse
+
+    from tools.bench import eval_bench
+
+    parser = argparse.ArgumentParser()
+    eval_bench.add_args(parser)
+    out = eval_bench.run(parser.parse_args(["--preds-per-video", "4", "--rounds", "1"]))
+    assert out["identical"] and out["n_videos"] == 212 and 0 < out["average_mAP"] < 1
