@@ -32,6 +32,7 @@ from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import resolve_checkpoint
 from libs.engine.run_folder import make_run_folder
 from libs.engine.train_loop import TrainingInterrupted, train
+from libs.engine.validation import check_validation_settings
 from libs.evaluation import format_table
 from libs.modeling import build_model
 from libs.utils.logging import setup_logging
@@ -95,6 +96,7 @@ def build_train_loader(cfg: Config, train_set, generator: torch.Generator, **com
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
+    check_validation_settings(cfg)  # before any folder, dataset or process group
     device = dist_utils.init_distributed(pick_device(args.device))
     run_folder = prepare_run_folder(cfg, args)
     if dist_utils.is_main_process():

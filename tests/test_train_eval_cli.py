@@ -73,8 +73,15 @@ def test_train_then_eval_cli(tiny_config):
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     train_metrics = json.loads((run / "metrics.json").read_text())
-    assert set(train_metrics) == {"tiou", "mAP", "average_mAP", "protocol"}
+    # the reported result, plus which one it is and the last / best evaluated epochs (issue 11)
+    assert set(train_metrics) == {"tiou", "mAP", "average_mAP", "protocol", "reported", "last", "best"}
     assert train_metrics["protocol"]["checkpoint"] == "last"
+    assert train_metrics["reported"] == "last" and train_metrics["last"]["epoch"] == 2
+    assert train_metrics["last"]["average_mAP"] == train_metrics["average_mAP"]
+    assert train_metrics["best"] == train_metrics["last"]  # only the last epoch was evaluated
+    history = (run / "val_history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [2]
+    assert not (run / "best.pth").exists()  # nothing to choose from: best.pth only with eval_start_epoch
     assert train_metrics["tiou"] == [
         0.3,
         0.5,
@@ -152,9 +159,10 @@ def test_resume_continues_identically(tiny_config, tmp_path, in_process):
             assert torch.equal(value, b[key][name]), f"{key}.{name}"
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
     torch.testing.assert_close(a["optimizer"]["state"], b["optimizer"]["state"], rtol=0, atol=0)
-    assert json.loads((full / "metrics.json").read_text()) == json.loads(
-        (half / "metrics.json").read_text()
-    )
+    # the same final evaluation ("best" differs: the full run also evaluated epoch 1)
+    full_metrics, half_metrics = (json.loads((r / "metrics.json").read_text()) for r in (full, half))
+    assert full_metrics.pop("best")["epoch"] in (1, 2) and half_metrics.pop("best")["epoch"] == 2
+    assert full_metrics == half_metrics
 
 
 def test_non_finite_loss_stops_before_the_step():

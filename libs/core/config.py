@@ -155,6 +155,7 @@ class OptCfg:
     decay_ssm_params: bool = True  # weight-decay A_log / D (reference video-mamba-suite behaviour)
     ema_decay: float = 0.999  # model EMA used for evaluation
     eval_start_epoch: int = -1  # evaluate after each epoch >= this (0-based); -1 = only at the end
+    eval_interval: int = 1  # from eval_start_epoch on, evaluate every this many epochs (the last always)
     ckpt_freq: int = 5  # also keep a checkpoint every this many epochs (the last one is always kept)
     print_freq: int = 10  # iterations between log lines / TensorBoard scalars
     ckpt_every_iters: int = 0  # also checkpoint every this many optimizer steps, mid-epoch too (0 = off)

@@ -46,7 +46,7 @@ from libs.engine.resume import restore_training_state, write_checkpoint
 from libs.engine.scheduler import build_scheduler, total_epochs
 from libs.engine.signals import StopRequest, TrainingInterrupted, resume_command
 from libs.engine.train_step import TrainState, train_step
-from libs.engine.validation import BestOnVal, evaluate_final, maybe_evaluate
+from libs.engine.validation import Validator, check_validation_settings
 from libs.evaluation import EvalResult
 from libs.utils.seeding import derive_seed, restore_rng_state
 
@@ -200,8 +200,9 @@ def train(
     resume: Optional[Union[str, Path]] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Optional[EvalResult]:
-    """Train `model` (already on `device`) for `total_epochs(cfg.opt)` epochs, validating as
-    libs/engine/validation.py says. TensorBoard scalars go to `run_folder/logs`. Under torchrun
+    """Train `model` (already on `device`) for `total_epochs(cfg.opt)` epochs, validating on
+    `val_loader` as libs/engine/validation.py says (run folder: val_history.jsonl, metrics.json,
+    results.json, best.pth). TensorBoard scalars go to `run_folder/logs`. Under torchrun
     the model is wrapped in DDP; rank 0 alone logs to TensorBoard, checkpoints and evaluates.
 
     Args:
@@ -220,6 +221,8 @@ def train(
     run_folder, device = Path(run_folder), torch.device(device)
     generator = generator if generator is not None else getattr(train_loader, "generator", None)
     steps_per_epoch = len(train_loader) // cfg.opt.accumulate
+    if val_loader is not None:
+        check_validation_settings(cfg)
     state = _build_state(cfg, model, steps_per_epoch, device)
     resume_rng = restore_training_state(resume, state, cfg, generator) if resume else None
     max_epochs = total_epochs(cfg.opt)
@@ -236,7 +239,13 @@ def train(
             run = RunContext(
                 cfg, run_folder, device, generator, stop, writer, steps_per_epoch, max_epochs
             )
-            return _run_epochs(state, run, train_loader, val_loader, val_dataset, resume_rng)
+            validator = None
+            if val_loader is not None:
+                validator = Validator(cfg, run_folder, val_loader, val_dataset, device, writer,
+                                      state.epoch)  # fmt: skip
+                validator.catch_up(state.ema.module, state.epoch, state.epoch_iter,
+                                   state.iteration, Path(resume) if resume else None)  # fmt: skip
+            return _run_epochs(state, run, train_loader, validator, resume_rng)
     except FloatingPointError:
         last = run_folder / "last.pth"
         logger.error(
@@ -250,37 +259,24 @@ def train(
 
 
 def _run_epochs(
-    state: TrainState, run: RunContext, train_loader, val_loader, val_dataset,
+    state: TrainState, run: RunContext, train_loader, validator: Optional[Validator],
     resume_rng: Optional[dict],
 ) -> Optional[EvalResult]:  # fmt: skip
-    """Epochs from `state.epoch` to the end: train, checkpoint, validate; the final result."""
-    cfg, main = run.cfg, dist_utils.is_main_process()
-    best = None
-    if cfg.eval.checkpoint == "best-on-val" and main and val_loader is not None:
-        best = BestOnVal(run.run_folder, state.epoch)
-    result = None
+    """Epochs from `state.epoch` to the end: train, checkpoint, validate; the reported result."""
+    cfg = run.cfg
     for epoch in range(state.epoch, run.max_epochs):
         _seed_epoch(train_loader, run.generator, cfg.seed, epoch)
         skip = min(state.epoch_iter, run.steps_per_epoch) if epoch == state.epoch else 0
         _train_epoch(state, run, train_loader, epoch, skip, resume_rng if skip else None)
         state.epoch, state.epoch_iter = epoch + 1, 0
-        # before evaluating: a failed evaluation loses no training
+        # before evaluating: a failed or killed evaluation loses no training
         names = [f"epoch_{state.epoch:03d}.pth"] if _epoch_file_due(cfg, state.epoch) else []
         ckpt = write_checkpoint(state, cfg, run.run_folder, run.generator, names)
-        result = maybe_evaluate(
-            state.ema.module, cfg, epoch, run.max_epochs, run.writer, val_loader, val_dataset,
-            run.run_folder, run.device, best, ckpt,
-        )  # fmt: skip
+        if validator is not None:
+            validator.after_epoch(state.ema.module, epoch, state.iteration, ckpt)
         if dist_utils.any_rank(run.stop.requested, run.device) and epoch + 1 < run.max_epochs:
             _interrupt(state, run)
-    if state.epoch >= run.max_epochs and result is None and val_loader is not None and main:
-        # resumed a finished run
-        if best is not None and best.result is not None:
-            return best.report(run.max_epochs)
-        return evaluate_final(
-            state.ema.module, cfg, val_loader, val_dataset, run.run_folder, run.device
-        )
-    return result
+    return validator.finish() if validator is not None else None
 
 
 def _epoch_file_due(cfg: Config, epochs_done: int) -> bool:

@@ -1,159 +1,183 @@
-"""Evaluation during training: the EMA model on the val split, through `libs.inference`.
+"""Validation during training: the EMA model on the val split, through `libs.inference`.
 
-Evaluates after every epoch >= `opt.eval_start_epoch` (when >= 0) and always after the last;
-the last evaluation writes `results.json` and `metrics.json` into the run folder. With
-`eval.checkpoint: best-on-val` the best evaluated epoch is kept as `best.pth` and those files
-hold its numbers. Rank 0 evaluates alone; the RNG states are put back afterwards, so turning
-evaluations on or off never changes the training.
+When (house style §2.8; the published code in brackets):
+- after every epoch e (0-based) with e >= `opt.eval_start_epoch` >= 0 and
+  (e - eval_start_epoch) % `opt.eval_interval` == 0, and always after the last epoch.
+  [video-mamba-suite temporal-action-localization/train_eval.py:148 evaluates after every epoch
+  >= 5 (0-based); its paper configs here set eval_start_epoch 5, eval_interval 1. ActionFormer's
+  train.py does not evaluate; its eval.py evaluates the last checkpoint.]
+- always with the EMA weights [train_eval.py:159 loads `model_ema.module.state_dict()`].
+
+What each evaluation leaves in the run folder:
+- a line of `val_history.jsonl` (val_history.py), TensorBoard `val/mAP@t` and `val/avg_mAP` at
+  the epoch, and the per-tIoU numbers in the text log (libs.inference.score);
+- `best.pth` when the epoch is the best so far (highest average mAP, the earlier epoch on ties)
+  and validation runs before the last epoch (opt.eval_start_epoch >= 0): that epoch's checkpoint
+  plus a `best_on_val` record, written atomically beside `last.pth`;
+  [train_eval.py:199-203 keeps every evaluated epoch as epoch_NNN_<mAP>.pth.tar instead]
+- `results.json` (detections) for the epoch the run reports, `metrics.json` (below).
+
+`metrics.json` is the reported result (`tiou`, `mAP`, `average_mAP`, `protocol`) plus
+`"reported": "last" | "best"` (`eval.checkpoint: last | best-on-val`, default last) and the
+`"last"` and `"best"` epochs, each `{"epoch", "tiou", "mAP", "average_mAP"}`.
+
+Evaluation never disturbs training: the RNG states are put back afterwards, so a fixed-seed run
+gives the same losses and weights with validation on or off. A run killed during an evaluation
+resumes by first running that evaluation again (its checkpoint was written before it started).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from libs.core.config import Config
-from libs.core.structures import Detections
+from libs.core.config import Config, ConfigError
 from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, save_checkpoint
+from libs.engine.scheduler import total_epochs
+from libs.engine.val_history import TIMING_KEYS, ValHistory, make_record, record_result, summary
 from libs.evaluation import EvalResult
 from libs.inference import collect_raw, score, write_eval_files
+from libs.utils.io import atomic_write_json
 from libs.utils.seeding import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
 
 
-def detect_and_score(
-    model: nn.Module, loader, dataset, cfg: Config, device, epoch: Optional[int] = None
-) -> tuple[list[Detections], EvalResult]:
-    """`model` over the val loader, then `libs.inference.score` (epoch: 1-based, recorded)."""
-    raw = collect_raw(model, loader, id_to_name=dataset.id_to_name, config=cfg, device=device)
-    return score(raw, cfg, epoch)
+def check_validation_settings(cfg: Config) -> None:
+    """One clear error for validation settings that cannot work, before any training.
+
+    Raises:
+        ConfigError: opt.eval_interval < 1, opt.eval_start_epoch not in -1 .. epochs - 1, or an
+            empty dataset.val_split.
+    """
+    opt, epochs = cfg.opt, total_epochs(cfg.opt)
+    if opt.eval_interval < 1:
+        raise ConfigError(
+            f"opt.eval_interval must be >= 1 (evaluate every that many epochs from "
+            f"opt.eval_start_epoch), got {opt.eval_interval}"
+        )
+    if not -1 <= opt.eval_start_epoch < epochs:
+        raise ConfigError(
+            f"opt.eval_start_epoch={opt.eval_start_epoch} is outside this run's {epochs} epochs "
+            f"(opt.epochs + opt.warmup_epochs, counted from 0): use 0 .. {epochs - 1}, or -1 to "
+            "evaluate only after the last epoch"
+        )
+    if not cfg.dataset.val_split:
+        raise ConfigError(
+            "dataset.val_split is empty: training evaluates on it (e.g. [test] for THUMOS-14, "
+            "[validation] for ActivityNet)"
+        )
 
 
-def _write_run_files(detections, result, dataset, run_folder: Path) -> None:
-    write_eval_files(
-        detections, result, dataset.id_to_name, run_folder / "results.json",
-        run_folder / "metrics.json",
-    )  # fmt: skip
+def is_due(cfg: Config, epoch: int) -> bool:
+    """Whether the epoch `epoch` (0-based, just finished) is evaluated."""
+    start, last = cfg.opt.eval_start_epoch, epoch + 1 == total_epochs(cfg.opt)
+    return last or (start >= 0 and epoch >= start and (epoch - start) % cfg.opt.eval_interval == 0)
 
 
-def evaluate_final(model: nn.Module, cfg: Config, val_loader, val_dataset, run_folder: Path,
-                   device) -> EvalResult:  # fmt: skip
-    """Evaluate `model` and write the run folder's results.json and metrics.json."""
-    detections, result = detect_and_score(model, val_loader, val_dataset, cfg, device)
-    _write_run_files(detections, result, val_dataset, run_folder)
-    return result
+class Validator:
+    """The validation of one training run; every rank holds one, rank 0 alone evaluates.
 
+    Args:
+        completed_epochs: epochs done when training (re)starts; the history is cut there.
+    """
 
-def _result_record(epoch: int, result: EvalResult) -> dict[str, Any]:
-    return {
-        "epoch": epoch,
-        "tiou": list(result.tiou),
-        "mAP": list(result.mAP),
-        "average_mAP": float(result.average_mAP),
-        "ap": np.asarray(result.ap).tolist(),
-        "class_names": list(result.class_names),
-        "protocol": dict(result.protocol),
-    }
+    def __init__(self, cfg: Config, run_folder: Path, loader, dataset, device,
+                 writer: Optional[SummaryWriter], completed_epochs: int):  # fmt: skip
+        self.cfg, self.run_folder = cfg, Path(run_folder)
+        self.loader, self.dataset, self.device, self.writer = loader, dataset, device, writer
+        self.main = dist_utils.is_main_process()
+        self.history = ValHistory(run_folder, completed_epochs) if self.main else None
+        self.report_best = cfg.eval.checkpoint == "best-on-val"
+        self.keep_best = cfg.opt.eval_start_epoch >= 0  # several epochs to choose from
 
+    def catch_up(self, ema_model: nn.Module, completed_epochs: int, epoch_iter: int, step: int,
+                 checkpoint: Optional[Path]) -> None:  # fmt: skip
+        """After a resume at an epoch's end: run that epoch's evaluation if it did not finish.
 
-def _record_result(record: dict[str, Any]) -> EvalResult:
-    return EvalResult(
-        tiou=list(record["tiou"]),
-        mAP=list(record["mAP"]),
-        average_mAP=float(record["average_mAP"]),
-        ap=np.asarray(record["ap"], dtype=np.float64),
-        class_names=list(record["class_names"]),
-        protocol=dict(record["protocol"]),
-    )
-
-
-class BestOnVal:
-    """`eval.checkpoint=best-on-val`: the best evaluated epoch so far (highest average mAP, the
-    earlier epoch on ties). A new best writes `best.pth` (that epoch's checkpoint plus a
-    `best_on_val` record: epoch and numbers), `results.json` and `metrics.json`. A resumed run
-    reads the record back from the run folder's `best.pth` (if it is not from a later epoch)."""
-
-    def __init__(self, run_folder: Path, resumed_epoch: int):
-        self.path = run_folder / "best.pth"
-        self.epoch: Optional[int] = None  # 1-based
-        self.result: Optional[EvalResult] = None
-        if resumed_epoch > 0 and self.path.is_file():
-            record = load_checkpoint(self.path, map_location="cpu").get("best_on_val")
-            if record and record["epoch"] <= resumed_epoch:
-                self.epoch, self.result = record["epoch"], _record_result(record)
-                logger.info("best-on-val so far: epoch %d (from %s)", self.epoch, self.path)
-
-    def update(self, epoch: int, ckpt, detections, result, dataset, run_folder: Path) -> None:
-        if self.result is not None and result.average_mAP <= self.result.average_mAP:
-            return
-        self.epoch, self.result = epoch, result
-        save_checkpoint(self.path, {**ckpt, "best_on_val": _result_record(epoch, result)})
-        _write_run_files(detections, result, dataset, run_folder)
-        logger.info(
-            "new best on the evaluation split: epoch %d, average mAP %.4f; %s written",
-            epoch, result.average_mAP, self.path,
+        `ema_model` holds the checkpoint's EMA weights (just restored), i.e. exactly the weights
+        the interrupted evaluation was running on. All ranks call this.
+        """
+        epoch = completed_epochs - 1
+        pending = bool(
+            self.main and checkpoint is not None and epoch_iter == 0 and epoch >= 0
+            and is_due(self.cfg, epoch) and not self.history.has(completed_epochs)
         )  # fmt: skip
+        if dist_utils.broadcast_object(pending):
+            logger.info("evaluating epoch %d, whose evaluation did not finish", completed_epochs)
+            ckpt = load_checkpoint(checkpoint, map_location="cpu") if self.main else None
+            self.after_epoch(ema_model, epoch, step, ckpt)
 
-    def report(self, max_epochs: int) -> Optional[EvalResult]:
-        if self.result is not None:
+    def after_epoch(self, model: nn.Module, epoch: int, step: int,
+                    ckpt: Optional[dict[str, Any]]) -> None:  # fmt: skip
+        """Evaluate `model` (the EMA copy) if epoch `epoch` is due.
+
+        Args:
+            epoch: 0-based epoch just finished; step: optimizer steps done;
+            ckpt: that epoch's checkpoint dict (complete on rank 0), for best.pth.
+        """
+        if not is_due(self.cfg, epoch):
+            return
+        if self.main:
+            rng = capture_rng_state()  # evaluation must not shift the training's randomness
+            try:
+                self._evaluate(model, epoch + 1, step, ckpt)
+            finally:
+                restore_rng_state(rng)
+        dist_utils.barrier()  # the other ranks wait for rank 0
+
+    def _evaluate(self, model: nn.Module, epoch: int, step: int, ckpt) -> None:
+        tic = time.time()
+        raw = collect_raw(model, self.loader, id_to_name=self.dataset.id_to_name,
+                          config=self.cfg, device=self.device)  # fmt: skip
+        detections, result = score(raw, self.cfg, epoch if self.report_best else None)
+        record = make_record(epoch, step, result, time.time() - tic)
+        best = self.history.best
+        new_best = best is None or record["average_mAP"] > best["average_mAP"]
+        if new_best and self.keep_best:
+            best_record = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+            save_checkpoint(self.run_folder / "best.pth", {**ckpt, "best_on_val": best_record})
+            logger.info("new best: epoch %d, average mAP %.4f; best.pth written", epoch,
+                        result.average_mAP)  # fmt: skip
+        last = epoch == total_epochs(self.cfg.opt)
+        if (new_best and self.report_best) or (last and not self.report_best):
+            write_eval_files(detections, result, self.dataset.id_to_name,
+                             self.run_folder / "results.json")  # fmt: skip
+        self.history.append(record)  # the commit point of this evaluation
+        self._write_metrics()
+        if self.writer is not None:
+            for t, m in zip(result.tiou, result.mAP):
+                self.writer.add_scalar(f"val/mAP@{t:.2f}", m, epoch)
+            self.writer.add_scalar("val/avg_mAP", result.average_mAP, epoch)
+
+    def _write_metrics(self) -> None:
+        """metrics.json from the history: the reported epoch's result plus last and best."""
+        last, best = self.history.last, self.history.best
+        reported = best if self.report_best else last
+        metrics = {
+            **record_result(reported).to_json(),
+            "reported": "best" if self.report_best else "last",
+            "last": summary(last),
+            "best": summary(best),
+        }
+        atomic_write_json(self.run_folder / "metrics.json", metrics)
+
+    def finish(self) -> Optional[EvalResult]:
+        """The result the run reports (rank 0; None elsewhere or without evaluations)."""
+        if not self.main or self.history.last is None:
+            return None
+        if self.report_best:
+            best = self.history.best
             logger.info(
                 "best-on-val: reporting epoch %d of %d (average mAP %.4f), weights %s",
-                self.epoch, max_epochs, self.result.average_mAP, self.path,
+                best["epoch"], total_epochs(self.cfg.opt), best["average_mAP"],
+                self.run_folder / "best.pth",
             )  # fmt: skip
-        return self.result
-
-
-def maybe_evaluate(
-    model: nn.Module,
-    cfg: Config,
-    epoch: int,
-    max_epochs: int,
-    writer: Optional[SummaryWriter],
-    val_loader,
-    val_dataset,
-    run_folder: Path,
-    device,
-    best: Optional[BestOnVal] = None,
-    ckpt: Optional[dict] = None,
-) -> Optional[EvalResult]:
-    """Evaluate `model` (the EMA copy) if epoch `epoch` (0-based) is due; the result or None.
-
-    With `best` (rank 0) every due epoch goes to `best.update` (which keeps best.pth from
-    `ckpt`, results.json and metrics.json) and the last epoch returns the best epoch's result.
-    The RNG states are put back afterwards: evaluation (the loader draws a worker seed) then
-    never shifts the randomness of later training, so turning intermediate evaluations on or
-    off, or resuming, gives the same weights (the reference's eval model rebuild does shift it).
-    """
-    last = epoch + 1 == max_epochs
-    due = cfg.opt.eval_start_epoch >= 0 and epoch >= cfg.opt.eval_start_epoch
-    if val_loader is None or not (last or due):
-        return None
-    if not dist_utils.is_main_process():
-        dist_utils.barrier()  # rank 0 evaluates alone
-        return None
-    rng = capture_rng_state()
-    try:
-        if best is not None:
-            detections, result = detect_and_score(
-                model, val_loader, val_dataset, cfg, device, epoch=epoch + 1
-            )
-            best.update(epoch + 1, ckpt, detections, result, val_dataset, run_folder)
-        elif last:
-            result = evaluate_final(model, cfg, val_loader, val_dataset, run_folder, device)
-        else:
-            _, result = detect_and_score(model, val_loader, val_dataset, cfg, device)
-    finally:
-        restore_rng_state(rng)
-    if writer is not None:
-        writer.add_scalar("val/avg_mAP", result.average_mAP, epoch + 1)
-    if best is not None and last:
-        result = best.report(max_epochs)
-    dist_utils.barrier()
-    return result
+            return record_result(best)
+        return record_result(self.history.last)
