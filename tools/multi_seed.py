@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 if __package__ in (None, ""):  # run as `python tools/multi_seed.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from libs.cli import run_cli  # noqa: E402
 from libs.core.config import load_config  # noqa: E402
 from libs.engine.run_folder import run_folder_path  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
@@ -100,7 +101,8 @@ def train_one(args: argparse.Namespace, seed: int) -> tuple[Optional[Path], str]
 
 
 def read_metrics(folder: Path) -> dict:
-    """The final `metrics.json` of a run: {"tiou": [...], "mAP": [...], "average_mAP": x}."""
+    """The `metrics.json` of a run: the reported {"tiou", "mAP", "average_mAP", ...} (plus the
+    "last" and "best" epochs, see libs/engine/validation.py)."""
     path = folder / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: did the run evaluate at the end?")
@@ -189,11 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: run(args))
 
 
 if __name__ == "__main__":
