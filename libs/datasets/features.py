@@ -193,7 +193,8 @@ def load_h5_features(h5_file: str, key: str, input_dim: Optional[int] = None) ->
     except FeatureFileError:
         raise
     except Exception as exc:
-        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: {short_error(exc)})") from exc
+        raise FeatureFileError(f"feature file {h5_file}: cannot be read ({type(exc).__name__}: "
+                               f"{short_error(exc)})") from exc
     return check_features(feats, f"{h5_file}[{key!r}]", input_dim)
 
 
