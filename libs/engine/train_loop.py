@@ -200,10 +200,9 @@ def train(
     resume: Optional[Union[str, Path]] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Optional[EvalResult]:
-    """Train `model` (already on `device`) for `total_epochs(cfg.opt)` epochs, validating on
-    `val_loader` as libs/engine/validation.py says (run folder: val_history.jsonl, metrics.json,
-    results.json, best.pth). TensorBoard scalars go to `run_folder/logs`. Under torchrun
-    the model is wrapped in DDP; rank 0 alone logs to TensorBoard, checkpoints and evaluates.
+    """Train `model` (on `device`) for `total_epochs(cfg.opt)` epochs, validating on `val_loader`
+    as libs/engine/validation.py says; TensorBoard scalars go to `run_folder/logs`. Under
+    torchrun the model is wrapped in DDP; rank 0 alone logs, checkpoints and evaluates.
 
     Args:
         train_loader: yields micro-batches (`loader.batch_size / (world * opt.accumulate)`).
@@ -212,8 +211,7 @@ def train(
             uninterrupted one.
         resume: a checkpoint written by this function (`last.pth`, `epoch_NNN.pth`, `iter_*`).
     Returns:
-        The final (best-on-val: the best epoch's) `EvalResult` on rank 0, or None (other ranks,
-        or no validation loader).
+        The reported (eval.checkpoint) `EvalResult` on rank 0, else None (or no val loader).
     Raises:
         TrainingInterrupted: after Ctrl-C / SIGTERM, once `last.pth` is written.
         FloatingPointError: non-finite loss; no checkpoint is written, the last one stays.
@@ -228,23 +226,16 @@ def train(
     max_epochs = total_epochs(cfg.opt)
     logger.info(
         "training %d epochs x %d iterations (x %d micro-batches, %d process(es), amp %s) "
-        "from epoch %d; run folder %s",
-        max_epochs, steps_per_epoch, cfg.opt.accumulate, dist_utils.get_world_size(),
-        cfg.opt.amp, state.epoch + 1, run_folder,
+        "from epoch %d; run folder %s", max_epochs, steps_per_epoch, cfg.opt.accumulate,
+        dist_utils.get_world_size(), cfg.opt.amp, state.epoch + 1, run_folder,
     )  # fmt: skip
-    main = dist_utils.is_main_process()
-    writer = SummaryWriter(str(run_folder / "logs")) if main else None
+    writer = SummaryWriter(str(run_folder / "logs")) if dist_utils.is_main_process() else None
     try:
         with StopRequest() as stop:
             run = RunContext(
                 cfg, run_folder, device, generator, stop, writer, steps_per_epoch, max_epochs
             )
-            validator = None
-            if val_loader is not None:
-                validator = Validator(cfg, run_folder, val_loader, val_dataset, device, writer,
-                                      state.epoch)  # fmt: skip
-                validator.catch_up(state.ema.module, state.epoch, state.epoch_iter,
-                                   state.iteration, Path(resume) if resume else None)  # fmt: skip
+            validator = _start_validation(state, run, val_loader, val_dataset, resume)
             return _run_epochs(state, run, train_loader, validator, resume_rng)
     except FloatingPointError:
         last = run_folder / "last.pth"
@@ -256,6 +247,19 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+
+
+def _start_validation(
+    state: TrainState, run: RunContext, val_loader, val_dataset, resume
+) -> Optional[Validator]:
+    """The run's Validator (None without a val loader), after any evaluation a kill cut short."""
+    if val_loader is None:
+        return None
+    validator = Validator(run.cfg, run.run_folder, val_loader, val_dataset, run.device,
+                          run.writer, state.epoch)  # fmt: skip
+    validator.catch_up(state.ema.module, state.epoch, state.epoch_iter, state.iteration,
+                       Path(resume) if resume else None)  # fmt: skip
+    return validator
 
 
 def _run_epochs(
