@@ -45,6 +45,7 @@ PUBLISHED = {
         "ext_score_file": None,  # VMS/configs/mamba_thumos_new.yaml:53 commented out -> config.py:109 None
         "multiclass_nms": True,  # VMS/configs/mamba_thumos_new.yaml:55
         "eval_start_epoch": 5,  # VMS/train_eval.py:148 `if epoch>=5` (0-based)
+        "eval_interval": 1,  # VMS/train_eval.py:134-148: every epoch of the loop from there
     },
     "anet": {
         "gt_file": "./data/anet/annotations/anet1.3_tsp_filtered.json",  # VMS/configs/mamba_anet_new.yaml:5
@@ -56,6 +57,7 @@ PUBLISHED = {
         "ext_score_file": "./data/anet/annotations/anet_UMTv2_6B_k710+K40_f16_frozenTuning.json_converted.json",
         "multiclass_nms": False,  # VMS/configs/mamba_anet_new.yaml:61
         "eval_start_epoch": 5,  # VMS/train_eval.py:148
+        "eval_interval": 1,  # VMS/train_eval.py:134-148
     },
     "hacs": {
         "gt_file": "./data/hacs/annotations/HACS_segments_v1.1.1_af.json",  # VMS/configs/mamba_hacs_new.yaml:5
@@ -67,6 +69,7 @@ PUBLISHED = {
         "ext_score_file": "./data/hacs/annotations/hacs_UMTv2_6B_k710+K40_f16_frozenTuning.json_converted.json",
         "multiclass_nms": False,  # VMS/configs/mamba_hacs_new.yaml:61
         "eval_start_epoch": 5,  # VMS/train_eval.py:148
+        "eval_interval": 1,  # VMS/train_eval.py:134-148
     },
     "fineaction": {
         # VMS/configs/mamba_fineaction_new.yaml:5
@@ -79,6 +82,7 @@ PUBLISHED = {
         "ext_score_file": None,  # VMS/configs/mamba_fineaction_new.yaml:56 commented out -> config.py:109
         "multiclass_nms": True,  # VMS/configs/mamba_fineaction_new.yaml:58
         "eval_start_epoch": 5,  # VMS/train_eval.py:148
+        "eval_interval": 1,  # VMS/train_eval.py:134-148
     },
 }
 # The fusion itself (VMS/libs/utils/postprocessing.py:97 `postprocess_results(results,
@@ -107,6 +111,7 @@ def resolved_protocol(cfg) -> dict:
         "ext_score_file": cfg.test.ext_score_file,
         "multiclass_nms": cfg.test.multiclass_nms,
         "eval_start_epoch": cfg.opt.eval_start_epoch,
+        "eval_interval": cfg.opt.eval_interval,
     }
 
 

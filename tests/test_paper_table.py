@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.test_resume_exact import in_process  # noqa: F401  (fixture: one thread, state restored)
 
 TIOU_THUMOS = [0.3, 0.4, 0.5, 0.6, 0.7]
 TIOU_10 = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -129,3 +130,23 @@ def test_seed_table():
         ("hacs", "winattn"): 43.34, ("hacs", "vim"): 44.26, ("hacs", "dbm"): 44.56,
         ("fineaction", "winattn"): 27.22, ("fineaction", "vim"): 28.36, ("fineaction", "dbm"): 29.04,
     }  # fmt: skip
+
+
+def test_a_real_run_folder(tmp_path, in_process, capsys):  # noqa: F811
+    """train.py's own metrics.json (reported / last / best) and config.yaml, read back."""
+    import train
+
+    from tests.test_resume_exact import make_tiny_config
+
+    cfg = make_tiny_config(tmp_path, num_train=4, opt={"epochs": 1, "ckpt_every_iters": 0})
+    assert train.main([str(cfg), "--output", "pt", "--device", "cpu", "--opts", "opt.eval_start_epoch=0"]) == 0
+    run = tmp_path / "runs" / "tiny_pt"
+    metrics = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    # the tiny config is neither a paper dataset nor a paper block: both are given
+    assert pt.main([str(run), "--dataset", "hacs", "--blocks", "dbm"]) == 0
+    row = _row(capsys.readouterr().out, "HACS", "ActionMamba (DBM)")
+    best, last = metrics["best"], metrics["last"]
+    assert row[3] == f"{100 * best['average_mAP']:.2f} (ep {best['epoch']})"
+    assert row[5] == f"{100 * last['average_mAP']:.2f} (ep {last['epoch']})" and last["epoch"] == 2
+    assert row[7] == metrics["reported"] == "last"

@@ -6,11 +6,12 @@
 A RUN is a train.py run folder (or a metrics JSON in one). Its `config.yaml` names the dataset
 and the block; `--dataset` / `--blocks` (matched to the inputs by position) override them, and are
 needed for a bare metrics file. Numbers come from the run's `metrics.json` (else the
-`eval_metrics.json` run_all writes with eval.py): either `{"last": {...}, "best": {...}}`, each
-`{"tiou", "mAP", "average_mAP", "epoch"}`, or one result `{"tiou", "mAP", "average_mAP",
-"protocol": {"checkpoint", "epoch"}}` (last epoch unless protocol.checkpoint is best-on-val).
-A run's `val_history.jsonl` (one line per evaluated epoch) supplies the best epoch when
-metrics.json does not.
+`eval_metrics.json` run_all writes with eval.py). train.py writes the reported result plus
+`"reported": "last" | "best"` (eval.checkpoint) and `"last"` / `"best"`, each `{"epoch", "tiou",
+"mAP", "average_mAP"}` (libs/engine/validation.py); a single result `{"tiou", "mAP",
+"average_mAP", "protocol": {"checkpoint", "epoch"}}` (eval.py, older runs) counts as the last
+epoch unless protocol.checkpoint is best-on-val, and then the run's `val_history.jsonl` (one
+line per evaluated epoch), if any, supplies the best epoch.
 
 Prints, per dataset and block, the paper's average mAP, ours at the best and at the last epoch
 with the differences, and which of the two the run reports; then, per dataset, the per-tIoU
