@@ -18,6 +18,11 @@ from libs.ops.scan import selective_scan_ref
 from libs.ops.scan_triton import selective_scan_triton, triton_status
 from tests.test_ops_scan import GRAD_NAMES, assert_close_scaled, make_inputs
 
+try:  # imported before any test sets TRITON_INTERPRET, on purpose: the kernels must run under
+    import triton  # noqa: F401  (the interpreter whatever the import order, as in a full suite)
+except ImportError:
+    pass
+
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install triton==3.9.0)")
 

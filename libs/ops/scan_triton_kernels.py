@@ -40,6 +40,15 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
+def _sum(x, axis: tl.constexpr):
+    """tl.sum(x, axis) for fp32 x, by the same reduction. tl.sum and tl.zeros are themselves
+    @triton.jit functions, fixed as compiled or interpreted when triton is first imported, so
+    they fail under TRITON_INTERPRET=1 if triton was imported before it was set; tl.reduce
+    and tl.full are builtins, patched by the interpreter whatever the import order."""
+    return tl.reduce(x, axis, tl.standard._sum_combine)
+
+
+@triton.jit
 def _softplus(x):
     """softplus with torch's threshold 20; log1p(e) computed accurately for tiny e."""
     e = tl.exp(-tl.abs(x))
@@ -121,7 +130,7 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     z_row = z_ptr + pid_b * sz_b + pid_d * sz_d
     b_base = B_ptr + pid_b * sb_b + grp * sb_g
     c_base = C_ptr + pid_b * sc_b + grp * sc_g
-    h = tl.zeros([NP], dtype=tl.float32)
+    h = tl.full([NP], 0.0, tl.float32)
     for c in range(0, n_chunks):
         t = c * CH + cols  # [CH]
         tmask = t < length
@@ -133,12 +142,12 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         Bt = _load_bc(b_base, sb_n, sb_l, n, t, bc_mask)  # [NP, CH]
         Ct = _load_bc(c_base, sc_n, sc_l, n, t, bc_mask)  # [NP, CH]
         hs, _ = _chunk_states(u, dt, A, Bt, h)  # [NP, CH]
-        y = tl.sum(hs * Ct, 0) + d_skip * u  # [CH]
+        y = _sum(hs * Ct, 0) + d_skip * u  # [CH]
         if HAS_Z:
             z = tl.load(z_row + t, mask=tmask, other=0.0).to(tl.float32)
             y = y * z * _sigmoid(z)
         tl.store(out_ptr + row * length + t, y, mask=tmask)
-        h = tl.sum(tl.where(cols[None, :] == CH - 1, hs, 0.0), 1)  # [NP] state after the chunk
+        h = _sum(tl.where(cols[None, :] == CH - 1, hs, 0.0), 1)  # [NP] state after the chunk
     tl.store(last_ptr + row * dstate + n, h, mask=nmask)
 
 
@@ -163,7 +172,7 @@ def _bwd_chunk(c, g, acc_a, acc_d, acc_b, u_row, dt_row, z_row, do_row, b_base, 
     if HAS_Z:
         z = tl.load(z_row + t, mask=tmask, other=0.0).to(tl.float32)
         sig = _sigmoid(z)
-        y = tl.sum(hs * Ct, 0) + d_skip * u  # [CH] output before the gate
+        y = _sum(hs * Ct, 0) + d_skip * u  # [CH] output before the gate
         tl.store(dz_ptr + grad_row + t, dy * y * sig * (1.0 + z * (1.0 - sig)), mask=tmask)
         dy = dy * z * sig  # dL/dy
     # adjoint recurrence g_t = a_{t+1} g_{t+1} + C_t dy_t: a_{t+1} needs dt one step ahead
@@ -172,14 +181,14 @@ def _bwd_chunk(c, g, acc_a, acc_d, acc_b, u_row, dt_row, z_row, do_row, b_base, 
     decay_next = tl.exp(dt_next[None, :] * A[:, None])  # [NP, CH]
     cum_a, cum_g = tl.associative_scan((decay_next, Ct * dy[None, :]), 1, _combine, reverse=True)
     gs = cum_g + cum_a * g[:, None]  # [NP, CH] dL/dh_t
-    g = tl.sum(tl.where(cols[None, :] == 0, gs, 0.0), 1)  # [NP]
+    g = _sum(tl.where(cols[None, :] == 0, gs, 0.0), 1)  # [NP]
     decayed = hs - drive  # [NP, CH] a_t h_{t-1}
-    gb = tl.sum(gs * Bt, 0)  # [CH]
+    gb = _sum(gs * Bt, 0)  # [CH]
     tl.store(du_ptr + grad_row + t, dy * d_skip + dt * gb, mask=tmask)
-    d_dt = gb * u + tl.sum(gs * decayed * A[:, None], 0)  # [CH] dL/d dt
+    d_dt = gb * u + _sum(gs * decayed * A[:, None], 0)  # [CH] dL/d dt
     d_delta = tl.where(tmask, d_dt * slope, 0.0)  # [CH]
     tl.store(ddt_ptr + grad_row + t, d_delta, mask=tmask)
-    acc_a += tl.sum(gs * decayed * dt[None, :], 1)  # [NP]
+    acc_a += _sum(gs * decayed * dt[None, :], 1)  # [NP]
     acc_d += dy * u
     acc_b += d_delta
     dbc = dbc_row + n[:, None] * length + t[None, :]  # [NP, CH] into fp32 [B, G, N, L]
@@ -210,10 +219,10 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     if HAS_DLAST:
         g = tl.load(dlast_ptr + row * dstate + n, mask=nmask, other=0.0).to(tl.float32)
     else:
-        g = tl.zeros([NP], dtype=tl.float32)
-    acc_a = tl.zeros([NP], dtype=tl.float32)
-    acc_d = tl.zeros([CH], dtype=tl.float32)
-    acc_b = tl.zeros([CH], dtype=tl.float32)
+        g = tl.full([NP], 0.0, tl.float32)
+    acc_a = tl.full([NP], 0.0, tl.float32)
+    acc_d = tl.full([CH], 0.0, tl.float32)
+    acc_b = tl.full([CH], 0.0, tl.float32)
     for i in range(0, n_chunks):
         g, acc_a, acc_d, acc_b = _bwd_chunk(
             n_chunks - 1 - i, g, acc_a, acc_d, acc_b,
@@ -225,8 +234,8 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
             du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, A, d_skip, bias, n, nmask, cols,
             sb_n, sb_l, sc_n, sc_l, length, HAS_Z, HAS_BIAS, SOFTPLUS, NP, CH)
     tl.store(dA_ptr + row * dstate + n, acc_a, mask=nmask)
-    tl.store(dD_ptr + row, tl.sum(acc_d, 0))
-    tl.store(dbias_ptr + row, tl.sum(acc_b, 0))
+    tl.store(dD_ptr + row, _sum(acc_d, 0))
+    tl.store(dbias_ptr + row, _sum(acc_b, 0))
 
 
 def tile_sizes(dstate: int, length: int) -> Tuple[int, int]:
