@@ -85,6 +85,9 @@ def test_contract_errors():
         postprocess([sec_raw], [thumos_sample()], InferCfg())
     with pytest.raises(ValueError, match="samples"):
         postprocess([raw], [], InferCfg())
+    with pytest.raises(ValueError, match="expects CPU tensors.*predict_batch"):  # one hand-off
+        off_cpu = Detections("v1", *(x.to("meta") for x in (raw.segments, raw.scores, raw.labels)))
+        postprocess([off_cpu], [thumos_sample()], InferCfg())
 
 
 # --------------------------------------------------------------------------- score fusion
