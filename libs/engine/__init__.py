@@ -3,7 +3,8 @@
     train_step.py   TrainState, train_step (forward, loss, backward, clip, step, EMA)
     train_loop.py   train, train_one_epoch (epochs, logging, checkpoint cadence, signals)
     resume.py       checkpoint_state / restore_training_state (exact resume, RNG states)
-    validation.py   evaluation during training (through libs.inference), best-on-val
+    validation.py   evaluation during training (through libs.inference), best.pth, metrics.json
+    val_history.py  the run's val_history.jsonl
     signals.py      Ctrl-C / SIGTERM -> checkpoint and TrainingInterrupted
 
 The loops are not imported here because they pull in the data/evaluation stack, while the
