@@ -1,18 +1,19 @@
 # The README's two commands:  `make demo`  and  `make test`.
-# Both create a virtual environment in .venv (from nothing but Python 3.9+), install the pinned
-# dependencies and build the C++ extension libs._C, then run.
+# Both create a virtual environment in .venv (from nothing but Python 3.10+ and a C++ compiler),
+# install the pinned dependencies and build the C++ extension libs._C, then run.
+# `make gpu-check` (on a GPU machine): tools/gpu_check.sh, the GPU self-check (INSTALL.md).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt setup.py $(wildcard csrc/*)
+$(STAMP): requirements.txt setup.py $(wildcard csrc/* csrc/cuda/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 ninja
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	MAX_JOBS=2 $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
 	$(PY) -c "import libs.ops._ext as e; assert e.ext_available(), 'libs._C did not build'"
@@ -26,6 +27,9 @@ test: install
 
 bench: install
 	$(PY) tools/benchmark.py all
+
+gpu-check:
+	bash tools/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info libs/_C*.so demo_output

@@ -8,8 +8,9 @@
 //   * soft-NMS repeatedly picks the first maximum of the remaining scores, decays the rest
 //     (method 0 hard, 1 linear, 2 Gaussian) and drops a segment whose score falls below
 //     min_score by swapping it with the last active one.
-// Only the inline dispatchers below are bound to Python (nms_1d_cpu.cpp); the CUDA twins are
-// compiled only when setup.py defines WITH_CUDA (detectron2 nms_rotated.h layout).
+// The CPU extension libs._C binds the inline CPU entry points below (nms_1d_cpu.cpp). The CUDA
+// twins live in csrc/cuda/ and form a second extension, libs._C_cuda (csrc/cuda/bindings_cuda.cpp),
+// which setup.py builds only when CUDA is available: a failing nvcc never takes the CPU one down.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -26,14 +27,13 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_1d_cpu(const at::Tensor& segs, const
                                                    double iou_threshold, double sigma,
                                                    double min_score, int64_t method);
 
-#if defined(WITH_CUDA)
+// CUDA twins (csrc/cuda/nms_1d_cuda.cu), same contract with CUDA tensors; libs._C_cuda only.
 at::Tensor nms_1d_cuda(const at::Tensor& segs, const at::Tensor& scores, double iou_threshold);
 
 std::tuple<at::Tensor, at::Tensor> soft_nms_1d_cuda(const at::Tensor& segs,
                                                     const at::Tensor& scores,
                                                     double iou_threshold, double sigma,
                                                     double min_score, int64_t method);
-#endif
 
 // Shape / dtype / device checks shared by every backend; messages name the culprit.
 inline void check_nms_inputs(const char* op, const at::Tensor& segs, const at::Tensor& scores) {
@@ -48,16 +48,18 @@ inline void check_nms_inputs(const char* op, const at::Tensor& segs, const at::T
               " but scores on ", scores.device());
 }
 
+inline void check_soft_nms_args(int64_t method, double sigma) {
+  TORCH_CHECK(method >= 0 && method <= 2,
+              "soft_nms_1d: method must be 0 (hard), 1 (linear) or 2 (gaussian), got ", method);
+  TORCH_CHECK(method != 2 || sigma > 0, "soft_nms_1d: Gaussian soft-NMS needs sigma > 0, got ",
+              sigma);
+}
+
+// The CPU entry points of libs._C. CUDA tensors belong to libs._C_cuda (libs/ops/nms.py routes).
 inline at::Tensor nms_1d(const at::Tensor& segs, const at::Tensor& scores, double iou_threshold) {
   check_nms_inputs("nms_1d", segs, scores);
-  if (segs.is_cuda()) {
-#if defined(WITH_CUDA)
-    return nms_1d_cuda(segs, scores, iou_threshold);
-#else
-    TORCH_CHECK(false, "nms_1d: libs._C was built without CUDA; rebuild on a GPU machine with "
-                       "`pip install -e . --no-build-isolation` (or FORCE_CUDA=1)");
-#endif
-  }
+  TORCH_CHECK(!segs.is_cuda(), "nms_1d: libs._C is the CPU kernel; CUDA tensors go to "
+                               "libs._C_cuda (libs.ops.nms_1d(backend='cuda'))");
   return nms_1d_cpu(segs, scores, iou_threshold);
 }
 
@@ -66,18 +68,9 @@ inline std::tuple<at::Tensor, at::Tensor> soft_nms_1d(const at::Tensor& segs,
                                                       double iou_threshold, double sigma,
                                                       double min_score, int64_t method) {
   check_nms_inputs("soft_nms_1d", segs, scores);
-  TORCH_CHECK(method >= 0 && method <= 2,
-              "soft_nms_1d: method must be 0 (hard), 1 (linear) or 2 (gaussian), got ", method);
-  TORCH_CHECK(method != 2 || sigma > 0, "soft_nms_1d: Gaussian soft-NMS needs sigma > 0, got ",
-              sigma);
-  if (segs.is_cuda()) {
-#if defined(WITH_CUDA)
-    return soft_nms_1d_cuda(segs, scores, iou_threshold, sigma, min_score, method);
-#else
-    TORCH_CHECK(false, "soft_nms_1d: libs._C was built without CUDA; rebuild on a GPU machine "
-                       "with `pip install -e . --no-build-isolation` (or FORCE_CUDA=1)");
-#endif
-  }
+  check_soft_nms_args(method, sigma);
+  TORCH_CHECK(!segs.is_cuda(), "soft_nms_1d: libs._C is the CPU kernel; CUDA tensors go to "
+                               "libs._C_cuda (libs.ops.soft_nms_1d(backend='cuda'))");
   return soft_nms_1d_cpu(segs, scores, iou_threshold, sigma, min_score, method);
 }
 

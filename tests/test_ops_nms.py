@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs.ops import _ext
-from libs.ops.nms import batched_nms, nms_1d, seg_voting, soft_nms_1d
+from libs.ops.nms import batched_nms, nms_1d, nms_device, seg_voting, soft_nms_1d
 
 HAS_EXT = _ext._C is not None and hasattr(_ext._C, "nms_1d") and hasattr(_ext._C, "soft_nms_1d")
-HAS_CUDA_EXT = HAS_EXT and bool(_ext._C.compiled_with_cuda())
+HAS_CUDA_EXT = _ext._C_cuda is not None
 needs_ext = pytest.mark.skipif(
     not HAS_EXT, reason="libs._C without nms_1d: pip install -e . --no-build-isolation"
 )
-needs_cuda_ext = pytest.mark.skipif(not HAS_CUDA_EXT, reason="libs._C was built without CUDA")
+needs_cuda_ext = pytest.mark.skipif(not HAS_CUDA_EXT, reason="libs._C_cuda (CUDA NMS) is not built")
 BACKENDS = ["torch", pytest.param("ext", marks=needs_ext)]
 
 
@@ -297,7 +297,7 @@ def test_explicit_missing_ext_raises_with_build_command(no_ext):
 
 
 def test_stale_ext_without_nms(monkeypatch):
-    monkeypatch.setattr(_ext, "_C", types.SimpleNamespace(compiled_with_cuda=lambda: False))
+    monkeypatch.setattr(_ext, "_C", types.SimpleNamespace())
     segs, scores = make_case(5)
     assert nms_1d(segs, scores, 0.5).dtype == torch.long  # auto: torch twin
     with pytest.raises(RuntimeError, match="rebuild"):
@@ -372,3 +372,47 @@ def test_torch_twin_on_cuda_matches_cpu():
     assert_soft_equal(
         tuple(t.cpu() for t in gpu), soft_nms_1d(segs, scores, 0.5, 0.5, 0.001, 2, backend="torch")
     )
+
+
+def test_nms_device_keeps_cpu_outputs_on_cpu(monkeypatch):
+    monkeypatch.setattr(_ext, "_C_cuda", types.SimpleNamespace(nms_1d=None, soft_nms_1d=None))
+    assert nms_device(torch.zeros(3, 2)) == torch.device("cpu")
+
+
+def test_cuda_backend_without_cuda_extension_names_the_fix(monkeypatch):
+    monkeypatch.setattr(_ext, "_C_cuda", None)
+    segs, scores = make_case(5)
+    with pytest.raises((RuntimeError, ValueError)):
+        soft_nms_1d(segs, scores, 0.5, 0.5, 0.001, 2, backend="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("built", [True, False])
+def test_nms_device_follows_the_cuda_build(monkeypatch, built):
+    if built and not HAS_CUDA_EXT:
+        pytest.skip("libs._C_cuda (CUDA NMS) is not built")
+    if not built:
+        monkeypatch.setattr(_ext, "_C_cuda", None)
+    x = torch.zeros(3, 2, device="cuda")
+    assert nms_device(x) == (x.device if built else torch.device("cpu"))
+    monkeypatch.setenv("LIBS_NMS_DEVICE", "cpu")
+    assert nms_device(x) == torch.device("cpu")
+
+
+@pytest.mark.cuda
+@needs_cuda_ext
+@pytest.mark.parametrize("use_soft_nms", [True, False])
+@pytest.mark.parametrize("multiclass", [True, False])
+def test_batched_nms_cuda_matches_cpu(use_soft_nms, multiclass):
+    """The whole per-video NMS on GPU tensors (the CUDA kernels) against libs._C on the CPU:
+    same kept segments and labels, scores to 1e-6 (distinct scores: no tie-order ambiguity)."""
+    segs, scores = distinct_case(2000, seed=3)
+    labels = torch.randint(0, 20, (2000,), generator=torch.Generator().manual_seed(3))
+    kw = dict(iou_threshold=0.1, min_score=0.001, max_seg_num=200, use_soft_nms=use_soft_nms,
+              multiclass=multiclass, sigma=0.5, voting_thresh=0.7, method=2)
+    cpu = batched_nms(segs, scores, labels, backend="ext", **kw)
+    gpu = batched_nms(segs.cuda(), scores.cuda(), labels.cuda(), backend="cuda", **kw)
+    assert gpu[0].is_cuda
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-6)
+    assert torch.equal(gpu[2].cpu(), cpu[2])

@@ -1,27 +1,58 @@
 """The single import point of the compiled extension `libs._C`.
 
-`libs._C` is built by `pip install -e . --no-build-isolation` from csrc/. When it is missing
-(not built, or built for another torch), every op falls back to its pure-PyTorch reference and
-one warning says how to build it.
+`libs._C` (CPU kernels) is built by `pip install -e . --no-build-isolation` from csrc/. When it
+is missing (not built, or built for another torch), every op falls back to its pure-PyTorch
+reference and one warning says how to build it. `libs._C_cuda` (the CUDA NMS, csrc/cuda/) is a
+separate extension, present only where setup.py could compile CUDA; None elsewhere.
 """
+import importlib
 import logging
 
 import torch  # noqa: F401  (loads libc10 etc. before the extension)
 
 logger = logging.getLogger(__name__)
 
-try:
-    from libs import _C  # noqa: F401  (built by setup.py from csrc/)
-except ImportError as exc:  # not compiled: pure-PyTorch implementations are used
-    _C = None
-    _IMPORT_ERROR = str(exc)
-    logger.warning(
-        "libs._C is not built (%s); using the pure-PyTorch ops (slower). "
-        "Build it with: pip install -e . --no-build-isolation",
-        exc,
-    )
-else:
-    _IMPORT_ERROR = None
+DIST_NAME = "actionmamba-tal"
+
+
+def _installed_copy(name: str):
+    """`libs.<name>` from the installed package when this `libs` (e.g. a source checkout that
+    shadows a non-editable `pip install .`) has no compiled copy of its own; else None."""
+    import importlib.metadata
+    import importlib.util
+
+    # every installed copy: a checkout's own *.egg-info (no binaries listed) may come first
+    files = [f for dist in importlib.metadata.distributions(name=DIST_NAME) for f in dist.files or []]
+    for f in files:
+        if f.parent.as_posix() == "libs" and f.name.startswith(name + ".") and f.suffix == ".so":
+            spec = importlib.util.spec_from_file_location(f"libs.{name}", str(f.locate()))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            logger.info("libs.%s: using the installed build %s", name, f.locate())
+            return module
+    return None
+
+
+def _load(name: str):
+    """(module, None) for libs.<name>, from this package or the installed one, or (None, why)."""
+    try:
+        return importlib.import_module(f"libs.{name}"), None
+    except ImportError as exc:
+        try:
+            module = _installed_copy(name)
+        except Exception as other:  # an installed copy built for another torch, ...
+            logger.debug("installed libs.%s unusable: %s", name, other)
+            module = None
+        return module, None if module is not None else str(exc)
+
+
+_C, _IMPORT_ERROR = _load("_C")  # the CPU kernels, built by setup.py from csrc/
+if _C is None:  # not compiled: pure-PyTorch implementations are used
+    logger.warning("libs._C is not built (%s); using the pure-PyTorch ops (slower). "
+                   "Build it with: pip install -e . --no-build-isolation", _IMPORT_ERROR)
+_C_cuda, CUDA_IMPORT_ERROR = _load("_C_cuda")  # the CUDA NMS; built only where CUDA is
+if _C_cuda is None:  # no CUDA build, or CPU-only torch: NMS of GPU tensors runs on the CPU
+    logger.debug("libs._C_cuda is not importable: %s", CUDA_IMPORT_ERROR)
 
 
 def ext_available() -> bool:

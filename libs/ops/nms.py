@@ -2,15 +2,18 @@
 
 Two primitives, each with three backends chosen by `backend=`:
     "ext"   the C++ kernel in libs._C (CPU tensors)
-    "cuda"  its CUDA twin (CUDA tensors; only when libs._C was compiled with CUDA)
+    "cuda"  its CUDA twin in libs._C_cuda (CUDA tensors; built by setup.py where CUDA is)
     "torch" the pure-PyTorch twin below (any device); it is the readable specification
     "auto"  ext / cuda when available for the tensors' device, else torch
+`nms_device` says where the post-processing should run NMS for a model's outputs: on their GPU
+when the CUDA NMS is built (no copy to the host first), else on the CPU.
 
 The semantics (float32 IoU with +1e-6 areas, tie-breaking, soft-NMS pruning order) are those of
 the ActionFormer / video-mamba-suite `nms_1d_cpu` extension, so detections match the published
 code element for element; tests/test_ops_nms.py checks every backend against the twin.
 """
 
+import os
 from typing import Sequence
 
 import torch
@@ -24,44 +27,61 @@ SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}
 
 
 # --------------------------------------------------------------------------- backend choice
-def _ext_has_cuda() -> bool:
-    return _ext._C is not None and bool(getattr(_ext._C, "compiled_with_cuda", lambda: False)())
+def _ext_has_cuda(op: str = "nms_1d") -> bool:
+    """True when libs._C_cuda (the CUDA NMS) is built and exports `op`."""
+    return _ext._C_cuda is not None and hasattr(_ext._C_cuda, op)
+
+
+def nms_device(x: Tensor) -> torch.device:
+    """Where to run NMS on a model output held on x's device: that GPU when the CUDA NMS is
+    built, else the CPU. The environment variable LIBS_NMS_DEVICE=cpu keeps NMS on the CPU."""
+    if x.is_cuda and _ext_has_cuda() and os.environ.get("LIBS_NMS_DEVICE", "") != "cpu":
+        return x.device
+    return torch.device("cpu")
+
+
+def to_nms_device(segs: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A video's candidates (segs [N, 2], scores [N], labels [N]) detached, segs and scores as
+    float32, all on `nms_device(segs)`: the one model-to-NMS hand-off of the post-processing."""
+    device = nms_device(segs)
+    return (segs.detach().to(device).float(), scores.detach().to(device).float(),
+            labels.detach().to(device))
 
 
 def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
     """Pick the backend for `op` on `segs`' device; raise when an explicit one is unusable."""
     if backend == "auto":
         if segs.is_cuda:
-            choice = "cuda" if _ext.ext_has(op) and _ext_has_cuda() else "torch"
+            choice = "cuda" if _ext_has_cuda(op) else "torch"
         else:
             choice = "ext" if _ext.ext_has(op) else "torch"
         _ext.log_once(op, choice)  # once per op/backend, not per video
         return choice
     if backend not in ("ext", "cuda", "torch"):
         raise ValueError(f"{op}: unknown backend {backend!r}; use auto | ext | cuda | torch")
-    if backend in ("ext", "cuda"):
+    if backend == "ext":
         _ext.require_ext(op)
         if not _ext.ext_has(op):
             raise RuntimeError(f"{op}: libs._C predates this op; rebuild it with: {BUILD_CMD}")
-        if segs.is_cuda != (backend == "cuda"):  # before the CUDA-build check: the likelier mistake
-            raise ValueError(
-                f"{op}: backend {backend!r} cannot run on {segs.device} tensors; use backend='auto'"
-            )
-        if backend == "cuda" and not _ext_has_cuda():
-            raise RuntimeError(
-                f"{op}: libs._C was built without CUDA; on a GPU machine run: {BUILD_CMD}"
-            )
+    if backend == "cuda" and not _ext_has_cuda(op):
+        raise RuntimeError(
+            f"{op}: libs._C_cuda (the CUDA NMS) is not built ({_ext.CUDA_IMPORT_ERROR}); on a GPU "
+            f"machine with nvcc run: {BUILD_CMD}"
+        )
+    if backend in ("ext", "cuda") and segs.is_cuda != (backend == "cuda"):
+        raise ValueError(
+            f"{op}: backend {backend!r} cannot run on {segs.device} tensors; use backend='auto'"
+        )
     return backend
 
 
 def nms_backends() -> dict:
     """Which backend `auto` picks per device, for `libs.ops.report()` / tools/check_env.py."""
-    return {
-        "nms_1d[cpu]": "ext" if _ext.ext_has("nms_1d") else "torch",
-        "nms_1d[cuda]": "cuda" if _ext.ext_has("nms_1d") and _ext_has_cuda() else "torch",
-        "soft_nms_1d[cpu]": "ext" if _ext.ext_has("soft_nms_1d") else "torch",
-        "soft_nms_1d[cuda]": "cuda" if _ext.ext_has("soft_nms_1d") and _ext_has_cuda() else "torch",
-    }
+    report = {}
+    for op in ("nms_1d", "soft_nms_1d"):
+        report[f"{op}[cpu]"] = "ext" if _ext.ext_has(op) else "torch"
+        report[f"{op}[cuda]"] = "cuda" if _ext_has_cuda(op) else "torch"
+    return report
 
 
 def _check_inputs(op: str, segs: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,21 +192,8 @@ def _soft_nms_1d_torch(
 
 
 # --------------------------------------------------------------------------- public primitives
-def _nms_1d_ext(segs: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _ext._C.nms_1d(segs, scores, float(iou_threshold))
-
-
-def _soft_nms_1d_ext(
-    segs: Tensor, scores: Tensor, iou_threshold: float, sigma: float, min_score: float, method: int
-) -> tuple[Tensor, Tensor]:
-    return _ext._C.soft_nms_1d(
-        segs, scores, float(iou_threshold), float(sigma), float(min_score), int(method)
-    )
-
-
-# "cuda" calls the same binding: the C++ dispatcher (csrc/nms_1d.h) routes on the device.
-_NMS = {"ext": _nms_1d_ext, "cuda": _nms_1d_ext, "torch": _nms_1d_torch}
-_SOFT_NMS = {"ext": _soft_nms_1d_ext, "cuda": _soft_nms_1d_ext, "torch": _soft_nms_1d_torch}
+def _compiled(backend: str, op: str):  # libs._C for "ext", libs._C_cuda for "cuda"
+    return getattr(_ext._C_cuda if backend == "cuda" else _ext._C, op)
 
 
 @torch.no_grad()
@@ -201,7 +208,10 @@ def nms_1d(segs: Tensor, scores: Tensor, iou_threshold: float, backend: str = "a
         [K] int64 indices into segs of the kept segments, by descending score.
     """
     segs, scores = _check_inputs("nms_1d", segs, scores)
-    return _NMS[_resolve_backend("nms_1d", segs, backend)](segs, scores, iou_threshold)
+    name = _resolve_backend("nms_1d", segs, backend)
+    if name == "torch":
+        return _nms_1d_torch(segs, scores, iou_threshold)
+    return _compiled(name, "nms_1d")(segs, scores, float(iou_threshold))
 
 
 @torch.no_grad()
@@ -232,8 +242,11 @@ def soft_nms_1d(
     if int(method) == 2 and not sigma > 0:
         raise ValueError(f"soft_nms_1d: Gaussian soft-NMS needs sigma > 0, got {sigma}")
     segs, scores = _check_inputs("soft_nms_1d", segs, scores)
-    fn = _SOFT_NMS[_resolve_backend("soft_nms_1d", segs, backend)]
-    return fn(segs, scores, iou_threshold, sigma, min_score, int(method))
+    name = _resolve_backend("soft_nms_1d", segs, backend)
+    args = (float(iou_threshold), float(sigma), float(min_score), int(method))
+    if name == "torch":
+        return _soft_nms_1d_torch(segs, scores, *args)
+    return _compiled(name, "soft_nms_1d")(segs, scores, *args)
 
 
 # --------------------------------------------------------------------------- batched NMS
