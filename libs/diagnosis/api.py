@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
-import tempfile
 import time
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -16,9 +15,11 @@ from libs.diagnosis.false_negative import false_negative_analysis
 from libs.diagnosis.false_positive import false_positive_analysis
 from libs.diagnosis.inputs import DiagnosisInputs, load_inputs
 from libs.diagnosis.runs import Run, evaluate_run
+from libs.diagnosis.report import render_report
 from libs.diagnosis.sensitivity import sensitivity_analysis
 from libs.evaluation.ground_truth import GtSource
 from libs.evaluation.matching import interpolated_ap
+from libs.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def diagnose(
     limit_factor: int = 10,
     min_tiou_thr: float = 0.1,
     blocked_videos: Iterable[str] = (),
+    label_names: Optional[Mapping[int, str]] = None,
 ) -> dict:
     """DETAD's three analyses; returns the ``diagnosis.json`` dict (fractions, None = empty).
 
@@ -71,20 +73,21 @@ def diagnose(
         results: results JSON (path or dict) or a list of `Detections` (unit "sec").
         split: subset name(s), case-insensitive.
         protocol: 'thumos14' (tIoU 0.5) or 'activitynet' (0.5:0.05:0.95), with DETAD's bins.
-        tiou_thresholds, bins: override the protocol's (bins: name -> (edges, labels),
-            added to / replacing the protocol's characteristics).
+        tiou_thresholds, bins: override the protocol's (bins: name -> (edges, labels)).
         limit_factor: predictions kept per class for the false-positive analysis, x N_c.
         min_tiou_thr: below it an unmatched prediction is a Background error.
         blocked_videos: removed from ground truth and predictions.
+        label_names: label id -> class name for integer labels (as `DetectionMAP`).
     """
-    start = time.perf_counter()
+    start, blocked = time.perf_counter(), list(blocked_videos)
     thresholds = _thresholds(protocol, tiou_thresholds)
     if int(limit_factor) < 1 or not 0 <= float(min_tiou_thr) <= 1:
         raise ValueError(f"limit_factor must be >= 1 and min_tiou_thr in [0, 1], got "
                          f"{limit_factor!r}, {min_tiou_thr!r}")  # fmt: skip
     char_bins: Bins = protocol_bins(protocol, bins)
-    inp = load_inputs(gt, results, split, char_bins, blocked_videos=blocked_videos)
-    if len(inp.pred_scores) == 0:
+    inp = load_inputs(gt, results, split, char_bins, blocked_videos=blocked,
+                      label_names=label_names)  # fmt: skip
+    if len(inp.pred_scores) == 0:  # the evaluator's semantics: every AP is 0
         logger.warning("%s: no predictions; every AP is 0", inp.sources["results"])
     fp, _, _ = false_positive_analysis(inp, thresholds, int(limit_factor), float(min_tiou_thr))
     fn, _ = false_negative_analysis(inp, thresholds, char_bins)
@@ -102,18 +105,85 @@ def diagnose(
             "split": [split] if isinstance(split, str) else list(split),
             "limit_factor": int(limit_factor),
             "min_tiou_thr": float(min_tiou_thr),
-            "bins": {k: {"edges": [float(x) if np.isfinite(x) else "inf" for x in e],
-                         "labels": lab}
-                     for k, (e, lab) in char_bins.items()},  # fmt: skip
-            "blocked_videos": list(blocked_videos),
+            "bins": _bins_record(char_bins),
+            "blocked_videos": blocked,
         },
-        "counts": {
-            "ground_truth": int(len(inp.gt_class)),
-            "ground_truth_dropped": inp.dropped_gt,
-            "predictions": int(len(inp.pred_scores)),
-            "classes": inp.num_classes,
-            "average_num_instance_per_class": inp.average_num_instance_per_class,
-        },
+        "counts": _counts(inp),
         "sources": dict(inp.sources),
         "seconds": time.perf_counter() - start,
     }
+
+
+def _bins_record(bins: Bins) -> dict:
+    """Bins as strict JSON (an infinite edge as "inf")."""
+    return {
+        name: {"edges": [float(x) if np.isfinite(x) else "inf" for x in edges], "labels": labels}
+        for name, (edges, labels) in bins.items()
+    }
+
+
+def _counts(inp: DiagnosisInputs) -> dict:
+    return {
+        "ground_truth": int(len(inp.gt_class)),
+        "ground_truth_dropped": inp.dropped_gt,
+        "predictions": int(len(inp.pred_scores)),
+        "classes": inp.num_classes,
+        "average_num_instance_per_class": inp.average_num_instance_per_class,
+    }
+
+
+def _config_record(config: Any) -> Any:
+    """A run's config as JSON-ready data: a dataclass (our Config), a mapping or YAML text."""
+    if config is None or isinstance(config, (str, Mapping)):
+        return config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    raise ValueError(f"config must be a Config, a mapping or text, got {type(config).__name__}")
+
+
+def run_diagnosis(
+    gt: GtSource,
+    results: Union[str, Mapping[str, Any], Sequence[Any]],
+    split: Union[str, Sequence[str]],
+    out_dir: Union[str, os.PathLike],
+    protocol: str = "thumos14",
+    *,
+    config: Any = None,
+    figures: bool = True,
+    **options: Any,
+) -> dict:
+    """`diagnose`, then write ``out_dir``/diagnosis.json, the three PNGs and report.html.
+
+    Args:
+        gt, results, split, protocol, options: as `diagnose` (tiou_thresholds, bins,
+            limit_factor, min_tiou_thr, blocked_videos).
+        out_dir: created if needed.
+        config: the run's config (our `Config`, a mapping or YAML text), recorded under
+            "config" and shown in the report; None if not known.
+        figures: draw the PNGs (needs matplotlib, the [viz] extra).
+    Returns:
+        The diagnosis dict, with "files": {name: path} of what was written.
+    """
+    if figures:
+        from libs.diagnosis.figures import _figure
+
+        _figure((1, 1))  # fail on a missing matplotlib before any work
+    out = os.fspath(out_dir)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create output folder {out}: {e.strerror or e}") from None
+    d = diagnose(gt, results, split, protocol, **options)
+    d["config"] = _config_record(config)
+    pngs: dict[str, str] = {}
+    if figures:
+        from libs.diagnosis.figures import write_figures
+
+        pngs = write_figures(d, out)
+    files = {"diagnosis": os.path.join(out, "diagnosis.json"), **pngs,
+             "report": os.path.join(out, "report.html")}  # fmt: skip
+    d["files"] = files
+    atomic_write_json(files["diagnosis"], d)
+    atomic_write_text(files["report"], render_report(d, pngs, d["config"]))
+    logger.info("diagnosis written to %s", out)
+    return d

@@ -65,11 +65,15 @@ def is_number(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
-def check_bins(name: str, edges: Sequence[float], labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def check_bins(
+    name: str, edges: Sequence[float], labels: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
     """Validate one characteristic's bins → (edges [K + 1] float64, labels [K])."""
     e = np.asarray(edges, dtype=np.float64).reshape(-1)
     if len(e) < 2 or np.isnan(e).any() or not (np.diff(e) > 0).all():
-        raise ValueError(f"bins of '{name}' must be increasing numbers (at least 2), got {list(edges)}")
+        raise ValueError(
+            f"bins of '{name}' must be increasing numbers (at least 2), got {list(edges)}"
+        )
     if len(labels) != len(e) - 1 or len(set(labels)) != len(labels):
         raise ValueError(
             f"bins of '{name}': {len(e) - 1} buckets need {len(e) - 1} distinct labels, "
@@ -124,7 +128,9 @@ def bucket_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def _computed(name: str, db: Mapping[str, Any], video_ids: Sequence[str], source: str) -> np.ndarray:
+def _computed(
+    name: str, db: Mapping[str, Any], video_ids: Sequence[str], source: str
+) -> np.ndarray:
     """Characteristic ``name`` of every annotation of ``video_ids``, computed (module doc)."""
     out = []
     for vid in video_ids:

@@ -28,7 +28,9 @@ def missed(run: Run, num_gt: int) -> np.ndarray:
     return ~hit[:, :num_gt]
 
 
-def rates(missing: np.ndarray, buckets: np.ndarray, labels: list[str]) -> dict[str, Optional[float]]:
+def rates(
+    missing: np.ndarray, buckets: np.ndarray, labels: list[str]
+) -> dict[str, Optional[float]]:
     """False-negative rate per bucket label: missing [T, G] bool, buckets [G] (-1: none)."""
     counts = np.bincount(buckets[buckets >= 0], minlength=len(labels))  # [K]
     total = int(counts.sum())

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -64,12 +64,14 @@ class _DropKeptWarning(logging.Filter):
         return "with end <= start kept" not in str(record.msg)
 
 
-def _evaluator(gt: GtSource, split: Any, blocked: Iterable[str]) -> DetectionMAP:
+def _evaluator(
+    gt: GtSource, split: Any, blocked: Iterable[str], label_names: Optional[Mapping[int, str]]
+) -> DetectionMAP:
     gt_logger = logging.getLogger("libs.evaluation.ground_truth")
     quiet = _DropKeptWarning()
     gt_logger.addFilter(quiet)
     try:
-        return DetectionMAP(gt, split, [0.5], blocked_videos=blocked)
+        return DetectionMAP(gt, split, [0.5], blocked_videos=blocked, label_names=label_names)
     finally:
         gt_logger.removeFilter(quiet)
 
@@ -103,6 +105,7 @@ def load_inputs(
     bins: Bins,
     *,
     blocked_videos: Iterable[str] = (),
+    label_names: Optional[Mapping[int, str]] = None,
 ) -> DiagnosisInputs:
     """Parse and filter the inputs of a diagnosis.
 
@@ -114,8 +117,9 @@ def load_inputs(
         split: subset name(s), case-insensitive.
         bins: characteristic → (edges, labels), see `characteristics.protocol_bins`.
         blocked_videos: video ids removed from GT and predictions.
+        label_names: label id -> class name for integer labels (`DetectionMAP`'s argument).
     """
-    ev = _evaluator(gt, split, blocked_videos)
+    ev = _evaluator(gt, split, blocked_videos, label_names)
     values = characteristic_values(_database(gt), ev.gt.video_ids, list(bins), ev.gt.source)
     preds = ev.parse(results)
     ev._check_videos(preds)  # the evaluator's own warning / error for videos outside the split

@@ -84,7 +84,8 @@ def run_detad(gt: str, res: str, subset: str, protocol: str) -> dict:
     fp = _diagnosis(gt, res, subset, tious, bins, 10, 0.0)
     fp.diagnose()
     _, _, pct = fpa.split_predictions_by_score_ranges(fp, fp.limit_factor)
-    profile = {f"{g + 1}G": {k: _none_if_nan(df["avg"][k]) for k in ERRORS} for g, df in pct.items()}
+    profile = {f"{g + 1}G": {k: _none_if_nan(df["avg"][k]) for k in ERRORS}
+               for g, df in pct.items()}
     fn = _diagnosis(gt, res, subset, tious, bins, None, 0.05)
     false_negative = {}
     for name in bins:

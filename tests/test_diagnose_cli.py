@@ -1,0 +1,88 @@
+"""tools/diagnose.py: files, diagnosis.json layout, self-contained report, errors."""
+
+import json
+import sys
+
+import pytest
+
+from tests.test_diagnosis import GT, PREDS, results
+from tools import diagnose as cli
+
+ERRORS = ["True Positive", "Double Detection Err", "Wrong Label Err", "Localization Err",
+          "Confusion Err", "Background Err"]  # fmt: skip
+
+
+@pytest.fixture
+def files(tmp_path):
+    gt, res = tmp_path / "gt.json", tmp_path / "results.json"
+    gt.write_text(json.dumps(GT))
+    res.write_text(json.dumps(results(PREDS)))
+    return gt, res, tmp_path
+
+
+def test_cli_writes_json_figures_and_a_self_contained_report(files, capsys):
+    gt, res, tmp = files
+    config = tmp / "run.yaml"
+    config.write_text("model:\n  block: {type: dbm}\n")
+    out = tmp / "diag"
+    argv = [str(gt), str(res), "--split", "test", "--protocol", "thumos14", "--out", str(out),
+            "--config", str(config)]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "average-mAP_N 31.60" in printed and "Wrong Label" in printed
+    d = json.loads((out / "diagnosis.json").read_text())
+    assert list(d)[:5] == ["tiou_thresholds", "false_positive", "false_negative", "sensitivity",
+                           "average_mAP"]  # fmt: skip
+    assert list(d["false_positive"]) == ["average_mAP_N", "profile", "average_mAP_N_gain"]
+    assert list(d["false_positive"]["profile"]) == [f"{k}G" for k in range(1, 11)]
+    assert list(d["false_positive"]["profile"]["1G"]) == ERRORS
+    assert list(d["false_positive"]["average_mAP_N_gain"]) == ERRORS[1:]
+    assert list(d["false_negative"]) == ["coverage", "length", "num-instances"]
+    assert list(d["sensitivity"]) == ["base", "coverage", "length", "num-instances"]
+    assert list(d["false_negative"]["num-instances"]) == ["XS", "S", "M", "L"]
+    assert d["config"] == config.read_text()
+    for name in ("false_positive", "false_negative", "sensitivity"):
+        assert (out / f"{name}_analysis.png").read_bytes()[:4] == b"\x89PNG"
+    html = (out / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 3
+    for fetch in ('src="http', "href=", "<script", "<link", "url("):  # nothing fetched
+        assert fetch not in html
+    assert "<td>A</td>" in html and "block: {type: dbm}" in html
+
+
+def test_cli_no_figures_and_overrides(files):
+    gt, res, tmp = files
+    out = tmp / "d2"
+    argv = [str(gt), str(res), "--subset", "TEST", "--out", str(out), "--no-figures",
+            "--bins", "length=0,5,inf:short,long", "--tiou", "0.3", "0.5", "--limit-factor", "2"]
+    assert cli.main(argv) == 0
+    d = json.loads((out / "diagnosis.json").read_text())
+    assert d["tiou_thresholds"] == [0.3, 0.5]
+    assert list(d["false_negative"]["length"]) == ["short", "long"]
+    assert list(d["false_positive"]["profile"]) == ["1G", "2G"]
+    assert not list(out.glob("*.png")) and "not drawn" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--split", "validation"], "no video of split ['validation']"),
+        (["--bins", "length=1"], "--bins 'length=1'"),
+        (["--config", "/nonexistent.yaml"], "cannot read --config /nonexistent.yaml"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_status_2(files, capsys, extra, message):
+    gt, res, tmp = files
+    argv = [str(gt), str(res), "--split", "test", "--out", str(tmp / "o"), "--no-figures"]
+    assert cli.main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diagnose: error: ") and message in err and "Traceback" not in err
+
+
+def test_missing_matplotlib_is_a_clear_error(files, capsys, monkeypatch):
+    gt, res, tmp = files
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    assert cli.main([str(gt), str(res), "--split", "test", "--out", str(tmp / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "need matplotlib" in err and "--no-figures" in err
+    assert not (tmp / "o").exists()  # failed before any work
