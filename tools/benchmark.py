@@ -1,7 +1,7 @@
 """Benchmarks that time the current code against a baseline measured in the same run.
 
     python tools/benchmark.py scan     # C++ selective scan vs the PyTorch reference loop
-    python tools/benchmark.py scan --device cuda  # Triton vs mamba-ssm vs PyTorch scan + DBM step, GPU
+    python tools/benchmark.py scan --device cuda  # GPU: Triton vs mamba-ssm vs PyTorch, DBM step
     python tools/benchmark.py block    # window attention vs ViM vs DBM block, THUMOS size
     python tools/benchmark.py nms      # C++ NMS vs the PyTorch twin
     python tools/benchmark.py eval     # vectorised mAP vs a per-prediction loop
