@@ -36,15 +36,17 @@ def interpret(monkeypatch):
     return kernels
 
 
-def run(fn, inputs, softplus, last_state, dtype=None, device="cpu"):
+def run(fn, inputs, softplus, last_state, dtype=None, device="cpu", weight_dtype=None):
     """fn on leaf copies of inputs (cast to dtype, moved to device), backward with fixed output
-    (and last-state) weights; returns (out, last or None, {name: grad})."""
+    (and last-state) weights, rounded to weight_dtype (default: out's dtype); returns
+    (out, last or None, {name: grad})."""
     leaves = {k: None if v is None else v.detach().to(device, dtype or v.dtype).requires_grad_()
               for k, v in inputs.items()}
     res = fn(**leaves, delta_softplus=softplus, return_last_state=last_state)
     out, last = res if last_state else (res, None)
     gen = torch.Generator().manual_seed(1)
-    loss = (out * torch.randn(out.shape, generator=gen).to(out)).sum()
+    weight = torch.randn(out.shape, generator=gen).to(weight_dtype or out.dtype)
+    loss = (out * weight.to(out)).sum()  # dL/dout = weight
     if last_state:
         loss = loss + (last * torch.randn(last.shape, generator=gen).to(last)).sum()
     loss.backward()
@@ -57,7 +59,7 @@ def compare(inputs, softplus, last_state, rtol, dtype=torch.float32, device="cpu
     low = {k: None if v is None else v.to(torch.float32 if k == "A" else dtype)
            for k, v in inputs.items()}
     ref = run(selective_scan_ref, {k: None if v is None else v.double() for k, v in low.items()},
-              softplus, last_state)
+              softplus, last_state, weight_dtype=dtype)  # the same dL/dout as the kernel gets
     tri = run(selective_scan_triton, low, softplus, last_state, device=device)
     assert tri[0].dtype == dtype
     assert_close_scaled(tri[0].double().cpu(), ref[0], rtol, "out")
