@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from libs.diagnosis import diagnose
 from tests.test_diagnosis import GT, PREDS, results
 from tools import diagnose as cli
 
@@ -86,3 +87,56 @@ def test_missing_matplotlib_is_a_clear_error(files, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "need matplotlib" in err and "--no-figures" in err
     assert not (tmp / "o").exists()  # failed before any work
+
+
+def test_cli_reads_a_raw_prediction_cache(files, tmp_path, capsys):
+    """eval.py --save-raw output: post-processed with its saved test settings, same numbers as
+    the results JSON of those detections, and its config in the report."""
+    import torch
+
+    from libs.core.structures import Detections
+    from libs.evaluation import detections_to_results
+    from libs.inference.raw import RawPredictions, VideoMeta
+    from tests.tiny import tiny_config_dict
+
+    gt, _, _ = files
+    cfg = tiny_config_dict(gt, tmp_path / "feats", tmp_path / "run")
+    dets, metas = [], []
+    for vid in ("v1", "v2"):  # fps 1, stride 1, 1 frame per feature: seconds = grid + 0.5
+        rows = [p for p in PREDS if p[0] == vid]
+        segs = torch.tensor([[s - 0.5, e - 0.5] for _, _, s, e, _ in rows])
+        labels = torch.tensor([0 if lab == "A" else 1 for _, lab, _, _, _ in rows])
+        scores = torch.tensor([sc for *_, sc in rows])
+        dets.append(Detections(vid, segs, scores, labels, "grid"))
+        metas.append(VideoMeta(vid, fps=1.0, duration=100.0, feat_stride=1.0, feat_num_frames=1.0))
+    raw = RawPredictions(dets, metas, id_to_name={0: "A", 1: "B"}, config=cfg)
+    raw.save(tmp_path / "raw.pt")
+    out = tmp_path / "from_raw"
+    argv = [str(gt), str(tmp_path / "raw.pt"), "--split", "test", "--out", str(out), "--no-figures"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    d = json.loads((out / "diagnosis.json").read_text())
+    assert d["config"]["dataset"]["json_file"] == str(gt)
+    from libs.core.config import load_config
+
+    post = raw.postprocess(load_config(data=cfg).test)
+    want = diagnose(GT, detections_to_results(post, raw.id_to_name), "test")
+    assert d["sensitivity"] == want["sensitivity"] and d["false_positive"] == want["false_positive"]
+    assert d["counts"]["predictions"] == want["counts"]["predictions"] > 0
+
+
+def test_run_diagnosis_for_config_uses_the_runs_split_protocol_and_exclusions(files, tmp_path):
+    """What eval.py --diagnose DIR calls."""
+    from libs.core.config import load_config
+    from libs.diagnosis.from_run import protocol_for_dataset, run_diagnosis_for_config
+    from tests.tiny import tiny_config_dict
+
+    gt, res, _ = files
+    changes = {"dataset": {"val_split": ["test"]}, "eval": {"exclude_videos": ["v2"]}}
+    cfg = load_config(data=tiny_config_dict(gt, tmp_path / "f", tmp_path / "r", changes))
+    d = run_diagnosis_for_config(cfg, str(res), tmp_path / "diag", figures=False)
+    want = diagnose(GT, results(PREDS), "test", "activitynet", blocked_videos=["v2"])
+    assert d["sensitivity"] == want["sensitivity"]
+    assert d["settings"]["blocked_videos"] == ["v2"] and d["settings"]["protocol"] == "activitynet"
+    assert d["config"]["dataset"]["val_split"] == ["test"]
+    assert (tmp_path / "diag" / "report.html").exists()
+    assert protocol_for_dataset("thumos14") == "thumos14"

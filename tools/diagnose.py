@@ -6,7 +6,9 @@
 
 Writes DIR/diagnosis.json, DIR/{false_positive,false_negative,sensitivity}_analysis.png and a
 self-contained DIR/report.html, and prints the headline numbers (%). RESULTS_JSON is an
-ActivityNet results JSON (eval.py --results, tools/infer.py). GT_JSON may be DETAD's augmented
+ActivityNet results JSON (eval.py --results, tools/infer.py), or a raw prediction cache
+(eval.py --save-raw, a .pt file): it is post-processed with the test settings saved in it (or
+those of --config) and its config goes into the report. GT_JSON may be DETAD's augmented
 annotation file (characteristics per annotation) or the plain one (they are computed). Bad input
 exits with status 2 and a one-line message.
 """
@@ -26,6 +28,7 @@ except ImportError:  # run as `python tools/diagnose.py` from anywhere: make the
 
 from libs.diagnosis import PROTOCOLS, parse_bins
 from libs.diagnosis.api import run_diagnosis
+from libs.diagnosis.from_run import is_raw_cache, load_raw_results
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -95,9 +98,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         bins = dict(parse_bins(text, args.protocol) for text in args.bins)
+        results, config, names = args.results_json, _read_config(args.config), None
+        if is_raw_cache(results):
+            results, names, saved = load_raw_results(results, args.config)
+            config = config or saved
         d = run_diagnosis(
-            args.gt_json, args.results_json, args.split, args.out, args.protocol,
-            config=_read_config(args.config), figures=not args.no_figures,
+            args.gt_json, results, args.split, args.out, args.protocol,
+            config=config, figures=not args.no_figures, label_names=names,
             tiou_thresholds=args.tiou, bins=bins, limit_factor=args.limit_factor,
             min_tiou_thr=args.min_tiou,
             blocked_videos=list(dict.fromkeys(args.blocked + args.exclude)),
