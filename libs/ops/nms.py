@@ -322,18 +322,9 @@ def seg_voting(
 
 @torch.no_grad()
 def batched_nms(
-    segs: Tensor,
-    scores: Tensor,
-    labels: Tensor,
-    iou_threshold: float,
-    min_score: float,
-    max_seg_num: int,
-    use_soft_nms: bool = True,
-    multiclass: bool = True,
-    sigma: float = 0.5,
-    voting_thresh: float = 0.75,
-    method: int = 2,
-    voting_iou_weighted: bool = False,
+    segs: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, min_score: float,
+    max_seg_num: int, use_soft_nms: bool = True, multiclass: bool = True, sigma: float = 0.5,
+    voting_thresh: float = 0.75, method: int = 2, voting_iou_weighted: bool = False,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """NMS of one video's candidates, as ActionFormer's `batched_nms`.
@@ -362,24 +353,12 @@ def batched_nms(
     if segs.shape[0] == 0:
         return segs.new_zeros((0, 2)), scores.new_zeros((0,)), labels.new_zeros((0,))
 
-    def nms_group(
-        g_segs: Tensor, g_scores: Tensor, g_labels: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def nms_group(g_segs: Tensor, g_scores: Tensor, g_labels: Tensor) -> tuple[Tensor, ...]:
         if use_soft_nms:
-            return _soft_nms_keep(
-                g_segs,
-                g_scores,
-                g_labels,
-                iou_threshold,
-                sigma,
-                min_score,
-                method,
-                max_seg_num,
-                backend,
-            )
-        return _hard_nms_keep(
-            g_segs, g_scores, g_labels, iou_threshold, min_score, max_seg_num, backend
-        )
+            return _soft_nms_keep(g_segs, g_scores, g_labels, iou_threshold, sigma, min_score,
+                                  method, max_seg_num, backend)
+        return _hard_nms_keep(g_segs, g_scores, g_labels, iou_threshold, min_score, max_seg_num,
+                              backend)
 
     if multiclass:
         groups = []
@@ -390,9 +369,7 @@ def batched_nms(
     else:
         new_segs, new_scores, new_labels = nms_group(segs, scores, labels)
         if voting_thresh > 0:
-            new_segs = seg_voting(
-                new_segs, segs, scores, voting_thresh, iou_weighted=voting_iou_weighted
-            )
+            new_segs = seg_voting(new_segs, segs, scores, voting_thresh, voting_iou_weighted)
 
     idxs = new_scores.sort(descending=True)[1]  # same (unstable) sort call as the reference
     if max_seg_num > 0:
