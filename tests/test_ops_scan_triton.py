@@ -187,6 +187,45 @@ def test_dispatcher_runs_triton(interpret):
     torch.testing.assert_close(last, direct[1], rtol=0, atol=0)
 
 
+def _signature(kernel, constexprs: dict, in_dtype: str) -> dict:
+    """Triton signature: constexprs, `*_ptr` pointers (inputs / their gradients in in_dtype),
+    and int32 sizes and strides."""
+    low = ("u_", "dt_", "z_", "B_", "C_", "out_", "dout_", "du_", "ddt_", "dz_")
+    sig = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = in_dtype if name.startswith(low) else "*fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+@needs_triton
+@pytest.mark.parametrize("in_dtype, with_options", [("*bf16", True), ("*fp32", False)])
+def test_kernels_compile_for_sm90(monkeypatch, tmp_path, in_dtype, with_options):
+    """The interpreter accepts code the compiler rejects: compile both kernels for an H100
+    (Triton frontend, MLIR passes, PTX, and the ptxas that ships with triton), no GPU needed."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile as triton_compile
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")
+    kernels = scan_triton._kernels()
+    flags = {k: with_options for k in ("HAS_D", "HAS_Z", "HAS_BIAS", "SOFTPLUS")}
+    np_, ch = kernels.tile_sizes(16, 2304)
+    for kernel, extra, warps in ((kernels._scan_fwd_kernel, {"SAVE": True}, kernels.FWD_WARPS),
+                                 (kernels._scan_bwd_kernel, {"HAS_DLAST": True},
+                                  kernels.BWD_WARPS)):
+        constexprs = dict(flags, **extra, NP=np_, CH=ch)
+        source = ASTSource(kernel, _signature(kernel, constexprs, in_dtype), constexprs)
+        compiled = triton_compile(source, target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": warps})
+        assert compiled.asm["cubin"], kernel.__name__
+
+
 # --------------------------------------------------------------------- status and errors ---
 
 @needs_triton
