@@ -59,18 +59,18 @@ def _resolve_backend(op: str, segs: Tensor, backend: str) -> str:
         return choice
     if backend not in ("ext", "cuda", "torch"):
         raise ValueError(f"{op}: unknown backend {backend!r}; use auto | ext | cuda | torch")
-    if backend == "ext":
+    if backend in ("ext", "cuda"):  # same order as before the CUDA NMS was its own extension
         _ext.require_ext(op)
-        if not _ext.ext_has(op):
+        if backend == "ext" and not _ext.ext_has(op):
             raise RuntimeError(f"{op}: libs._C predates this op; rebuild it with: {BUILD_CMD}")
+        if segs.is_cuda != (backend == "cuda"):  # before the CUDA-build check: the likelier mistake
+            raise ValueError(
+                f"{op}: backend {backend!r} cannot run on {segs.device} tensors; use backend='auto'"
+            )
     if backend == "cuda" and not _ext_has_cuda(op):
         raise RuntimeError(
             f"{op}: libs._C_cuda (the CUDA NMS) is not built ({_ext.CUDA_IMPORT_ERROR}); on a GPU "
             f"machine with nvcc run: {BUILD_CMD}"
-        )
-    if backend in ("ext", "cuda") and segs.is_cuda != (backend == "cuda"):
-        raise ValueError(
-            f"{op}: backend {backend!r} cannot run on {segs.device} tensors; use backend='auto'"
         )
     return backend
 
