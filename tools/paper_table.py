@@ -21,7 +21,6 @@ values in %; the average is over THUMOS-14's 0.3:0.1:0.7, or all ten of 0.50:0.0
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +68,6 @@ BLOCK_NAMES = {
 CONFIG_DATASETS = {"thumos14": "thumos", "anet": "anet", "hacs": "hacs", "fineaction": "fineaction"}
 CONFIG_BLOCKS = {"window_attn": "winattn", "vim": "vim", "dbm": "dbm"}
 METRICS_FILES = ("metrics.json", "eval_metrics.json")  # train.py's, then run_all's eval.py output
-
-logger = logging.getLogger("paper_table")
 
 
 @dataclass
