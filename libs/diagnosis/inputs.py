@@ -121,6 +121,8 @@ def load_inputs(
     """
     ev = _evaluator(gt, split, blocked_videos, label_names)
     values = characteristic_values(_database(gt), ev.gt.video_ids, list(bins), ev.gt.source)
+    if any(len(v) != len(ev.gt.segments) for v in values.values()):  # rows must line up
+        raise RuntimeError("characteristics and ground-truth rows are not aligned")
     preds = ev.parse(results)
     ev._check_videos(preds)  # the evaluator's own warning / error for videos outside the split
     keep = _keep_mask(ev, values)
