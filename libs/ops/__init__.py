@@ -1,7 +1,10 @@
 """The only package that touches compiled or optional kernels (libs._C, mamba-ssm, causal-conv1d).
 
 One public function per op; each picks its backend by capability and tensor device
-(`backend="auto"`), can be forced (`backend="torch" | "ext" | "cuda"`), and logs its choice once.
+(`backend="auto"`), can be forced (`backend="torch" | "ext" | "cuda"`, and "triton" for the scan;
+for a whole run: LIBS_SCAN_BACKEND / LIBS_CONV_BACKEND), and logs its choice once. GPU kernels
+are used only when their compiled symbol is present and a first tiny call matches the reference
+(`_gpu.py`); tools/check_env.py runs every backend once against the reference.
 """
 import torch
 
