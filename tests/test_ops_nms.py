@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs.ops import _ext
-from libs.ops.nms import batched_nms, nms_1d, nms_device, seg_voting, soft_nms_1d
+from libs.ops.nms import batched_nms, nms_1d, nms_device, seg_voting, soft_nms_1d, to_nms_device
 
 HAS_EXT = _ext._C is not None and hasattr(_ext._C, "nms_1d") and hasattr(_ext._C, "soft_nms_1d")
 HAS_CUDA_EXT = _ext._C_cuda is not None
@@ -377,6 +377,14 @@ def test_torch_twin_on_cuda_matches_cpu():
 def test_nms_device_keeps_cpu_outputs_on_cpu(monkeypatch):
     monkeypatch.setattr(_ext, "_C_cuda", types.SimpleNamespace(nms_1d=None, soft_nms_1d=None))
     assert nms_device(torch.zeros(3, 2)) == torch.device("cpu")
+
+
+def test_to_nms_device_on_cpu_detaches_and_casts():
+    segs = torch.rand(4, 2, dtype=torch.float64, requires_grad=True)
+    scores, labels = torch.rand(4, dtype=torch.float16), torch.tensor([0, 1, 1, 2])
+    s, p, l = to_nms_device(segs, scores, labels)
+    assert s.dtype == p.dtype == torch.float32 and not s.requires_grad
+    assert s.device.type == p.device.type == l.device.type == "cpu" and torch.equal(l, labels)
 
 
 def test_cuda_backend_without_cuda_extension_names_the_fix(monkeypatch):
