@@ -26,8 +26,9 @@ _KERNELS = "libs.ops.scan_triton_kernels"
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
 
 
-def _interpret_env() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+def interpreter_on() -> bool:
+    """TRITON_INTERPRET as triton itself reads it (set: "1", "true" or "on")."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
 
 
 def _import_error() -> Optional[str]:
@@ -49,7 +50,7 @@ def triton_status(device: Optional[Union[torch.device, str]] = None) -> Tuple[bo
     error = _import_error()
     if error is not None:
         return False, f"triton does not import ({error}); {TRITON_INSTALL}"
-    if _interpret_env():
+    if interpreter_on():
         return True, "triton interpreter (TRITON_INTERPRET=1): kernels run on CPU tensors, slowly"
     on_cuda = (torch.cuda.is_available() if device is None
                else torch.device(device).type == "cuda")
@@ -63,7 +64,7 @@ def _kernels() -> ModuleType:
     """The kernel module, (re)imported so that its kernels match TRITON_INTERPRET now:
     `triton.jit` picks interpreted or compiled kernels when a kernel is defined."""
     module = importlib.import_module(_KERNELS)
-    if module.INTERPRETED != _interpret_env():
+    if module.INTERPRETED != interpreter_on():
         module = importlib.reload(module)
     return module
 

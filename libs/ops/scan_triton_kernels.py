@@ -21,9 +21,10 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from triton import knobs
 
-INTERPRETED = bool(knobs.runtime.interpret)
+from libs.ops.scan_triton import interpreter_on
+
+INTERPRETED = interpreter_on()  # read as triton.jit reads it (triton.knobs is triton >= 3.4 only)
 
 # Chunk length and warps, chosen without a GPU from what ptxas reports for sm_90 (no spills;
 # fwd 114 and bwd 128 registers per thread, i.e. 4 and 2 resident programs per SM), not from
