@@ -24,7 +24,7 @@ except ImportError:
     pass
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                  reason="triton is not installed (pip install triton==3.9.0)")
+                                  reason="triton is not installed (pip install triton==3.7.1)")
 
 
 @pytest.fixture
@@ -244,7 +244,7 @@ def test_status_without_triton(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     usable, reason = triton_status()
-    assert not usable and "pip install triton==3.9.0" in reason
+    assert not usable and "pip install triton==3.7.1" in reason
     with pytest.raises(RuntimeError, match="triton does not import"):
         selective_scan_triton(**make_inputs(dtype=torch.float32))
 

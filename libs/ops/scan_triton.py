@@ -19,7 +19,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-TRITON_INSTALL = ("pip install triton==3.9.0 (CUDA builds of torch already ship a matching "
+TRITON_INSTALL = ("pip install triton==3.7.1 (CUDA builds of torch already ship a matching "
                   "triton)")
 _KERNELS = "libs.ops.scan_triton_kernels"
 
