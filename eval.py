@@ -26,6 +26,7 @@ from libs.evaluation import format_table
 from libs.inference import evaluate
 from libs.utils.io import unique_path
 from libs.utils.logging import setup_logging
+from libs.utils.paths import check_outputs
 from libs.utils.seeding import fix_random_seed
 
 logger = logging.getLogger("eval")
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         max_seq_len=cfg.dataset.max_seq_len,
         size_divisor=model.size_divisor,
     )
+    check_outputs([("CKPT", ckpt), ("config", args.config)],
+                  [("--results", args.results), ("--metrics", args.metrics), ("--save-raw", args.save_raw)])
     results_path = output_path(args.results, ckpt.parent / "results_eval.json")
     metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
     raw_path = output_path(args.save_raw, Path(args.save_raw)) if args.save_raw else None

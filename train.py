@@ -31,6 +31,7 @@ from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import resolve_checkpoint
 from libs.engine.run_folder import make_run_folder
+from libs.engine.run_lock import RunLock
 from libs.engine.train_loop import TrainingInterrupted, train
 from libs.engine.validation import check_validation_settings
 from libs.evaluation import format_table
@@ -72,6 +73,12 @@ def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
     return args.resume.parent
 
 
+def lock_run_folder(folder: Path) -> None:
+    """Rank 0 holds the folder's lock until exit: a second writer is refused (libs/engine/run_lock.py)."""
+    if dist_utils.is_main_process():
+        RunLock(folder).acquire()  # released at exit, also after SIGTERM/Ctrl-C
+
+
 def build_train_loader(cfg: Config, train_set, generator: torch.Generator, **common):
     """The training loader of this rank: a DistributedSampler shard of the global batch.
 
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     check_validation_settings(cfg)  # before any folder, dataset or process group
     device = dist_utils.init_distributed(pick_device(args.device))
     run_folder = prepare_run_folder(cfg, args)
+    lock_run_folder(run_folder)
     if dist_utils.is_main_process():
         setup_logging(run_folder)
     else:  # the other ranks only report problems, on the console

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -35,6 +36,28 @@ def add_opts_arg(parser: argparse.ArgumentParser, example: str) -> None:
         metavar="KEY=VALUE",
         help=f"config overrides, e.g. {example}",
     )
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (fps, strides); otherwise one `error:` line, exit 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def tiou_threshold(text: str) -> float:
+    """argparse type: a tIoU threshold in (0, 1]; otherwise one `error:` line, exit 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value <= 1):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"a tIoU threshold must lie in (0, 1], got {text!r}")
+    return value
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ except ImportError:  # run as `python tools/eval_results.py` from anywhere: make
 
 import numpy as np
 
+from libs.cli import tiou_threshold
 from libs.evaluation import format_table
 from libs.evaluation.protocol import ProtocolEvaluator
 from libs.utils.io import atomic_write_json
@@ -46,7 +47,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--tiou",
         nargs="+",
-        type=float,
+        type=tiou_threshold,
         default=np.linspace(0.5, 0.95, 10).tolist(),
         help="tIoU thresholds (default: 0.50:0.05:0.95, as the official tool)",
     )

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as `python tools/infer.py`: make the repo i
 
 import torch  # noqa: E402
 
-from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli  # noqa: E402
+from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, positive_float, run_cli  # noqa: E402
 from libs.core.config import Config, DatasetCfg, load_config  # noqa: E402
 from libs.core.structures import Detections, VideoSample  # noqa: E402
 from libs.datasets.base import build_label_dict, feature_grid  # noqa: E402
@@ -45,6 +45,7 @@ from libs.datasets.features import FILE_EXTS, load_feature_file  # noqa: E402
 from libs.evaluation import detections_to_results  # noqa: E402
 from libs.inference import postprocess, predict_batch  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
+from libs.utils.paths import check_outputs  # noqa: E402
 
 logger = logging.getLogger("infer")
 
@@ -59,17 +60,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
     p.add_argument("features", nargs="+", help="feature files (T x C) or folders of them")
     p.add_argument(
-        "--fps", type=float, default=None, help="video fps (default: dataset.default_fps)"
+        "--fps", type=positive_float, default=None, help="video fps (default: dataset.default_fps)"
     )
     p.add_argument(
         "--feat-stride",
-        type=float,
+        type=positive_float,
         default=None,
         help="frames between features (default: dataset.feat_stride)",
     )
     p.add_argument(
         "--num-frames",
-        type=float,
+        type=positive_float,
         default=None,
         help="frames per feature clip (default: dataset.num_frames)",
     )
@@ -189,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     feat_stride = args.feat_stride or cfg.dataset.feat_stride
     num_frames = args.num_frames or cfg.dataset.num_frames
     files = feature_files(args.features)
+    check_outputs([("feature file", f) for f in files] + [("CKPT", args.ckpt)], [("--out", args.out)])
     ids = [video_id_of(f, cfg.dataset) for f in files]
     dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
     if dupes:

@@ -40,6 +40,7 @@ if __package__ in (
 from libs.core.annotations import read_annotations  # noqa: E402
 from libs.core.segments import seconds_to_grid  # noqa: E402
 from libs.datasets.features import feature_path, save_features  # noqa: E402
+from libs.utils.paths import check_file_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,10 @@ def make_synthetic(
     prototypes = class_prototypes(max(annotations.id_to_name, default=0) + 1, dim, seed)  # [K, C]
     os.makedirs(out_dir, exist_ok=True)
     totals = {"videos": 0, "features": 0, "segments": 0, "distractors": 0}
-    for video_id in _select_videos(database, subsets, max_videos):
+    videos = list(_select_videos(database, subsets, max_videos))
+    for video_id in videos:  # all checked before the first write
+        check_file_name(video_id, "video id", json_file, "video ids become file names in --out")
+    for video_id in videos:
         value = database[video_id]
         if "duration" not in value:
             raise ValueError(f"{json_file}: video '{video_id}' has no 'duration'")

@@ -33,6 +33,7 @@ from libs.core.config import load_config  # noqa: E402
 from libs.evaluation import format_table  # noqa: E402
 from libs.inference import RawPredictions, score, write_eval_files  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
+from libs.utils.paths import check_outputs  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -94,6 +95,7 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([("RAW", args.raw), ("CONFIG", args.config)], [("--json", args.json), ("--results", args.results)])
     raw = RawPredictions.load(args.raw)
     if args.sweep:
         return run_sweep(raw, args)

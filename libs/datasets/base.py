@@ -35,6 +35,7 @@ from libs.core.segments import seconds_to_grid
 from libs.core.structures import VideoSample
 from libs.datasets import features as featio
 from libs.datasets.transforms import clip_to_length, downsample, resize_feats, truncate_feats
+from libs.utils.paths import check_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,8 @@ class ActivityNetFormatDataset(Dataset):
             missing = [(vid, f"key {key!r} in {self.feat_folder}")
                        for vid, key in expected.items() if key not in present]
         else:
+            for rec in self.records:  # ids become file names: none may point outside feat_folder
+                check_file_name(rec.video_id, "video id", self.json_file, "video ids must be plain file names")
             if not os.path.isdir(self.feat_folder):
                 raise FileNotFoundError(f"feature folder not found: {self.feat_folder}")
             present = set(os.listdir(self.feat_folder))  # one listing instead of one stat per video

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from libs.utils.paths import check_file_name
+
 FILE_EXTS = (".pt", ".npy", ".npz")
 H5_EXTS = (".h5", ".hdf5")
 
@@ -49,7 +51,13 @@ def is_single_file_store(feat_folder: str) -> bool:
 
 def feature_path(feat_folder: str, video_id: str, file_prefix: str = "", feature_type: str = "",
                  file_ext: str = ".pt") -> str:
-    """Path of one video's feature file; `feature_type` is a file-name suffix, not a key."""
+    """Path of one video's feature file; `feature_type` is a file-name suffix, not a key.
+
+    Raises:
+        ValueError: the video id is absolute, `..`, or holds a path separator (it would point
+            outside `feat_folder`).
+    """
+    check_file_name(video_id, "video id", fix="video ids must be plain names inside feat_folder")
     return os.path.join(feat_folder, f"{file_prefix}{video_id}{feature_type}{file_ext}")
 
 

@@ -3,54 +3,79 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Optional
 
 from libs.core.config import Config, write_config
+from libs.engine.run_lock import RunLockedError, is_locked
 from libs.utils.io import unique_path
+from libs.utils.paths import check_file_name, check_inside
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
+MARKER_NAME = ".actionmamba_run"  # written at creation: --overwrite deletes only folders holding it
 
 
 def run_folder_path(cfg: Config, name: Optional[str] = None) -> Path:
-    """`output_folder/<config stem>_<name or timestamp>` (not created)."""
+    """`output_folder/<config stem>_<name or timestamp>` (not created).
+
+    Raises:
+        ValueError: `name` is not a plain name (absolute, `..`, a path separator).
+    """
     stem = Path(cfg.config_path).stem if cfg.config_path else "config"
+    if name is not None:
+        check_file_name(name, "run name (--output)", fix="give a plain name; the folder is made in output_folder")
     name = name or time.strftime("%Y%m%d_%H%M%S")
     return Path(cfg.output_folder) / f"{stem}_{name}"
 
 
+def _delete_run_folder(folder: Path, output_folder: str) -> None:
+    """Delete `folder` for --overwrite: only a run folder this project made, inside output_folder,
+    that no live process holds."""
+    real = check_inside(folder, output_folder, "--overwrite: run folder")
+    if real == Path(os.path.realpath(output_folder)) or folder.is_symlink():
+        raise ValueError(f"--overwrite: refusing to delete {folder}: it is output_folder itself or a link")
+    if not (folder / MARKER_NAME).is_file():
+        raise ValueError(
+            f"refusing to overwrite {folder}: it holds no {MARKER_NAME}, so it is not a run folder this project created; "
+            "delete it yourself or choose another --output"
+        )
+    owner = is_locked(folder)
+    if owner is not None:
+        raise RunLockedError(f"--overwrite: run folder {folder} is in use by pid {owner.get('pid')} on "
+                             f"{owner.get('host')}; wait for that run to finish or stop it")
+    logger.warning("--overwrite: deleting the previous run folder %s", folder)
+    shutil.rmtree(real)
+
+
 def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = False) -> Path:
-    """Create a fresh run folder and write the resolved `config.yaml` into it.
+    """Create a fresh run folder, mark it as ours and write the resolved `config.yaml` into it.
 
     An existing folder of the same name is kept and a suffix is added (`_1`, `_2`, ...), so
     a second run never clobbers the checkpoints of the first. With `overwrite`, an existing
-    *run* folder (one holding a config.yaml) is deleted first; any other existing folder is
-    refused, since deleting it could destroy unrelated data.
+    run folder is deleted first, but only one this project made (it holds the marker file
+    `.actionmamba_run`), whose real path lies inside `output_folder`, and that no live run holds
+    (see `libs.engine.run_lock`); anything else is refused.
 
     Raises:
-        ValueError: `overwrite` was asked for a folder that is not a run folder.
+        ValueError: a bad run name, or `overwrite` of a folder that may not be deleted.
     """
     folder = run_folder_path(cfg, name)
-    if folder.exists():
+    if os.path.lexists(folder):
         if not overwrite:
             folder = unique_path(folder)
-        elif (folder / CONFIG_NAME).is_file():
-            logger.warning("--overwrite: deleting the previous run folder %s", folder)
-            shutil.rmtree(folder)
         else:
-            raise ValueError(
-                f"refusing to overwrite {folder}: it exists but holds no {CONFIG_NAME}, "
-                "so it is not a run folder"
-            )
+            _delete_run_folder(folder, cfg.output_folder)
     while True:
         try:
             folder.mkdir(parents=True)
             break
         except FileExistsError:  # another run took the name between the check and mkdir
             folder = unique_path(folder)
+    (folder / MARKER_NAME).write_text("run folder created by ActionMamba train.py\n", encoding="utf-8")
     write_config(cfg, folder / CONFIG_NAME)
     return folder

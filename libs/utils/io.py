@@ -3,7 +3,8 @@
 Every writer goes through `atomic_write`: the data goes to a temporary file in the *same*
 folder (so `os.replace` is a rename on one file system, which POSIX makes atomic), is flushed
 and fsync'ed, and only then replaces the target. If anything fails before the rename, the
-temporary file is removed and the previous version of the target is untouched.
+temporary file is removed and the previous version of the target is untouched. A target that
+is a symbolic link is refused, and the file gets the permissions a plain `open` would (umask).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
+    if path.is_symlink():  # os.replace would replace the link, but refuse to be misled by one
+        raise ValueError(f"output file {path} is a symbolic link (to {os.readlink(path)}); refusing to "
+                         "write through it: remove the link or choose another path")
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours the umask
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -49,6 +54,13 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

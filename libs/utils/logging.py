@@ -34,6 +34,10 @@ def setup_logging(
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if run_folder is not None:
         os.makedirs(run_folder, exist_ok=True)
+        log_file = os.path.join(run_folder, file_name)
+        if os.path.islink(log_file):  # appending would write wherever the link points
+            raise ValueError(f"log file {log_file} is a symbolic link (to {os.readlink(log_file)}); refusing to "
+                             "append through it: remove the link")
         handlers.append(
             logging.FileHandler(os.path.join(run_folder, file_name), mode="a", encoding="utf-8")
         )

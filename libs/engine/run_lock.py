@@ -1,0 +1,135 @@
+"""One writer per run folder: a lock file `.lock` holding the owner's pid and host.
+
+`RunLock(folder)` creates the lock file exclusively (O_CREAT | O_EXCL). A lock left by a dead
+process on this host (kill -9, power cut) is stale: it is taken over with a warning. A lock of a
+live process, or of another host (whose pids cannot be checked), is refused with a clear error
+naming the owner. The lock is released on `release()`, on leaving the `with` block (exceptions
+included) and at interpreter exit (SIGTERM/SIGINT end through Python's normal exit path).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Optional, Union
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process holds the run folder (a ValueError: one `error:` line in the CLIs)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process `pid` exists on this host (also when it belongs to another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_owner(folder: Union[str, os.PathLike]) -> Optional[dict]:
+    """The {"pid", "host"} of the lock in `folder`, {} for an unreadable lock, None for no lock."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        owner = json.loads(text)
+        return owner if isinstance(owner, dict) else {}
+    except ValueError:
+        return {}
+
+
+def is_locked(folder: Union[str, os.PathLike]) -> Optional[dict]:
+    """The owner of a live lock on `folder` (another process), or None when free or stale."""
+    owner = read_owner(folder)
+    if owner is None or _is_stale(owner):
+        return None
+    if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        return None
+    return owner
+
+
+def _is_stale(owner: dict) -> bool:
+    pid, host = owner.get("pid"), owner.get("host")
+    if not isinstance(pid, int) or not isinstance(host, str):
+        return True  # torn / foreign content: no process can be waiting on it
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+class RunLock:
+    """Exclusive lock of a run folder; use as a context manager or call acquire()/release()."""
+
+    def __init__(self, folder: Union[str, os.PathLike], purpose: str = "train"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.purpose = purpose
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (taking over a stale one), or raise RunLockedError naming the owner."""
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose})
+        for _ in range(3):  # a stale lock removed between attempts by someone else: retry
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                self._take_over_or_refuse()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(record + "\n")
+            self.held = True
+            atexit.register(self.release)
+            return self
+        raise RunLockedError(f"run folder {self.folder}: could not take the lock {self.path}; try again")
+
+    def _take_over_or_refuse(self) -> None:
+        owner = read_owner(self.folder)
+        if owner is None:
+            return  # released meanwhile
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            os.unlink(self.path)  # this process's own earlier lock (a run in the same process)
+            return
+        if _is_stale(owner):
+            logger.warning("run folder %s: taking over a stale lock %s (owner %s is gone)", self.folder,
+                           self.path, owner or "unreadable")
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            return
+        raise RunLockedError(
+            f"run folder {self.folder} is in use by pid {owner['pid']} on {owner['host']} "
+            f"({owner.get('purpose', 'train')}); wait for it to finish or stop it, or use another --output "
+            f"(remove {self.path} only if that process is really gone)"
+        )
+
+    def release(self) -> None:
+        """Remove the lock file if this object holds it (idempotent)."""
+        if not self.held:
+            return
+        self.held = False
+        atexit.unregister(self.release)
+        owner = read_owner(self.folder)
+        if owner and owner.get("pid") == os.getpid():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

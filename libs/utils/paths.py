@@ -1,0 +1,91 @@
+"""Confined writes: names that become file or folder names, and outputs that must not be inputs.
+
+- `check_file_name`: a video id or run name used as ONE path component (no separator, no `..`,
+  not absolute, not empty, no NUL) — otherwise a write could land outside its folder.
+- `check_inside`: a path whose real location (symlinks resolved) lies under a given root.
+- `check_outputs`: no output of a command is one of its inputs (or an existing folder).
+- `refuse_symlink`: a write target that is a symbolic link is refused (never written through).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def check_file_name(name: str, what: str, where: str = "", fix: str = "") -> str:
+    """`name` unchanged if it is safe as one file-name component, else a ValueError.
+
+    Args:
+        name: the id / name to check.
+        what: how the error names it, e.g. "video id" or "run name (--output)".
+        where: where it came from (an annotation file), added to the message.
+        fix: what to do instead, added to the message.
+    """
+    why = None
+    if not isinstance(name, str) or not name:
+        why = "it is empty"
+    elif "\x00" in name:
+        why = "it contains a NUL character"
+    elif os.path.isabs(name):
+        why = "it is an absolute path"
+    elif "/" in name or (os.sep != "/" and os.sep in name) or (os.altsep and os.altsep in name):
+        why = "it contains a path separator"
+    elif name in (".", ".."):
+        why = f"it is {name!r}"
+    if why is None:
+        return name
+    origin = f"{where}: " if where else ""
+    hint = f"; {fix}" if fix else "; use a plain name without '/', '..' or a leading '/'"
+    raise ValueError(f"{origin}{what} {name!r} cannot be used as a file name: {why}{hint}")
+
+
+def check_inside(path: PathLike, root: PathLike, what: str) -> Path:
+    """The real path of `path` if it lies inside the real path of `root`, else a ValueError."""
+    real, real_root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if real != real_root and real_root not in real.parents:
+        raise ValueError(f"{what} {path} resolves to {real}, outside {real_root}; refusing to touch it")
+    return real
+
+
+def refuse_symlink(path: PathLike, what: str = "output file") -> None:
+    """ValueError when `path` is a symbolic link: writes never follow one."""
+    if os.path.islink(path):
+        raise ValueError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to write "
+                         "through it: remove the link or choose another path")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(inputs: Iterable[tuple[str, Optional[PathLike]]],
+                  outputs: Iterable[tuple[str, Optional[PathLike]]]) -> None:
+    """Refuse outputs that would destroy an input or each other, or that are folders.
+
+    Args:
+        inputs: (option name, path) pairs the command reads; None paths are skipped.
+        outputs: (option name, path) pairs the command writes; None paths are skipped.
+    Raises:
+        ValueError naming both options and the path.
+    """
+    ins = [(n, os.fspath(p)) for n, p in inputs if p is not None]
+    outs = [(n, os.fspath(p)) for n, p in outputs if p is not None]
+    for i, (name, path) in enumerate(outs):
+        if os.path.isdir(path):
+            raise ValueError(f"{name} {path} is a folder; give a file name")
+        refuse_symlink(path, name)
+        for other, src in ins:
+            if _same_file(path, src):
+                raise ValueError(f"{name} {path} is also the input {other}: writing it would destroy "
+                                 "the input; choose another output path")
+        for other, dst in outs[:i]:
+            if _same_file(path, dst):
+                raise ValueError(f"{name} and {other} are the same file {path}: one would overwrite the "
+                                 "other; choose different paths")
