@@ -14,7 +14,6 @@ file (or "<kind dict>"), the video and the annotation.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
+
+from libs.core.safe_io import read_json
 
 JsonSource = Union[str, os.PathLike, Mapping[str, Any]]
 
@@ -65,13 +66,7 @@ def load_json_source(source: JsonSource, kind: str) -> tuple[Mapping[str, Any], 
     if isinstance(source, Mapping):
         return source, f"<{kind} dict>"
     path = os.fspath(source)
-    try:
-        with open(path, "r", encoding="utf8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ValueError(f"cannot read {kind} file '{path}': {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{kind} file '{path}' is not valid JSON: {e}") from None
+    data = read_json(path, kind)  # regular files only; duplicate keys, deep nesting refused
     if not isinstance(data, Mapping):
         raise ValueError(f"{kind} file '{path}' must hold a JSON object, got {type(data).__name__}")
     return data, path

@@ -1,7 +1,9 @@
 """The configuration schema: every knob, its default and its meaning, in one place.
 
 YAML files on disk are merged into these dataclasses by `load_config`:
-  1. `yaml.safe_load` of the file;
+  1. the file through `libs.core.safe_io.load_yaml` (no anchors/aliases, duplicate keys or deep
+     nesting), with `_base_: other.yaml` (or a list) deep-merged under it (paths relative to the
+     including file; mappings merge, lists replace; see `config_merge.resolve_bases`);
   2. a recursive, strict merge (`libs.core.config_merge`): an unknown key is an error naming the
      key and the nearest valid one; values are type-checked (ints are accepted for floats, lists
      for tuples);
@@ -24,7 +26,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from libs.core.config_merge import ConfigError, apply_override, merge
+from libs.core.config_merge import ConfigError, apply_override, merge, resolve_bases
+from libs.core.safe_io import UnsafeInputError, load_yaml
 from libs.utils.io import atomic_write_text
 
 
@@ -259,6 +262,14 @@ def window_sizes(model: ModelCfg) -> list[int]:
     return list(model.n_mha_win_size)
 
 
+def _read_yaml(path: str) -> Any:
+    """One YAML file through the strict loader (no aliases, duplicate keys or deep nesting)."""
+    try:
+        return load_yaml(path, "config") or {}
+    except UnsafeInputError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = (), data: Optional[dict] = None) -> Config:
     """Read a YAML config (or an already parsed dict), apply `key=value` overrides, finalize.
 
@@ -268,15 +279,12 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
     if data is None:
         if path is None:
             raise ConfigError("load_config needs a YAML path or a dict")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise ConfigError(f"config file not found: {path}")
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset:, model:, ...)")
+    data = resolve_bases(data, path or "config.yaml", _read_yaml)
     data = {k: v for k, v in data.items() if k != "config_path"}
     try:
         cfg = merge(Config(), data, "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from typing import Any, Union
 
@@ -129,3 +130,53 @@ def apply_override(cfg: Any, text: str) -> None:
         node[last] = value
     else:
         merge(node, {last: value}, where)
+
+
+# --------------------------------------------------------------------------------------------
+# `_base_` inheritance
+
+BASE_KEY = "_base_"
+MAX_BASE_DEPTH = 8  # longest chain of `_base_` files accepted
+
+
+def deep_merge(base: dict, child: dict) -> dict:
+    """A new dict: `child` over `base`; mappings merge recursively, lists and scalars replace."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_bases(data: dict, path: str, load: typing.Callable[[str], Any], chain: tuple = ()) -> dict:
+    """Replace `_base_: file.yaml` (or a list of files, merged in order) by the merged content.
+
+    Base paths are relative to the folder of the including file (`path`). `load(path)` parses
+    one YAML file. Cycles and chains deeper than MAX_BASE_DEPTH raise a ConfigError naming the
+    chain.
+    """
+    chain = chain + (os.path.abspath(path),)
+    bases = data.get(BASE_KEY)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    merged: dict = {}
+    for rel in bases:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), rel))
+        shown = " -> ".join(chain + (base_path,))
+        if base_path in chain:
+            raise ConfigError(f"{BASE_KEY} cycle: {shown}")
+        if len(chain) > MAX_BASE_DEPTH:
+            raise ConfigError(f"{BASE_KEY} chain deeper than {MAX_BASE_DEPTH} files: {shown}")
+        if not os.path.exists(base_path):
+            raise ConfigError(f"{path}: {BASE_KEY} file not found: {rel} (looked for {base_path})")
+        base = load(base_path)
+        if not isinstance(base, dict):
+            raise ConfigError(f"{base_path}: the top level must be a mapping of sections")
+        merged = deep_merge(merged, resolve_bases(base, base_path, load, chain))
+    return deep_merge(merged, {k: v for k, v in data.items() if k != BASE_KEY})

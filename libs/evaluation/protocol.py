@@ -11,11 +11,11 @@ videos whose annotations are known to be wrong, e.g. THUMOS-14's video_test_0000
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 from libs.core.config import EvalCfg
+from libs.core.safe_io import read_json
 from libs.evaluation.detection_map import DetectionMAP, EvalResult
 from libs.evaluation.ground_truth import GtSource
 
@@ -23,12 +23,9 @@ from libs.evaluation.ground_truth import GtSource
 def read_blocked_videos_file(path: Union[str, Path]) -> list[str]:
     """A JSON list of video ids; a clear ValueError for anything else."""
     try:
-        with open(path, encoding="utf8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise ValueError(f"eval.blocked_videos_file {path}: cannot read it ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"eval.blocked_videos_file {path}: not valid JSON ({exc})") from None
+        data = read_json(path, "blocked videos")
+    except ValueError as exc:
+        raise ValueError(f"eval.blocked_videos_file: {exc}") from None
     if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
         raise ValueError(
             f"eval.blocked_videos_file {path}: expected a JSON list of video ids (strings)"

@@ -7,7 +7,6 @@ score sqrt(class_score * proposal_score). This reproduces video-mamba-suite's
 including its numpy argsort orderings, so the evaluated ranking is the same.
 """
 
-import json
 import logging
 import os
 from functools import lru_cache
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from libs.core.registry import MissingKeyError
+from libs.core.safe_io import read_json
 from libs.core.structures import Detections
 
 logger = logging.getLogger(__name__)
@@ -39,11 +39,7 @@ def load_external_scores(path: str) -> dict:
 
 @lru_cache(maxsize=2)
 def _load_json(path: str, mtime: float) -> dict:
-    try:
-        with open(path, "r") as f:
-            data = json.load(f)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"external score file {path}: not valid JSON ({exc})") from None
+    data = read_json(path, "external score")  # ValueError naming the file
     if isinstance(data, dict) and "results" in data:
         data = data["results"]
     if not isinstance(data, dict):
