@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
+from libs.engine.checkpoint import resolve_checkpoint
 from libs.evaluation import format_table
 from libs.inference import evaluate
 from libs.utils.io import unique_path
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     setup_logging()
     fix_random_seed(cfg.seed)
+    check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
+                  [("--results", args.results), ("--metrics", args.metrics), ("--save-raw", args.save_raw)])
     model, ckpt, meta = load_detector(cfg, args.ckpt, device, args.allow_unsafe_checkpoint)
     logger.info(
         "evaluating %s weights of %s (%s format, epoch %s) on %s",
@@ -95,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
         max_seq_len=cfg.dataset.max_seq_len,
         size_divisor=model.size_divisor,
     )
-    check_outputs([("CKPT", ckpt), ("config", args.config)],
-                  [("--results", args.results), ("--metrics", args.metrics), ("--save-raw", args.save_raw)])
     results_path = output_path(args.results, ckpt.parent / "results_eval.json")
     metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
     raw_path = output_path(args.save_raw, Path(args.save_raw)) if args.save_raw else None
