@@ -330,6 +330,72 @@ def model_unknown_block(ws: Workspace) -> Callable:
     return lambda: build_model(cfg.model, cfg.train, cfg.test)
 
 
+# confined writes and run locks (issue 15) ---------------------------------------------------
+
+
+def rename_vid1(new_id: str) -> Setup:
+    """A training video whose id would point outside feat_folder."""
+    def setup(ws: Workspace) -> list:
+        ws.db[new_id] = ws.db.pop("vid1")
+        ws.write_json()
+        return ws.train()
+
+    return setup
+
+
+def run_name(name: str) -> Setup:
+    def setup(ws: Workspace) -> list:
+        argv = ws.train()
+        argv[argv.index("--output") + 1] = name
+        return argv
+
+    return setup
+
+
+def overwrite_unmarked(ws: Workspace) -> list:
+    folder = ws.root / "runs" / "tiny_case"  # has a config.yaml but was not made by train.py
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("{}")
+    return ["--overwrite", *ws.train()]
+
+
+def eval_output(which: str) -> Setup:
+    """--metrics equal to --results, or --results equal to the checkpoint."""
+    def setup(ws: Workspace) -> list:
+        ckpt = ws.checkpoint()
+        argv = ws.eval(ckpt)
+        if which == "metrics":
+            argv[argv.index("--metrics") + 1] = argv[argv.index("--results") + 1]
+        else:
+            argv[argv.index("--results") + 1] = ckpt
+        return argv
+
+    return setup
+
+
+def run_folder_locked(ws: Workspace) -> Callable:
+    from libs.engine.run_lock import LOCK_NAME, RunLock
+
+    (ws.root / LOCK_NAME).write_text(json.dumps({"pid": 4242, "host": "elsewhere.example"}))
+    return lambda: RunLock(ws.root).acquire()
+
+
+def log_txt_symlink(ws: Workspace) -> Callable:
+    from libs.utils.logging import setup_logging
+
+    (ws.root / "run").mkdir()
+    (ws.root / "run" / "log.txt").symlink_to(ws.json_file)
+    return lambda: setup_logging(ws.root / "run")
+
+
+def synthetic_absolute_id(ws: Workspace) -> Callable:
+    import tools.make_synthetic as ms
+
+    ws.db["/tmp/evil"] = ws.db.pop("vid1")
+    ws.write_json()
+    return lambda: ms.make_synthetic(str(ws.json_file), str(ws.root / "synth"), dim=4)
+
+
 # ====================================================================== the catalogue
 CASES = [
     # ---------------------------------------------------------------- config
@@ -461,6 +527,25 @@ CASES = [
          ("nms_1d", "backend 'cuda'", "cpu")),
     Case("model: build_model with an unknown block type", "call", model_unknown_block,
          ("model.block.type", "'mamba2'", "available")),
+    # ---------------------------------------------------------------- confined writes, run locks
+    Case("names: video id with '..' (training)", "train", rename_vid1("../vid1"),
+         ("anno.json", "video id '../vid1' cannot be used as a file name", "path separator")),
+    Case("names: absolute video id (training)", "train", rename_vid1("/etc/vid1"),
+         ("anno.json", "video id '/etc/vid1'", "absolute path")),
+    Case("names: run name (--output) with '..'", "train", run_name("x/../../../victim"),
+         ("run name (--output) 'x/../../../victim' cannot be used as a file name",)),
+    Case("names: make_synthetic with an absolute video id", "call", synthetic_absolute_id,
+         ("anno.json", "video id '/tmp/evil'", "absolute path")),
+    Case("outputs: --overwrite of a folder train.py did not create", "train", overwrite_unmarked,
+         ("refusing to overwrite", "tiny_case", ".actionmamba_run", "not a run folder")),
+    Case("outputs: eval.py --metrics equal to --results", "eval", eval_output("metrics"),
+         ("--metrics and --results are the same file", "res.json")),
+    Case("outputs: eval.py --results is the checkpoint", "eval", eval_output("ckpt"),
+         ("--results", "model.pth", "is also the input CKPT")),
+    Case("outputs: log.txt is a symbolic link", "call", log_txt_symlink,
+         ("log file", "log.txt is a symbolic link", "refusing to append")),
+    Case("run lock: run folder held by another process", "call", run_folder_locked,
+         ("in use by pid 4242 on elsewhere.example",)),
 ]
 
 
