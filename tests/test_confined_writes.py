@@ -186,3 +186,13 @@ def test_eval_results_equal_metrics_or_checkpoint(tmp_path, capsys, in_process):
     _one_error(capsys, lambda: eval_cli.main([config, str(ckpt), "--results", str(ckpt)]),
                "is also the input CKPT")
     assert ckpt.read_bytes() == b"checkpoint bytes"
+
+
+def test_multi_seed_name_is_plain(tmp_path, capsys):
+    from tools import multi_seed
+
+    config, _ = _workspace(tmp_path)
+    rc = multi_seed.main([config, "--name", "../../elsewhere", "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run name (--name) '../../elsewhere' cannot be used as a file name" in err, err
+    assert not (tmp_path / "runs").exists()

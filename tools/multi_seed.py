@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as `python tools/multi_seed.py`: make the r
 from libs.cli import run_cli  # noqa: E402
 from libs.core.config import load_config  # noqa: E402
 from libs.engine.run_folder import run_folder_path  # noqa: E402
+from libs.utils.paths import check_file_name  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +159,7 @@ def format_summary(runs: dict[int, dict], summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)  # fail fast on a bad config or override
+    check_file_name(args.name, "run name (--name)", fix="give a plain name; run folders are made in output_folder")
     seeds = seeds_to_run(args, cfg.seed)
     runs, folders, failures = {}, {}, []
     for seed in seeds:
