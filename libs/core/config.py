@@ -312,3 +312,16 @@ def config_to_dict(cfg: Config) -> dict:
 def write_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
     """Write the resolved config as YAML, atomically (a run folder's config.yaml)."""
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def describe_schedule(cfg: Config) -> str:
+    """The training length in words, e.g. "3 epochs + 5 warmup = 8 epochs".
+
+    `opt.epochs` counts the epochs after warmup; with `opt.warmup` the run trains
+    `opt.epochs + opt.warmup_epochs` epochs (as `libs.engine.scheduler` schedules them).
+    """
+    opt = cfg.opt
+    if not opt.warmup or opt.warmup_epochs == 0:
+        return f"{opt.epochs} epochs (no warmup)"
+    total = opt.epochs + opt.warmup_epochs
+    return f"{opt.epochs} epochs + {opt.warmup_epochs} warmup = {total} epochs"
