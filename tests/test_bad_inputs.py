@@ -15,6 +15,7 @@ cases with their messages.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -396,6 +397,46 @@ def synthetic_absolute_id(ws: Workspace) -> Callable:
     return lambda: ms.make_synthetic(str(ws.json_file), str(ws.root / "synth"), dim=4)
 
 
+# hostile files (libs/core/safe_io.py) -----------------------------------------------------------
+
+
+def config_plus(text: str) -> Setup:
+    """The valid tiny config with raw YAML `text` appended (anchors, duplicates, deep nesting)."""
+
+    def setup(ws: Workspace) -> list:
+        argv = ws.train()
+        with open(argv[0], "a") as f:
+            f.write(text)
+        return argv
+
+    return setup
+
+
+def fifo_config(ws: Workspace) -> list:
+    path = ws.root / "fifo.yaml"
+    os.mkfifo(path)
+    return [str(path), "--output", "case", "--device", "cpu"]
+
+
+def fifo_results(ws: Workspace) -> list:
+    path = ws.root / "results.json"
+    os.mkfifo(path)
+    return [str(ws.json_file), str(path), "--split", "validation"]
+
+
+def gt_folder(ws: Workspace) -> list:
+    argv = results(lambda r: None)(ws)
+    return [str(ws.root), *argv[1:]]
+
+
+def deep_annotations(ws: Workspace) -> list:
+    ws.json_file.write_text('{"database": ' + "[" * 100000 + "]" * 100000 + "}")
+    return ws.train()
+
+
+BOMB = "laughs:\n  a: &a [x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+
+
 # ====================================================================== the catalogue
 CASES = [
     # ---------------------------------------------------------------- config
@@ -546,6 +587,24 @@ CASES = [
          ("log file", "log.txt is a symbolic link", "refusing to append")),
     Case("run lock: run folder held by another process", "call", run_folder_locked,
          ("in use by pid 4242 on elsewhere.example",)),
+    Case("config: YAML anchors / aliases (alias bomb)", "train", config_plus(BOMB),
+         ("tiny.yaml line", "YAML anchors and aliases (&name / *name) are not allowed")),
+    Case("config: recursive YAML alias", "train", config_plus("loop: &l [*l]\n"),
+         ("tiny.yaml line", "YAML anchors and aliases")),
+    Case("config: a section given twice", "train", config_plus("opt:\n  epochs: 30\n"),
+         ("tiny.yaml line", "duplicate key 'opt' (first at line")),
+    Case("config: nesting deeper than 32 levels", "train", config_plus("deep: " + "[" * 100 + "]" * 100 + "\n"),
+         ("tiny.yaml line", "nesting deeper than 32")),
+    Case("config: a FIFO instead of a file", "train", fifo_config,
+         ("fifo.yaml", "is a FIFO (named pipe), not a regular file")),
+    Case("results: nested too deeply (RecursionError)", "eval_results", results_text("[" * 100000 + "]" * 100000),
+         ("results.json", "nested too deeply")),
+    Case("results: a key twice in one object", "eval_results",
+         results_text('{"version": "1.3", "results": {}, "results": {}}'), ("results.json", "key 'results' twice")),
+    Case("results: a FIFO instead of a file", "eval_results", fifo_results, ("results.json", "is a FIFO")),
+    Case("annotations: a folder instead of a file", "eval_results", gt_folder, ("is a folder",)),
+    Case("annotations: nested too deeply (RecursionError)", "train", deep_annotations,
+         ("anno.json", "nested too deeply")),
 ]
 
 
