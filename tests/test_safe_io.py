@@ -109,3 +109,12 @@ def test_folder_and_missing_refused(tmp_path):
         check_regular_file(tmp_path, "annotation")
     with pytest.raises(UnsafeInputError, match="cannot read annotation file"):
         check_regular_file(tmp_path / "none.json", "annotation")
+
+
+def test_override_value_with_alias_or_deep_nesting_refused(tmp_path):
+    path = _write(tmp_path, "ok.yaml", "opt: {epochs: 2}\n")
+    with pytest.raises(ConfigError, match="override 'model.block.args.x=&a \\[\\*a\\]' line 1: YAML anchors"):
+        load_config(path, ["model.block.args.x=&a [*a]"])
+    with pytest.raises(ConfigError, match="nesting deeper than"):
+        load_config(path, ["model.block.args.x=" + "[" * 100 + "]" * 100])
+    assert load_config(path, ["model.block.args.x=[1, {a: 2}]"]).model.block.args == {"x": [1, {"a": 2}]}

@@ -11,6 +11,8 @@ from typing import Any, Union
 
 import yaml
 
+from libs.core.safe_io import StrictYamlLoader, UnsafeInputError
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and the key."""
@@ -102,11 +104,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value (e.g. opt.epochs=3)")
     key, raw = text.split("=", 1)
+    loader = StrictYamlLoader(raw, source=f"override '{text}'")  # no aliases, no deep nesting
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = loader.get_single_data() if raw.strip() else ""
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"override '{text}': the value is not valid YAML ({problem})") from None
+    except UnsafeInputError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        loader.dispose()
     return key.strip().split("."), value
 
 
