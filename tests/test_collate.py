@@ -74,3 +74,19 @@ def test_eval_padded_length_properties(num_feats, max_seq_len, divisor):
         assert t_pad == max_seq_len
     else:
         assert t_pad % divisor == 0 and t_pad - num_feats < divisor
+
+
+def test_batch_pin_memory_pins_feats_and_masks_and_keeps_samples(monkeypatch):
+    """DataLoader(pin_memory=True) calls Batch.pin_memory(); both tensors must be pinned (CPU-testable via a recorder)."""
+    pinned = []
+
+    def fake_pin(self):
+        pinned.append(self.shape)
+        return self.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batch = Batch(torch.ones(2, 3, 8), torch.ones(2, 1, 8, dtype=torch.bool), ["a", "b"])
+    out = batch.pin_memory()
+    assert isinstance(out, Batch) and out.samples == ["a", "b"]
+    assert pinned == [torch.Size([2, 3, 8]), torch.Size([2, 1, 8])]
+    assert torch.equal(out.feats, batch.feats) and torch.equal(out.masks, batch.masks)

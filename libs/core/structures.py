@@ -57,6 +57,10 @@ class Batch:
     def to(self, device: Union[str, torch.device]) -> "Batch":
         return Batch(self.feats.to(device, non_blocking=True), self.masks.to(device, non_blocking=True), self.samples)
 
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True): page-locked feats/masks make `.to(cuda)` asynchronous."""
+        return Batch(self.feats.pin_memory(), self.masks.pin_memory(), self.samples)
+
 
 @dataclass
 class Detections:
