@@ -1,7 +1,7 @@
 """Evaluate a checkpoint (ours or a published ActionFormer / video-mamba-suite `.pth.tar`).
 
     python eval.py CONFIG CKPT [--opts key=value ...] [--results OUT.json] [--metrics OUT.json]
-                               [--device cpu|cuda] [--save-raw RAW.pt]
+                               [--device cpu|cuda] [--save-raw RAW.pt] [--diagnose DIR]
 
 The model is built from CONFIG (plus overrides) and loaded with the checkpoint's EMA weights.
 CKPT may also be a run folder (its last.pth is used). By default the detections go to
@@ -52,6 +52,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         metavar="RAW.pt",
         help="also save the pre-NMS candidates here, for tools/rescore.py",
+    )
+    parser.add_argument(
+        "--diagnose",
+        default=None,
+        metavar="DIR",
+        help="also write DETAD's error diagnosis (diagnosis.json, PNGs, report.html) to DIR",
     )
     parser.add_argument(
         "--allow-unsafe-checkpoint",
@@ -115,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {results_path}\nmetrics: {metrics_path}")
     if raw_path is not None:
         print(f"raw predictions: {raw_path}")
+    if args.diagnose:  # after evaluate(), which always writes results_path
+        from libs.diagnosis.from_run import run_diagnosis_for_config
+
+        run_diagnosis_for_config(cfg, results_path, args.diagnose)
+        print(f"diagnosis: {Path(args.diagnose) / 'report.html'}")
     return 0
 
 

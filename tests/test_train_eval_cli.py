@@ -101,9 +101,12 @@ def test_train_then_eval_cli(tiny_config):
     assert eval_metrics["average_mAP"] == pytest.approx(train_metrics["average_mAP"], abs=1e-6)
 
     out = _run(
-        "eval.py", tiny_config, run, "--opts", "test.nms_method=hard"
-    )  # a run folder → its last.pth
+        "eval.py", tiny_config, run, "--opts", "test.nms_method=hard", "--diagnose", run / "diag"
+    )  # a run folder → its last.pth; --diagnose runs DETAD's analyses on the written results
     assert out.returncode == 0, out.stderr[-3000:]
+    diagnosis = json.loads((run / "diag" / "diagnosis.json").read_text())
+    assert {"false_positive", "false_negative", "sensitivity"} <= set(diagnosis)
+    assert (run / "diag" / "report.html").is_file()
     assert (run / "results_eval_1.json").is_file() and (
         run / "metrics_eval_1.json"
     ).is_file()  # no overwrite
