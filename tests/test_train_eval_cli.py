@@ -61,6 +61,10 @@ def test_train_then_eval_cli(tiny_config):
     assert out.returncode == 0, out.stderr[-3000:]
     run = Path(yaml.safe_load(tiny_config.read_text())["output_folder"]) / "tiny_cli_cli"
     assert f"run folder: {run}" in out.stdout and "mAP" in out.stdout
+    # the epoch count is stated at start in words (opt.epochs excludes warmup)
+    from libs.core.config import describe_schedule, load_config
+
+    assert f"training {describe_schedule(load_config(tiny_config))} x" in (run / "log.txt").read_text()
     for name in (
         "config.yaml",
         "log.txt",

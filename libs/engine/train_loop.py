@@ -36,7 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from libs.core.config import Config
+from libs.core.config import Config, describe_schedule
 from libs.engine import distributed as dist_utils
 from libs.engine.amp import make_grad_scaler
 from libs.engine.checkpoint import iteration_checkpoint_name, prune_iteration_checkpoints
@@ -225,8 +225,8 @@ def train(
     resume_rng = restore_training_state(resume, state, cfg, generator) if resume else None
     max_epochs = total_epochs(cfg.opt)
     logger.info(
-        "training %d epochs x %d iterations (x %d micro-batches, %d process(es), amp %s) "
-        "from epoch %d; run folder %s", max_epochs, steps_per_epoch, cfg.opt.accumulate,
+        "training %s x %d iterations (x %d micro-batches, %d process(es), amp %s) "
+        "from epoch %d; run folder %s", describe_schedule(cfg), steps_per_epoch, cfg.opt.accumulate,
         dist_utils.get_world_size(), cfg.opt.amp, state.epoch + 1, run_folder,
     )  # fmt: skip
     writer = SummaryWriter(str(run_folder / "logs")) if dist_utils.is_main_process() else None
