@@ -6,6 +6,7 @@ reference and one warning says how to build it. `libs._C_cuda` (the CUDA NMS, cs
 separate extension, present only where setup.py could compile CUDA; None elsewhere.
 """
 import importlib
+import os
 import logging
 
 import torch  # noqa: F401  (loads libc10 etc. before the extension)
@@ -95,3 +96,24 @@ def note_once(op: str, key: str, msg: str, level: int = logging.INFO) -> None:
         return
     _noted.add((op, key))
     logger.log(level, "%s: %s", op, msg)
+
+
+class DefaultBackend:
+    """The backend an op uses when called with `backend=None`: forced in code (`set`), else the
+    environment variable `env`, else "auto". One instance per op (scan, conv)."""
+
+    def __init__(self, op: str, env: str, choices: tuple):
+        self.op, self.env, self.choices = op, env, choices
+        self.forced = None
+
+    def set(self, name) -> None:
+        if name is not None and name not in self.choices:
+            raise ValueError(f"{self.op}: unknown backend {name!r}, expected one of {self.choices}")
+        self.forced = name
+
+    def get(self) -> str:
+        name = self.forced or os.environ.get(self.env, "").strip() or "auto"
+        if name not in self.choices:
+            raise ValueError(f"{self.env}={name!r} is not a backend; use one of {self.choices}")
+        return name
+

@@ -18,7 +18,6 @@ On CPU, F.conv1d's depthwise backward costs about as much as the whole C++ scan 
 under load); the ext kernel is memory-bound.
 """
 import logging
-import os
 from typing import Optional
 
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from libs.ops import _ext, _gpu
-from libs.ops._ext import log_once, note_once
+from libs.ops._ext import DefaultBackend, log_once, note_once
 from libs.ops.scan import EXT_BUILD, _row_major, _rows
 
 
@@ -34,24 +33,18 @@ BACKENDS = ("auto", "cuda", "ext", "torch")
 ACTIVATIONS = (None, "silu", "swish")
 ENV_BACKEND = "LIBS_CONV_BACKEND"
 SELF_TEST_TOL = 1e-3
-_default: Optional[str] = None
+_default = DefaultBackend("causal_conv1d", ENV_BACKEND, BACKENDS)
 
 
 def set_default_backend(name: Optional[str]) -> None:
     """Force the backend of every `causal_conv1d(backend=None)` call (None: LIBS_CONV_BACKEND,
     else "auto")."""
-    global _default
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"causal_conv1d: unknown backend {name!r}, expected one of {BACKENDS}")
-    _default = name
+    _default.set(name)
 
 
 def default_backend() -> str:
     """The backend of `causal_conv1d(backend=None)`: set_default_backend, else LIBS_CONV_BACKEND."""
-    name = _default or os.environ.get(ENV_BACKEND, "").strip() or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"{ENV_BACKEND}={name!r} is not a backend; use one of {BACKENDS}")
-    return name
+    return _default.get()
 
 
 def _on_gpu(x: Tensor) -> bool:

@@ -18,7 +18,6 @@ likewise, else torch (warned once); on CPU ext when built, else torch. The proce
 be forced with `set_default_backend` or the environment variable LIBS_SCAN_BACKEND.
 """
 import logging
-import os
 from typing import Callable, Optional, Tuple, Union
 
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from libs.ops import _ext, _gpu
-from libs.ops._ext import log_once, note_once
+from libs.ops._ext import DefaultBackend, log_once, note_once
 
 
 EXT_BUILD = "pip install -e . --no-build-isolation"
@@ -35,24 +34,18 @@ ENV_BACKEND = "LIBS_SCAN_BACKEND"
 SELF_TEST_TOL = 1e-3  # relative, float32 kernels on a 16-step problem
 
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
-_default: Optional[str] = None
+_default = DefaultBackend("selective_scan", ENV_BACKEND, BACKENDS)
 
 
 def set_default_backend(name: Optional[str]) -> None:
     """Force the backend of every `selective_scan(backend=None)` call (None: back to the
     environment variable LIBS_SCAN_BACKEND, else "auto")."""
-    global _default
-    if name is not None and name not in BACKENDS:
-        raise ValueError(f"selective_scan: unknown backend {name!r}, expected one of {BACKENDS}")
-    _default = name
+    _default.set(name)
 
 
 def default_backend() -> str:
     """The backend of `selective_scan(backend=None)`: set_default_backend, else LIBS_SCAN_BACKEND."""
-    name = _default or os.environ.get(ENV_BACKEND, "").strip() or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"{ENV_BACKEND}={name!r} is not a backend; use one of {BACKENDS}")
-    return name
+    return _default.get()
 
 
 def ext_has_scan() -> bool:
