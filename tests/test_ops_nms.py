@@ -197,7 +197,7 @@ def test_batched_nms_multiclass_hand_made():
     scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.005])
     labels = torch.tensor([0, 0, 1, 1, 1])
     out_segs, out_scores, out_labels = batched_nms(
-        segs, scores, labels, 0.5, 0.01, 100, use_soft_nms=False, multiclass=True
+        segs, scores, labels, 0.5, 0.01, 100, method="hard", multiclass=True
     )
     # class 0: seg 1 suppressed by seg 0 (IoU 0.9); class 1: no overlap, seg 4 under min_score;
     # the overlap of seg 2 (class 1) with seg 0 (class 0) does not count across classes
@@ -205,7 +205,7 @@ def test_batched_nms_multiclass_hand_made():
     assert out_labels.tolist() == [1, 0, 1]
     assert out_segs.tolist() == [[50, 60], [0, 10], [0, 10]]
     # max_seg_num caps each class, then the total
-    _, capped_scores, _ = batched_nms(segs, scores, labels, 0.5, 0.01, 1, use_soft_nms=False)
+    _, capped_scores, _ = batched_nms(segs, scores, labels, 0.5, 0.01, 1, method="hard")
     assert capped_scores.tolist() == pytest.approx([0.95])
 
 
@@ -224,7 +224,7 @@ def test_batched_nms_multiclass_soft(backend):
 def test_batched_nms_agnostic_voting_hand_made():
     segs = torch.tensor([[0, 10], [2, 12], [40, 50]], dtype=torch.float32)
     scores, labels = torch.tensor([0.8, 0.2, 0.5]), torch.tensor([3, 4, 5])
-    kwargs = dict(use_soft_nms=False, multiclass=False, voting_thresh=0.6)
+    kwargs = dict(method="hard", multiclass=False, voting_thresh=0.6)
     out_segs, out_scores, out_labels = batched_nms(segs, scores, labels, 0.5, 0.01, 100, **kwargs)
     # hard NMS keeps 0 and 2 (IoU(0, 1) = 8/12); voting: seg 0 averages itself and seg 1
     # (IoU 0.67 >= 0.6) with weights 0.8 and 0.2 -> [0.4, 10.4]; seg 2 has no neighbour
@@ -263,13 +263,13 @@ def test_batched_nms_empty():
 
 
 @needs_ext
-@pytest.mark.parametrize("use_soft_nms", [True, False])
+@pytest.mark.parametrize("method", ["soft", "linear", "hard"])
 @pytest.mark.parametrize("multiclass", [True, False])
-def test_batched_nms_ext_matches_torch(use_soft_nms, multiclass):
+def test_batched_nms_ext_matches_torch(method, multiclass):
     segs, scores = make_case(600, ties=True, seed=7)
     labels = torch.randint(0, 5, (600,))
     args = (segs, scores, labels, 0.3, 0.001, 200)
-    kwargs = dict(use_soft_nms=use_soft_nms, multiclass=multiclass, sigma=0.5, voting_thresh=0.7)
+    kwargs = dict(method=method, multiclass=multiclass, sigma=0.5, voting_thresh=0.7)
     ext = batched_nms(*args, backend="ext", **kwargs)
     ref = batched_nms(*args, backend="torch", **kwargs)
     assert torch.equal(ext[2], ref[2]) and torch.allclose(ext[1], ref[1], rtol=1e-6)
@@ -409,18 +409,31 @@ def test_nms_device_follows_the_cuda_build(monkeypatch, built):
 
 @pytest.mark.cuda
 @needs_cuda_ext
-@pytest.mark.parametrize("use_soft_nms", [True, False])
+@pytest.mark.parametrize("method", ["soft", "linear", "hard"])
 @pytest.mark.parametrize("multiclass", [True, False])
-def test_batched_nms_cuda_matches_cpu(use_soft_nms, multiclass):
+def test_batched_nms_cuda_matches_cpu(method, multiclass):
     """The whole per-video NMS on GPU tensors (the CUDA kernels) against libs._C on the CPU:
     same kept segments and labels, scores to 1e-6 (distinct scores: no tie-order ambiguity)."""
     segs, scores = distinct_case(2000, seed=3)
     labels = torch.randint(0, 20, (2000,), generator=torch.Generator().manual_seed(3))
-    kw = dict(iou_threshold=0.1, min_score=0.001, max_seg_num=200, use_soft_nms=use_soft_nms,
-              multiclass=multiclass, sigma=0.5, voting_thresh=0.7, method=2)
+    kw = dict(iou_threshold=0.1, min_score=0.001, max_seg_num=200, method=method,
+              multiclass=multiclass, sigma=0.5, voting_thresh=0.7)
     cpu = batched_nms(segs, scores, labels, backend="ext", **kw)
     gpu = batched_nms(segs.cuda(), scores.cuda(), labels.cuda(), backend="cuda", **kw)
     assert gpu[0].is_cuda
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=1e-6)
     assert torch.equal(gpu[2].cpu(), cpu[2])
+
+
+def test_batched_nms_method_names_map_to_the_kernel_methods():
+    """batched_nms takes test.nms_method's names; "linear" is soft_nms_1d's method 1, "soft" its 2."""
+    segs = torch.tensor([[0, 10], [1, 10]], dtype=torch.float32)
+    scores, labels = torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    _, linear, _ = batched_nms(segs, scores, labels, 0.5, 0.001, 100, method="linear")
+    assert linear.tolist() == pytest.approx([0.9, 0.8 * (1 - 0.9)], rel=1e-5)  # IoU 9/10 >= 0.5
+    _, gauss, _ = batched_nms(segs, scores, labels, 0.5, 0.001, 100, method="soft", sigma=0.5)
+    assert gauss.tolist() == pytest.approx([0.9, 0.8 * math.exp(-(0.9**2) / 0.5)], rel=1e-5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        batched_nms(segs, scores, labels, 0.5, 0.001, 100, method=2)
+

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from libs.core.config import TestCfg
+from libs.core.config import NMS_METHODS, TestCfg
 from libs.core.segments import clamp_segments, grid_to_seconds
 from libs.core.structures import Detections, VideoSample
 from libs.ops.nms import batched_nms
@@ -22,8 +22,6 @@ from libs.inference.score_fusion import fuse_external_scores, load_external_scor
 
 logger = logging.getLogger(__name__)
 
-# nms_method -> (use_soft_nms, soft-NMS method); "soft" is the reference's Gaussian soft-NMS
-NMS_METHODS = {"soft": (True, 2), "linear": (True, 1), "hard": (False, 0), "none": None}
 
 
 def _check_cfg(cfg: TestCfg) -> None:
@@ -69,13 +67,11 @@ def postprocess_video(
     _check_pair(raw, sample)
     segs = raw.segments.detach().float()  # [N, 2]; NMS runs on CPU (small N after top-k)
     scores, labels = raw.scores.detach().float(), raw.labels.detach()  # [N], [N]
-    mode = NMS_METHODS[cfg.nms_method]
-    if mode is not None:
-        use_soft_nms, method = mode
+    if cfg.nms_method != "none":  # "none" keeps the model's candidates and order
         segs, scores, labels = batched_nms(
             segs, scores, labels, cfg.iou_threshold, cfg.min_score, cfg.max_seg_num,
-            use_soft_nms=use_soft_nms, multiclass=cfg.multiclass_nms, sigma=cfg.nms_sigma,
-            voting_thresh=cfg.voting_thresh, method=method,
+            method=cfg.nms_method, multiclass=cfg.multiclass_nms, sigma=cfg.nms_sigma,
+            voting_thresh=cfg.voting_thresh,
         )  # fmt: skip
     segs = grid_to_seconds(segs, sample.fps, sample.feat_stride, sample.feat_num_frames)  # [K, 2]
     segs = clamp_segments(segs, sample.duration)  # reference: <= 0 -> 0, >= duration -> duration

@@ -23,7 +23,9 @@ from libs.ops import _ext
 
 
 BUILD_CMD = "pip install -e . --no-build-isolation"
-SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}
+SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}  # soft_nms_1d's integer (the kernels' ABI)
+# batched_nms's method names (= test.nms_method) -> soft_nms_1d's integer; "hard" is plain NMS
+BATCHED_NMS_METHODS = {"soft": 2, "linear": 1, "hard": None}
 
 
 # --------------------------------------------------------------------------- backend choice
@@ -323,8 +325,8 @@ def seg_voting(
 @torch.no_grad()
 def batched_nms(
     segs: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, min_score: float,
-    max_seg_num: int, use_soft_nms: bool = True, multiclass: bool = True, sigma: float = 0.5,
-    voting_thresh: float = 0.75, method: int = 2, voting_iou_weighted: bool = False,
+    max_seg_num: int, method: str = "soft", multiclass: bool = True, sigma: float = 0.5,
+    voting_thresh: float = 0.75, voting_iou_weighted: bool = False,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """NMS of one video's candidates, as ActionFormer's `batched_nms`.
@@ -336,8 +338,8 @@ def batched_nms(
 
     Args:
         segs: [N, 2]; scores: [N]; labels: [N] int.
-        use_soft_nms: soft-NMS with `method` (2 Gaussian as the reference, 1 linear, 0 hard);
-            else hard NMS, which first drops scores <= min_score.
+        method: "soft" (Gaussian soft-NMS, the reference), "linear" (soft-NMS, weight 1 - iou)
+            or "hard" (plain NMS, which first drops scores <= min_score): test.nms_method's names.
         max_seg_num: cap per class and overall; <= 0 means no cap (the reference would
             silently drop the last detection for -1).
         voting_iou_weighted: AF-style voting weights (also x IoU); default is video-mamba-suite.
@@ -349,14 +351,17 @@ def batched_nms(
         raise ValueError(
             f"batched_nms: labels {tuple(labels.shape)} and scores {tuple(scores.shape)} differ"
         )
+    if method not in BATCHED_NMS_METHODS:
+        raise ValueError(f"batched_nms: method must be one of {sorted(BATCHED_NMS_METHODS)}, got {method!r}")
+    soft_method = BATCHED_NMS_METHODS[method]
     segs, scores = _check_inputs("batched_nms", segs, scores)
     if segs.shape[0] == 0:
         return segs.new_zeros((0, 2)), scores.new_zeros((0,)), labels.new_zeros((0,))
 
     def nms_group(g_segs: Tensor, g_scores: Tensor, g_labels: Tensor) -> tuple[Tensor, ...]:
-        if use_soft_nms:
+        if soft_method is not None:
             return _soft_nms_keep(g_segs, g_scores, g_labels, iou_threshold, sigma, min_score,
-                                  method, max_seg_num, backend)
+                                  soft_method, max_seg_num, backend)
         return _hard_nms_keep(g_segs, g_scores, g_labels, iou_threshold, min_score, max_seg_num,
                               backend)
 

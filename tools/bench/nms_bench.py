@@ -81,10 +81,10 @@ def _cases(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> di
     thumos = dict(iou_threshold=0.1, min_score=0.001, max_seg_num=200, sigma=0.5, multiclass=True)
     return {
         "batched_soft": lambda b: batched_nms(
-            segs, scores, labels, use_soft_nms=True, backend=b, **thumos
+            segs, scores, labels, method="soft", backend=b, **thumos
         ),
         "batched_hard": lambda b: batched_nms(
-            segs, scores, labels, use_soft_nms=False, backend=b, **thumos
+            segs, scores, labels, method="hard", backend=b, **thumos
         ),
         "soft_nms_1d": lambda b: soft_nms_1d(segs[big], scores[big], 0.1, 0.5, 0.001, 2, backend=b),
         "nms_1d": lambda b: nms_1d(segs, scores, 0.1, backend=b),
