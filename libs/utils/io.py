@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
+from libs.utils.paths import refuse_symlink
+
 PathLike = Union[str, os.PathLike]
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,7 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    if path.is_symlink():  # os.replace would replace the link, but refuse to be misled by one
-        raise ValueError(f"output file {path} is a symbolic link (to {os.readlink(path)}); refusing to "
-                         "write through it: remove the link or choose another path")
+    refuse_symlink(path)  # os.replace would replace the link, but refuse to be misled by one
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:

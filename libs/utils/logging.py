@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Optional, Union
 
+from libs.utils.paths import refuse_symlink
+
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
 _OURS = "_tal_handler"  # marks the handlers installed here, so a second call replaces them
@@ -35,12 +37,8 @@ def setup_logging(
     if run_folder is not None:
         os.makedirs(run_folder, exist_ok=True)
         log_file = os.path.join(run_folder, file_name)
-        if os.path.islink(log_file):  # appending would write wherever the link points
-            raise ValueError(f"log file {log_file} is a symbolic link (to {os.readlink(log_file)}); refusing to "
-                             "append through it: remove the link")
-        handlers.append(
-            logging.FileHandler(os.path.join(run_folder, file_name), mode="a", encoding="utf-8")
-        )
+        refuse_symlink(log_file, "log file", "append")  # appending would write wherever it points
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
     for handler in handlers:
         setattr(handler, _OURS, True)
         handler.setFormatter(formatter)

@@ -51,10 +51,10 @@ def check_inside(path: PathLike, root: PathLike, what: str) -> Path:
     return real
 
 
-def refuse_symlink(path: PathLike, what: str = "output file") -> None:
-    """ValueError when `path` is a symbolic link: writes never follow one."""
+def refuse_symlink(path: PathLike, what: str = "output file", action: str = "write") -> None:
+    """ValueError when `path` is a symbolic link: writes (and appends) never follow one."""
     if os.path.islink(path):
-        raise ValueError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to write "
+        raise ValueError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to {action} "
                          "through it: remove the link or choose another path")
 
 
