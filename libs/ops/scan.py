@@ -145,13 +145,16 @@ def _row_major(x: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return x if x.stride(-1) == 1 or x.shape[-1] == 1 else x.contiguous()
 
 
+def _grouped(x: Tensor) -> Tensor:
+    """Variable B or C as [B, G, N, L]: [B, N, L] gets a group dim (a view); any strides."""
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
 def _ext_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
     """The kernel's arguments: one compute dtype, rows contiguous along L, B/C as [B, G, N, L]."""
     cdt = _compute_dtype(u)
-    B4 = B.unsqueeze(1) if B.dim() == 3 else B  # [B, G, N, L], any strides
-    C4 = C.unsqueeze(1) if C.dim() == 3 else C  # [B, G, N, L], any strides
-    return (_row_major(u, cdt), _row_major(delta, cdt), A.to(cdt), B4.to(cdt), C4.to(cdt),
-            _to(D, cdt), _row_major(z, cdt), _to(delta_bias, cdt))
+    return (_row_major(u, cdt), _row_major(delta, cdt), A.to(cdt), _grouped(B).to(cdt),
+            _grouped(C).to(cdt), _to(D, cdt), _row_major(z, cdt), _to(delta_bias, cdt))
 
 
 def _cast_like(grad: Optional[Tensor], like: Optional[Tensor]) -> Optional[Tensor]:
@@ -203,8 +206,9 @@ def _rows(x: Optional[Tensor]) -> Optional[Tensor]:
 def _kernel_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
     """What mamba-ssm's kernel takes: stride 1 along L; D and delta_bias float32 (they are [D]
     vectors, so a half copy is cast); dtypes are otherwise left alone (see _gpu.scan_unfit)."""
-    f32 = None if D is None else D.float(), None if delta_bias is None else delta_bias.float()
-    return (_rows(u), _rows(delta), A.contiguous(), _rows(B), _rows(C), f32[0], _rows(z), f32[1])
+    f32 = torch.float32
+    return (_rows(u), _rows(delta), A.contiguous(), _rows(B), _rows(C), _to(D, f32), _rows(z),
+            _to(delta_bias, f32))
 
 
 def _run_mamba(fn: Callable, u, delta, A, B, C, D, z, delta_bias, softplus, last) -> ScanOutput:

@@ -19,11 +19,11 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from libs.ops.scan import ScanOutput, _cast_like, _grouped, _rows
+
 TRITON_INSTALL = ("pip install triton==3.7.1 (CUDA builds of torch already ship a matching "
                   "triton)")
 _KERNELS = "libs.ops.scan_triton_kernels"
-
-ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
 
 
 def interpreter_on() -> bool:
@@ -69,27 +69,11 @@ def _kernels() -> ModuleType:
     return module
 
 
-def _row_major(x: Optional[Tensor]) -> Optional[Tensor]:
-    """x with unit stride along L (copied only when it has none); other strides are kept."""
-    if x is None:
-        return None
-    return x if x.stride(-1) == 1 or x.shape[-1] == 1 else x.contiguous()
-
-
 def _kernel_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
     """The kernels' arguments: [B, D, L] rows with unit L stride, B/C as [B, G, N, L] views."""
-    B4 = B.unsqueeze(1) if B.dim() == 3 else B  # [B, G, N, L]
-    C4 = C.unsqueeze(1) if C.dim() == 3 else C  # [B, G, N, L]
     vec = (lambda v: None if v is None else v.contiguous())
-    return (_row_major(u), _row_major(delta), A.contiguous(), B4, C4, vec(D), _row_major(z),
+    return (_rows(u), _rows(delta), A.contiguous(), _grouped(B), _grouped(C), vec(D), _rows(z),
             vec(delta_bias))
-
-
-def _grad_like(grad: Optional[Tensor], like: Optional[Tensor]) -> Optional[Tensor]:
-    """The gradient in its input's dtype and shape (None for absent inputs)."""
-    if grad is None or like is None:
-        return None
-    return grad.to(like.dtype).view(like.shape)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -109,9 +93,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
         dlast = None if dlast is None else dlast.float().contiguous()  # [B, D, N]
         grads = _kernels().scan_bwd(*_kernel_args(u, delta, A, B, C, D, z, delta_bias),
-                                    ctx.delta_softplus, ckpt, _row_major(dout), dlast)
+                                    ctx.delta_softplus, ckpt, _rows(dout), dlast)
         inputs = (u, delta, A, B, C, D, z, delta_bias)
-        return tuple(_grad_like(g, x) for g, x in zip(grads, inputs)) + (None, None, None)
+        return tuple(_cast_like(g, x) for g, x in zip(grads, inputs)) + (None, None, None)
 
 
 def _check_inputs(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
