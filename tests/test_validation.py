@@ -46,9 +46,15 @@ def _without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
-def test_validation_on_or_off_trains_identically(workspace, in_process):  # noqa: F811
+def test_validation_on_or_off_trains_identically(workspace, in_process, monkeypatch):  # noqa: F811
+    import libs.engine.validation as validation
+
+    builds = []  # the ground truth is read once per run, however many evaluations it has
+    build = validation.build_val_evaluator
+    monkeypatch.setattr(validation, "build_val_evaluator", lambda cfg: builds.append(1) or build(cfg))
     off = _train(workspace, "off")
     on = _train(workspace, "on", "opt.eval_start_epoch=0")
+    assert len(builds) == 2  # one per run: "off" evaluates once, "on" three times
     losses_off = LOSS_LINE.findall((off / "log.txt").read_text())
     assert len(losses_off) == 9  # iterations 1..3 of 3 epochs (iteration 0 is not logged)
     assert LOSS_LINE.findall((on / "log.txt").read_text()) == losses_off
@@ -103,11 +109,11 @@ import train
 
 real_score, calls = val.score, []
 
-def score(raw, cfg, epoch=None):
+def score(raw, cfg, epoch=None, evaluator=None):
     calls.append(1)
     if len(calls) == 2:  # the evaluation of epoch 2: after last.pth, before its history line
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_score(raw, cfg, epoch)
+    return real_score(raw, cfg, epoch, evaluator)
 
 val.score = score
 sys.exit(train.main(sys.argv[1:]))

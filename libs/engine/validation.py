@@ -42,7 +42,9 @@ from libs.engine.checkpoint import load_checkpoint, save_checkpoint
 from libs.engine.scheduler import total_epochs
 from libs.engine.val_history import TIMING_KEYS, ValHistory, make_record, record_result, summary
 from libs.evaluation import EvalResult
+from libs.evaluation.protocol import ProtocolEvaluator
 from libs.inference import collect_raw, score, write_eval_files
+from libs.inference.evaluate import build_val_evaluator
 from libs.utils.io import atomic_write_json
 from libs.utils.seeding import capture_rng_state, restore_rng_state
 
@@ -96,6 +98,7 @@ class Validator:
         self.history = ValHistory(run_folder, completed_epochs) if self.main else None
         self.report_best = cfg.eval.checkpoint == "best-on-val"
         self.keep_best = cfg.opt.eval_start_epoch >= 0  # several epochs to choose from
+        self.evaluator: Optional[ProtocolEvaluator] = None  # built at the first evaluation
 
     def catch_up(self, ema_model: nn.Module, completed_epochs: int, epoch_iter: int, step: int,
                  checkpoint: Optional[Path]) -> None:  # fmt: skip
@@ -136,7 +139,9 @@ class Validator:
         tic = time.time()
         raw = collect_raw(model, self.loader, id_to_name=self.dataset.id_to_name,
                           config=self.cfg, device=self.device)  # fmt: skip
-        detections, result = score(raw, self.cfg, epoch if self.report_best else None)
+        if self.evaluator is None:  # the ground truth is read once per run, not per evaluation
+            self.evaluator = build_val_evaluator(self.cfg)
+        detections, result = score(raw, self.cfg, epoch if self.report_best else None, self.evaluator)
         record = make_record(epoch, step, result, time.time() - tic)
         best = self.history.best
         new_best = best is None or record["average_mAP"] > best["average_mAP"]

@@ -21,6 +21,7 @@ from torch import nn
 from libs.core.config import Config
 from libs.core.structures import Detections
 from libs.evaluation import EvalResult, build_evaluator, describe_protocol, detections_to_results
+from libs.evaluation.protocol import ProtocolEvaluator
 from libs.inference.predict import Device, collect_raw
 from libs.inference.raw import RawPredictions
 from libs.utils.io import atomic_write_json
@@ -30,13 +31,25 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
+def build_val_evaluator(cfg: Config) -> ProtocolEvaluator:
+    """The evaluator of `cfg.dataset`'s val split under `cfg.eval` (reads the ground truth)."""
+    return build_evaluator(
+        cfg.eval, cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
+    )
+
+
 def score(
-    raw: RawPredictions, cfg: Config, epoch: Optional[int] = None
+    raw: RawPredictions,
+    cfg: Config,
+    epoch: Optional[int] = None,
+    evaluator: Optional[ProtocolEvaluator] = None,
 ) -> tuple[list[Detections], EvalResult]:
     """Post-process `raw` with `cfg.test` and evaluate it on `cfg.dataset`'s val split.
 
     Args:
         epoch: 1-based training epoch the predictions come from, recorded in the protocol.
+        evaluator: `build_val_evaluator(cfg)` built once by a caller that scores repeatedly
+            (validation in training); default: built here.
     Returns:
         (detections in seconds, one per video in `raw`'s order; the evaluator's EvalResult).
     """
@@ -44,9 +57,7 @@ def score(
     for line in raw.model_side_drift(cfg.test):
         logger.warning("%s: %s; it acts inside the model and is NOT re-applied", raw.source, line)
     detections = raw.postprocess(cfg.test)
-    evaluator = build_evaluator(
-        cfg.eval, cfg.dataset.json_file, cfg.dataset.val_split, cfg.dataset.tiou_thresholds
-    )
+    evaluator = evaluator if evaluator is not None else build_val_evaluator(cfg)
     result = evaluator.evaluate(detections)
     if epoch is not None:
         result.protocol["epoch"] = epoch
