@@ -8,6 +8,7 @@ corrupt archive is a ValueError naming the byte offset and the part.
 from __future__ import annotations
 
 import bz2
+import glob
 import gzip
 import hashlib
 import io
@@ -31,7 +32,7 @@ def find_parts(args_parts: Sequence[str], keep_order: bool) -> list[Path]:
     """The part files: as given, or `PREFIX*` when a single argument is not a file."""
     if len(args_parts) == 1 and not Path(args_parts[0]).is_file():
         prefix = Path(args_parts[0])
-        parts = [p for p in prefix.parent.glob(glob_escape(prefix.name) + "*") if p.is_file()]
+        parts = [p for p in prefix.parent.glob(glob.escape(prefix.name) + "*") if p.is_file()]
         if not parts:
             raise FileNotFoundError(
                 f"no archive parts found: {args_parts[0]} (nor {args_parts[0]}*)"
@@ -42,10 +43,6 @@ def find_parts(args_parts: Sequence[str], keep_order: bool) -> list[Path]:
         if missing:
             raise FileNotFoundError(f"archive part(s) not found: {missing}")
     return parts if keep_order else sorted(parts, key=natural_key)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 class JoinedReader(io.RawIOBase):
