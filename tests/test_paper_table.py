@@ -120,6 +120,10 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
     assert "no metrics.json or eval_metrics.json" in capsys.readouterr().err
     assert pt.main([str(tmp_path / "nope")]) == 2
     assert "no such run folder or metrics file" in capsys.readouterr().err
+    bad_config = _run(tmp_path, "bad_config", "hacs", "dbm", _result(TIOU_10, 0.4))
+    (tmp_path / "bad_config" / "config.yaml").write_text("dataset: [\n")
+    assert pt.main([bad_config]) == 2
+    assert "config.yaml: not valid YAML" in capsys.readouterr().err
 
 
 def test_seed_table():

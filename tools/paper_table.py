@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+if __package__ in (None, ""):  # run as `python tools/paper_table.py`: make `libs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from libs.core.safe_io import load_yaml, read_json  # noqa: E402
 
 # README of OpenGVLab/video-mamba-suite temporal-action-localization (commit ec9108b), mAP %.
 # Keys: tIoU -> mAP, plus "avg". The HACS "winattn" row repeats ANet's 0.75 / 0.95 numbers in the
@@ -116,24 +119,11 @@ def parse_numbers(data: Any, where: str) -> Numbers:
     return Numbers(maps, None if epoch is None else int(epoch))
 
 
-def load_metrics(path: str) -> dict:
-    """One metrics JSON (single-result schema) -> {tIoU: mAP %, "avg": avg %}."""
-    with open(path) as f:
-        return parse_numbers(json.load(f), path).maps
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-
-
 def best_from_history(path: Path) -> Optional[Numbers]:
-    """The best line (highest average mAP, the earlier epoch on ties) of a val_history.jsonl."""
+    """The best line (highest average mAP, the earlier epoch on ties) of a val_history.jsonl.
+
+    The rule of `libs.engine.val_history.best_record`, not imported: that module pulls in torch.
+    """
     best = None
     with open(path) as f:
         for i, line in enumerate(f, 1):
@@ -163,8 +153,7 @@ def _run_config(folder: Path) -> tuple[Optional[str], Optional[str]]:
     path = folder / "config.yaml"
     if not path.is_file():
         return None, None
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
+    cfg = load_yaml(path, "run config") or {}
     name = (cfg.get("dataset") or {}).get("name")
     block = ((cfg.get("model") or {}).get("block") or {}).get("type")
     return CONFIG_DATASETS.get(name), CONFIG_BLOCKS.get(block)
@@ -183,7 +172,7 @@ def read_run(path: str) -> Run:
         folder, metrics = given.parent, given
     else:
         raise ValueError(f"{path}: no such run folder or metrics file")
-    best, last, reported = _numbers_of(_read_json(metrics), str(metrics))
+    best, last, reported = _numbers_of(read_json(metrics, "metrics"), str(metrics))
     history = folder / "val_history.jsonl"
     if best is None and history.is_file():
         best = best_from_history(history)
@@ -246,7 +235,7 @@ def format_summary(runs: list[Run]) -> str:
 
 
 def format_table(dataset: str, rows: list[tuple[str, dict]]) -> str:
-    """rows: [(block, our maps from load_metrics)] -> per-tIoU Markdown table with paper rows and Δavg."""
+    """rows: [(block, our maps {tIoU: mAP %, "avg": avg %})] -> per-tIoU Markdown table with paper rows and Δavg."""
     paper = PAPER[dataset]
     columns = [k for k in next(iter(paper.values())) if k != "avg"]
     header = ["block", "source"] + [f"{t:g}" for t in columns] + ["avg", "Δavg"]
