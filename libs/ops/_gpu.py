@@ -148,6 +148,20 @@ def rel_err(actual: Tensor, expected: Tensor) -> float:
     return float((a - e).abs().max() / max(float(e.abs().max()), 1e-6))
 
 
+def fwd_bwd_error(run: Callable[..., Tensor], ref: Callable[..., Tensor], base: Dict[str, Tensor],
+                  device: torch.device) -> float:
+    """`run(**inputs)` on `device` against `ref(**inputs)` in float64 on the CPU, both from the
+    tensors `base`: the max `rel_err` of the output and of every input's gradient (the backward
+    of a fixed linear functional of the output)."""
+    leaves = {k: v.to(device).detach().requires_grad_() for k, v in base.items()}
+    refs = {k: v.double().detach().requires_grad_() for k, v in base.items()}
+    out, expected = run(**leaves), ref(**refs)
+    weight = torch.linspace(-1, 1, expected.numel(), dtype=torch.float64).view_as(expected)
+    (out * weight.to(out)).sum().backward()
+    (expected * weight).sum().backward()
+    return max([rel_err(out, expected)] + [rel_err(leaves[k].grad, refs[k].grad) for k in base])
+
+
 def scan_unfit(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                z: Optional[Tensor], delta_bias: Optional[Tensor]) -> Optional[str]:
     """Why selective_scan_cuda's TORCH_CHECKs would reject these inputs, or None.

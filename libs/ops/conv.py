@@ -145,15 +145,10 @@ def _tiny_conv(device: torch.device) -> float:
     """Forward + backward of the kernel on a [1, 8, 16] width-4 SiLU problem on `device`; the max
     relative error of the output and gradients against the float64 CPU reference."""
     g = torch.Generator().manual_seed(0)
-    base = [torch.randn(s, generator=g) for s in ((1, 8, 16), (8, 4), (8,))]
-    leaves = [t.to(device).detach().requires_grad_() for t in base]
-    refs = [t.double().detach().requires_grad_() for t in base]
-    out = _run_cuda(*leaves, "silu")
-    ref = causal_conv1d_ref(*refs, "silu")
-    weight = torch.linspace(-1, 1, ref.numel(), dtype=torch.float64).view_as(ref)
-    (out * weight.to(out)).sum().backward()
-    (ref * weight).sum().backward()
-    return max([_gpu.rel_err(out, ref)] + [_gpu.rel_err(a.grad, b.grad) for a, b in zip(leaves, refs)])
+    base = {k: torch.randn(s, generator=g) for k, s in (("x", (1, 8, 16)), ("weight", (8, 4)),
+                                                         ("bias", (8,)))}
+    return _gpu.fwd_bwd_error(lambda **t: _run_cuda(**t, activation="silu"),
+                              lambda **t: causal_conv1d_ref(**t, activation="silu"), base, device)
 
 
 def _check_explicit(backend: str, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:

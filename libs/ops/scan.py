@@ -247,15 +247,9 @@ def _tiny_scan(name: str, device: torch.device) -> float:
     base = {k: torch.randn(s, generator=g) * 0.5 for k, s in shapes.items()}
     base["A"] = -base["A"].abs() - 0.1
     probe, _, run, _ = _GPU[name]
-    leaves = {k: v.to(device).detach().requires_grad_() for k, v in base.items()}
-    out = run(_gpu.probe(probe)[0], *leaves.values(), True, False)
-    refs = {k: v.double().detach().requires_grad_() for k, v in base.items()}
-    ref = selective_scan_ref(**refs, delta_softplus=True)
-    weight = torch.linspace(-1, 1, ref.numel(), dtype=torch.float64).view_as(ref)
-    (out * weight.to(out)).sum().backward()
-    (ref * weight).sum().backward()
-    errs = [_gpu.rel_err(out, ref)] + [_gpu.rel_err(leaves[k].grad, refs[k].grad) for k in base]
-    return max(errs)
+    return _gpu.fwd_bwd_error(lambda **x: run(_gpu.probe(probe)[0], *x.values(), True, False),
+                              lambda **x: selective_scan_ref(**x, delta_softplus=True),
+                              base, device)
 
 
 def _check_explicit(backend: str, args: tuple) -> None:
