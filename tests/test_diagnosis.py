@@ -11,13 +11,8 @@ import pytest
 
 from libs.diagnosis import diagnose, parse_bins, protocol_bins
 from libs.diagnosis.characteristics import bucket_index
-from libs.diagnosis.matching import (
-    descending_pandas,
-    match_gt,
-    nlargest,
-    normalized_ap,
-)
-from libs.evaluation.matching import class_rankings, match_predictions, pair_tiou
+from libs.diagnosis.matching import descending_pandas, nlargest, normalized_ap
+from libs.evaluation.matching import class_rankings, match_gt, match_predictions, pair_tiou
 
 # Hand case. THUMOS-14 protocol: tIoU 0.5, min tIoU 0.1, top 10 N_c, bins of the module doc.
 #   v1 (100 s): A1 [10,20]  A2 [30,40]  B1 [50,60]  A3 [70,72]       v2 (50 s): B2 [0,10]

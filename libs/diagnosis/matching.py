@@ -1,8 +1,8 @@
-"""DETAD's matching, orderings and normalised AP on flat arrays.
+"""DETAD's orderings and normalised AP on flat arrays.
 
-Matching is the evaluator's greedy ActivityNet matching (`libs.evaluation.matching`, same tie
-order), extended to return WHICH ground truth each prediction takes: DETAD's analyses need the
-matched ground-truth id, the evaluator only needs true/false.
+Matching is the evaluator's greedy ActivityNet matching, `libs.evaluation.matching.match_gt`
+(same tie order), which also says WHICH ground truth each prediction takes, as DETAD's analyses
+need.
 
 AP is DETAD's *normalised* AP (Alwassel et al., 2018): precision uses the average number of
 instances per class ``N`` instead of the class's own count,
@@ -19,8 +19,6 @@ same numpy call on an array of the same shape (numpy's sorts are deterministic):
 from __future__ import annotations
 
 import numpy as np
-
-from libs.evaluation.matching import _group_predictions, _sorted_tiou_table
 
 
 def descending_numpy(scores: np.ndarray) -> np.ndarray:
@@ -52,64 +50,6 @@ def class_rows(pred_class: np.ndarray, num_classes: int) -> list[np.ndarray]:
     by_class = np.argsort(pred_class, kind="stable")  # [N]
     bounds = np.searchsorted(pred_class[by_class], np.arange(num_classes + 1))  # [C + 1]
     return [by_class[bounds[c] : bounds[c + 1]] for c in range(num_classes)]
-
-
-def _greedy_with_gt(
-    tiou: np.ndarray, gt_rows: np.ndarray, rank: np.ndarray, rows: np.ndarray,
-    thresholds: np.ndarray, lock: np.ndarray, matched: np.ndarray,
-) -> None:  # fmt: skip
-    """The evaluator's rank-by-rank greedy walk (`_greedy_by_rank`), writing the GT row taken.
-
-    Args: tiou, gt_rows [P, W]; rank, rows [P]; thresholds [T]; lock [T, G + 1] bool;
-        matched [T, N] int64, filled in place (-1: false positive).
-    """
-    by_rank = np.argsort(rank, kind="stable")  # [P]
-    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))  # [K + 1]
-    thr = thresholds[:, None, None]  # [T, 1, 1]
-    for k in range(len(bounds) - 1):
-        sel = by_rank[bounds[k] : bounds[k + 1]]  # [n] one prediction per (video, class)
-        slots = gt_rows[sel]  # [n, W]
-        below = tiou[sel][None] < thr  # [T, n, W]
-        free = ~below & ~lock[:, slots]  # [T, n, W]
-        first = (below | free).argmax(axis=2)  # [T, n] where the walk stops
-        hit = np.take_along_axis(free, first[..., None], axis=2)[..., 0]  # [T, n]
-        ti, ni = np.nonzero(hit)
-        taken = slots[ni, first[ti, ni]]  # [hits] GT rows
-        lock[ti, taken] = True
-        matched[ti, rows[sel][ni]] = taken
-
-
-def match_gt(
-    pred_segments: np.ndarray, pred_video: np.ndarray, pred_class: np.ndarray,
-    class_rank: np.ndarray, gt_segments: np.ndarray, gt_video: np.ndarray,
-    gt_class: np.ndarray, thresholds: np.ndarray, num_classes: int,
-) -> np.ndarray:  # fmt: skip
-    """Greedy matching (arguments as `libs.evaluation.matching.match_predictions`).
-
-    Returns:
-        matched [T, N] int64: the GT row each prediction takes at each threshold, -1 if none.
-    """
-    matched = np.full((len(thresholds), len(pred_segments)), -1, dtype=np.int64)  # [T, N]
-    if len(gt_segments) == 0 or len(pred_segments) == 0:
-        return matched
-    gt_order, group_start, group_count, pred_group = _group_predictions(
-        pred_video, pred_class, gt_video, gt_class, num_classes
-    )
-    rows = np.flatnonzero(pred_group >= 0)  # [P]
-    if len(rows) == 0:
-        return matched
-    rows = rows[np.lexsort((class_rank[rows], pred_group[rows]))]
-    groups = pred_group[rows]  # [P]
-    rank = np.arange(len(rows)) - np.searchsorted(groups, groups)  # [P]
-    width = 1 << np.ceil(np.log2(group_count[groups])).astype(np.int64)  # [P]
-    lock = np.zeros((len(thresholds), len(gt_segments) + 1), dtype=bool)  # [T, G + 1]
-    for w in np.unique(width).tolist():
-        b = width == w
-        tiou, gt_rows = _sorted_tiou_table(
-            rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count
-        )
-        _greedy_with_gt(tiou, gt_rows, rank[b], rows[b], thresholds, lock, matched)
-    return matched
 
 
 def normalized_precision_recall(

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from libs.diagnosis.inputs import DiagnosisInputs
-from libs.diagnosis.matching import (
-    class_rows,
-    descending_numpy,
-    match_gt,
-    nlargest,
-    normalized_ap,
-)
+from libs.diagnosis.matching import class_rows, descending_numpy, nlargest, normalized_ap
+from libs.evaluation.matching import match_gt
 
 
 @dataclass

@@ -112,13 +112,15 @@ def _greedy_by_rank(
     rows: np.ndarray,
     thresholds: np.ndarray,
     lock: np.ndarray,
-    tp: np.ndarray,
+    matched: np.ndarray,
 ) -> None:
-    """Run the official walk for one bucket, rank by rank, writing ``tp`` and ``lock`` in place.
+    """Run the official walk for one bucket, rank by rank, writing ``matched`` and ``lock`` in
+    place.
 
     Args:
         tiou, gt_rows: [P, W] from `_sorted_tiou_table`; rank: [P] rank inside the group;
-        rows: [P] prediction rows; thresholds: [T]; lock: [T, G + 1] bool; tp: [T, N] bool.
+        rows: [P] prediction rows; thresholds: [T]; lock: [T, G + 1] bool;
+        matched: [T, N] int64, -1 on entry; gets the GT row each true positive takes.
     """
     by_rank = np.argsort(rank, kind="stable")  # [P]
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2))  # [K + 1]
@@ -130,9 +132,54 @@ def _greedy_by_rank(
         free = ~below & ~lock[:, slots]  # [T, n, W] slots where the walk would stop with a TP
         first = (below | free).argmax(axis=2)  # [T, n] where the walk stops (0 if it never does)
         hit = np.take_along_axis(free, first[..., None], axis=2)[..., 0]  # [T, n]
-        tp[:, rows[sel]] = hit
         ti, ni = np.nonzero(hit)
-        lock[ti, slots[ni, first[ti, ni]]] = True
+        taken = slots[ni, first[ti, ni]]  # [hits] GT rows
+        lock[ti, taken] = True
+        matched[ti, rows[sel][ni]] = taken
+
+
+def match_gt(
+    pred_segments: np.ndarray,
+    pred_video: np.ndarray,
+    pred_class: np.ndarray,
+    class_rank: np.ndarray,
+    gt_segments: np.ndarray,
+    gt_video: np.ndarray,
+    gt_class: np.ndarray,
+    thresholds: np.ndarray,
+    num_classes: int,
+) -> np.ndarray:
+    """Greedy matching of all predictions at all thresholds: which GT each prediction takes.
+
+    Args:
+        pred_segments [N, 2]; pred_video [N] GT video index or -1 (video without GT);
+        pred_class [N]; class_rank [N] position of the prediction in its class ranking;
+        gt_segments [G, 2]; gt_video [G]; gt_class [G]; thresholds [T].
+    Returns:
+        matched [T, N] int64: the GT row each prediction takes at each threshold, -1 for a
+        false positive.
+    """
+    matched = np.full((len(thresholds), len(pred_segments)), -1, dtype=np.int64)  # [T, N]
+    if len(gt_segments) == 0:
+        return matched
+    gt_order, group_start, group_count, pred_group = _group_predictions(
+        pred_video, pred_class, gt_video, gt_class, num_classes
+    )
+    rows = np.flatnonzero(pred_group >= 0)  # [P] predictions that have GT to match
+    if len(rows) == 0:
+        return matched
+    rows = rows[np.lexsort((class_rank[rows], pred_group[rows]))]  # by group, then class rank
+    groups = pred_group[rows]  # [P]
+    rank = np.arange(len(rows)) - np.searchsorted(groups, groups)  # [P] rank inside the group
+    width = 1 << np.ceil(np.log2(group_count[groups])).astype(np.int64)  # [P] pow2 bucket width
+    lock = np.zeros((len(thresholds), len(gt_segments) + 1), dtype=bool)  # [T, G + 1]
+    for w in np.unique(width).tolist():
+        b = width == w
+        tiou, gt_rows = _sorted_tiou_table(
+            rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count
+        )
+        _greedy_by_rank(tiou, gt_rows, rank[b], rows[b], thresholds, lock, matched)
+    return matched
 
 
 def match_predictions(
@@ -146,36 +193,16 @@ def match_predictions(
     thresholds: np.ndarray,
     num_classes: int,
 ) -> np.ndarray:
-    """Greedy matching of all predictions at all thresholds.
+    """`match_gt` as true/false (same arguments).
 
-    Args:
-        pred_segments [N, 2]; pred_video [N] GT video index or -1 (video without GT);
-        pred_class [N]; class_rank [N] position of the prediction in its class ranking;
-        gt_segments [G, 2]; gt_video [G]; gt_class [G]; thresholds [T].
     Returns:
         tp [T, N] bool: True where the prediction is a true positive at that threshold.
     """
-    tp = np.zeros((len(thresholds), len(pred_segments)), dtype=bool)  # [T, N]
-    if len(gt_segments) == 0:
-        return tp
-    gt_order, group_start, group_count, pred_group = _group_predictions(
-        pred_video, pred_class, gt_video, gt_class, num_classes
-    )
-    rows = np.flatnonzero(pred_group >= 0)  # [P] predictions that have GT to match
-    if len(rows) == 0:
-        return tp
-    rows = rows[np.lexsort((class_rank[rows], pred_group[rows]))]  # by group, then class rank
-    groups = pred_group[rows]  # [P]
-    rank = np.arange(len(rows)) - np.searchsorted(groups, groups)  # [P] rank inside the group
-    width = 1 << np.ceil(np.log2(group_count[groups])).astype(np.int64)  # [P] pow2 bucket width
-    lock = np.zeros((len(thresholds), len(gt_segments) + 1), dtype=bool)  # [T, G + 1]
-    for w in np.unique(width).tolist():
-        b = width == w
-        tiou, gt_rows = _sorted_tiou_table(
-            rows[b], groups[b], w, pred_segments, gt_segments, gt_order, group_start, group_count
-        )
-        _greedy_by_rank(tiou, gt_rows, rank[b], rows[b], thresholds, lock, tp)
-    return tp
+    matched = match_gt(
+        pred_segments, pred_video, pred_class, class_rank, gt_segments, gt_video, gt_class,
+        thresholds, num_classes,
+    )  # fmt: skip
+    return matched >= 0
 
 
 def interpolated_ap(tp: np.ndarray, num_gt: int) -> np.ndarray:
