@@ -110,7 +110,7 @@ class ActivityNetFormatDataset(Dataset):
         database = annotations.database
         self.label_dict = dict(annotations.label_ids)  # label name -> JSON label_id, all subsets
         self._check_labels()
-        self.id_to_name = {v: k for k, v in self.label_dict.items()}
+        self.id_to_name = dict(annotations.id_to_name)  # its inverse (one id per name, checked by the parser)
         self.records = self._make_records(database)
         self.video_ids = [r.video_id for r in self.records]
         self._check_feature_files()
