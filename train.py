@@ -63,20 +63,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
-    """A new run folder (made by rank 0), or the folder of the checkpoint being resumed."""
+    """A new run folder (made by rank 0), or the folder of the checkpoint being resumed.
+
+    Rank 0 holds the folder's lock until exit, also after SIGTERM/Ctrl-C: a second writer is
+    refused (libs/engine/run_lock.py). A new folder is locked by `make_run_folder` itself.
+    """
     if args.resume is None:
         folder = None
         if dist_utils.is_main_process():
-            folder = str(make_run_folder(cfg, args.output, args.overwrite))
+            folder = str(make_run_folder(cfg, args.output, args.overwrite)[0])
         return Path(dist_utils.broadcast_object(folder))
     args.resume = resolve_checkpoint(args.resume, "--resume checkpoint")
-    return args.resume.parent
-
-
-def lock_run_folder(folder: Path) -> None:
-    """Rank 0 holds the folder's lock until exit: a second writer is refused (libs/engine/run_lock.py)."""
     if dist_utils.is_main_process():
-        RunLock(folder).acquire()  # released at exit, also after SIGTERM/Ctrl-C
+        RunLock(args.resume.parent).acquire()
+    return args.resume.parent
 
 
 def build_train_loader(cfg: Config, train_set, generator: torch.Generator, **common):
@@ -106,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     check_validation_settings(cfg)  # before any folder, dataset or process group
     device = dist_utils.init_distributed(pick_device(args.device))
     run_folder = prepare_run_folder(cfg, args)
-    lock_run_folder(run_folder)
     if dist_utils.is_main_process():
         setup_logging(run_folder)
     else:  # the other ranks only report problems, on the console

@@ -171,13 +171,13 @@ def test_unique_path_and_atomic_json(tmp_path):
 
 def test_run_folder_never_reused_unless_overwrite(tmp_path):
     cfg = load_config(data={"output_folder": str(tmp_path)}, path="configs/my_cfg.yaml")
-    first = make_run_folder(cfg, "exp")
+    first, _ = make_run_folder(cfg, "exp")
     assert first == tmp_path / "my_cfg_exp" and (first / "config.yaml").is_file()
     assert load_config(str(first / "config.yaml")).opt == cfg.opt  # config.yaml loads back
     (first / "last.pth").write_bytes(b"keep me")
-    second = make_run_folder(cfg, "exp")
+    second, _ = make_run_folder(cfg, "exp")
     assert second == tmp_path / "my_cfg_exp_1" and (first / "last.pth").exists()
-    again = make_run_folder(cfg, "exp", overwrite=True)
+    again, _ = make_run_folder(cfg, "exp", overwrite=True)
     assert again == first and not (first / "last.pth").exists()
     (tmp_path / "my_cfg_other").mkdir()  # exists but is not a run folder
     with pytest.raises(ValueError, match="not a run folder"):

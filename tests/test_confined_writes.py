@@ -59,7 +59,7 @@ def test_run_names_are_plain(tmp_path, name):
 
 def test_overwrite_deletes_only_marked_folders_inside_output_folder(tmp_path):
     cfg = _cfg(tmp_path)
-    run = make_run_folder(cfg, "exp")
+    run, _ = make_run_folder(cfg, "exp")
     assert (run / MARKER_NAME).is_file()
     (run / MARKER_NAME).unlink()  # a folder with config.yaml but not made by us
     with pytest.raises(ValueError, match="not a run folder"):

@@ -78,9 +78,21 @@ def test_lock_of_another_host_is_refused(tmp_path):
         RunLock(tmp_path).acquire()
 
 
+def test_new_run_folder_is_locked_from_its_creation(tmp_path):
+    cfg = load_config(data={"output_folder": str(tmp_path)}, path="configs/my_cfg.yaml")
+    folder, lock = make_run_folder(cfg, "exp")
+    assert lock.held and read_owner(folder)["pid"] == os.getpid()
+    script = f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom libs.engine.run_lock import RunLock\nRunLock({str(folder)!r}).acquire()"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and f"in use by pid {os.getpid()}" in out.stderr
+    lock.release()
+    assert read_owner(folder) is None
+
+
 def test_overwrite_refused_while_another_process_trains_there(tmp_path):
     cfg = load_config(data={"output_folder": str(tmp_path)}, path="configs/my_cfg.yaml")
-    folder = make_run_folder(cfg, "exp")
+    folder, lock = make_run_folder(cfg, "exp")
+    lock.release()  # this run ends; another process trains there
     proc = _holder(folder)
     try:
         with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
@@ -90,7 +102,7 @@ def test_overwrite_refused_while_another_process_trains_there(tmp_path):
         proc.kill()
         proc.wait()
     time.sleep(0.05)
-    assert make_run_folder(cfg, "exp", overwrite=True) == folder  # the holder is gone
+    assert make_run_folder(cfg, "exp", overwrite=True)[0] == folder  # the holder is gone
 
 
 def test_second_resume_of_one_run_is_refused(tmp_path, capsys, in_process):

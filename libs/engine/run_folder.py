@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from libs.core.config import Config, write_config
-from libs.engine.run_lock import RunLockedError, is_locked
+from libs.engine.run_lock import RunLock, RunLockedError, is_locked
 from libs.utils.io import unique_path
 from libs.utils.paths import check_file_name, check_inside
 
@@ -52,8 +52,14 @@ def _delete_run_folder(folder: Path, output_folder: str) -> None:
     shutil.rmtree(real)
 
 
-def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = False) -> Path:
-    """Create a fresh run folder, mark it as ours and write the resolved `config.yaml` into it.
+def make_run_folder(
+    cfg: Config, name: Optional[str] = None, overwrite: bool = False
+) -> tuple[Path, RunLock]:
+    """Create a fresh run folder, lock it, mark it as ours and write the resolved `config.yaml`.
+
+    The lock (`libs.engine.run_lock`) is taken as soon as the folder exists, so there is no
+    moment when another process's `--overwrite` could delete it; the caller holds it (it is
+    released at interpreter exit, or by `lock.release()`).
 
     An existing folder of the same name is kept and a suffix is added (`_1`, `_2`, ...), so
     a second run never clobbers the checkpoints of the first. With `overwrite`, an existing
@@ -61,6 +67,8 @@ def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = F
     `.actionmamba_run`), whose real path lies inside `output_folder`, and that no live run holds
     (see `libs.engine.run_lock`); anything else is refused.
 
+    Returns:
+        (the folder, its held RunLock).
     Raises:
         ValueError: a bad run name, or `overwrite` of a folder that may not be deleted.
     """
@@ -76,6 +84,11 @@ def make_run_folder(cfg: Config, name: Optional[str] = None, overwrite: bool = F
             break
         except FileExistsError:  # another run took the name between the check and mkdir
             folder = unique_path(folder)
-    (folder / MARKER_NAME).write_text("run folder created by ActionMamba train.py\n", encoding="utf-8")
-    write_config(cfg, folder / CONFIG_NAME)
-    return folder
+    lock = RunLock(folder).acquire()
+    try:
+        (folder / MARKER_NAME).write_text("run folder created by ActionMamba train.py\n", encoding="utf-8")
+        write_config(cfg, folder / CONFIG_NAME)
+    except BaseException:
+        lock.release()
+        raise
+    return folder, lock
