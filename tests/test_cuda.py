@@ -18,8 +18,7 @@ from libs.datasets.collate import collate
 from libs.modeling import build_model
 from libs.modeling.blocks import BLOCKS
 from libs.modeling.mixers import BiMambaV2, DecomposedBiMamba
-from libs.ops import _gpu
-from libs.ops.scan import selective_scan, selective_scan_ref
+from libs.ops.scan import installed_gpu_backends, selective_scan, selective_scan_ref
 
 pytestmark = pytest.mark.cuda
 
@@ -35,11 +34,7 @@ def exact_fp32():
 
 def gpu_backends():
     """"auto" plus each GPU scan backend whose probe passes on this machine."""
-    found = ["auto"]
-    for name, probe in (("cuda", "mamba_ssm"), ("triton", "triton")):
-        if _gpu.probe(probe)[0] is not None:
-            found.append(name)
-    return found
+    return ["auto", *installed_gpu_backends()]
 
 
 def scaled_close(actual, expected, rtol, name):

@@ -10,7 +10,7 @@ import torch
 
 from libs.ops import _ext, _gpu, conv, scan
 from libs.ops.conv import causal_conv1d, causal_conv1d_ref
-from libs.ops.scan import scan_backends, selective_scan, selective_scan_ref
+from libs.ops.scan import installed_gpu_backends, scan_backends, selective_scan, selective_scan_ref
 from tests import gpu_fakes
 from tests.gpu_fakes import CONV_LAYOUTS, MAMBA_LAYOUTS, FakeConvKernel, FakeScanKernel
 
@@ -193,7 +193,7 @@ def install_triton(monkeypatch, usable=True, reason=""):
 
 def test_triton_when_mamba_is_missing(monkeypatch):
     calls = install_triton(monkeypatch)
-    assert scan_backends()["cuda"] == "triton"
+    assert scan_backends()["cuda"] == "triton" and list(installed_gpu_backends()) == ["triton"]
     out = selective_scan(**scan_inputs(), delta_softplus=True)
     torch.testing.assert_close(out, selective_scan_ref(**scan_inputs(), delta_softplus=True))
     assert len(calls) == 2  # self-test + call
@@ -202,6 +202,7 @@ def test_triton_when_mamba_is_missing(monkeypatch):
 def test_mamba_before_triton(monkeypatch):
     kernel = install_mamba(monkeypatch, "2.3.x")
     calls = install_triton(monkeypatch)
+    assert list(installed_gpu_backends()) == ["cuda", "triton"]  # auto's order
     selective_scan(**scan_inputs(), delta_softplus=True)
     assert len(kernel.calls) == 2 and calls == []
 

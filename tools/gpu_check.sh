@@ -61,8 +61,8 @@ step probes_with_fakes 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu
 step pytest_cuda 300 "$PY" -m pytest -q -p no:cacheprovider -m cuda -rs --junitxml="$LOGS/cuda.xml"
 
 BACKENDS=$("$PY" - <<'EOF' 2>/dev/null
-from libs.ops import _gpu
-print(" ".join(n for n, p in (("cuda", "mamba_ssm"), ("triton", "triton")) if _gpu.probe(p)[0]))
+from libs.ops.scan import installed_gpu_backends
+print(" ".join(installed_gpu_backends()))
 EOF
 )
 for backend in ${BACKENDS:-none}; do

@@ -18,7 +18,7 @@ likewise, else torch (warned once); on CPU ext when built, else torch. The proce
 be forced with `set_default_backend` or the environment variable LIBS_SCAN_BACKEND.
 """
 import logging
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -53,14 +53,16 @@ def ext_has_scan() -> bool:
     return _ext.ext_has("selective_scan_fwd")
 
 
+def installed_gpu_backends() -> Iterator[str]:
+    """The GPU backends whose probe passes here, lazily, in "auto"'s order ("cuda", "triton");
+    their first-call self-test is not run."""
+    return (name for name, (probe, *_) in _GPU.items() if _gpu.probe(probe)[0] is not None)
+
+
 def scan_backends() -> dict:
     """The backend that backend="auto" would run, per device: {"cpu": ..., "cuda": ...}
     (for CUDA: the first backend whose probe passes; the first-call self-test is not run here)."""
-    cuda = "torch"
-    for name, probe in (("cuda", "mamba_ssm"), ("triton", "triton")):
-        if _gpu.probe(probe)[0] is not None:
-            cuda = name
-            break
+    cuda = next(installed_gpu_backends(), "torch")
     return {"cpu": "ext" if ext_has_scan() else "torch", "cuda": cuda}
 
 
