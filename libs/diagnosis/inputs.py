@@ -10,14 +10,13 @@ is dropped with its predictions (DETAD's numbers would be NaN there).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from libs.core.annotations import load_json_source
 from libs.diagnosis.characteristics import Bins, bucket_index, characteristic_values
 from libs.evaluation import DetectionMAP
 from libs.evaluation.ground_truth import GtSource
@@ -77,11 +76,9 @@ def _evaluator(
 
 
 def _database(gt: GtSource) -> Mapping[str, Any]:
-    """The ``database`` of a ground truth the evaluator has already read and validated."""
-    if isinstance(gt, Mapping):
-        return gt["database"]
-    with open(os.fspath(gt), encoding="utf8") as f:
-        return json.load(f)["database"]
+    """The ``database`` of a ground truth the evaluator has already read and validated (the
+    evaluator keeps only its split's flat arrays; the characteristics need the annotations)."""
+    return load_json_source(gt, "ground truth")[0]["database"]
 
 
 def _keep_mask(ev: DetectionMAP, values: Mapping[str, np.ndarray]) -> np.ndarray:
