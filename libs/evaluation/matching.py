@@ -38,6 +38,14 @@ def class_rankings(labels: np.ndarray, scores: np.ndarray, num_classes: int) -> 
     return rankings
 
 
+def rank_in_class(rankings: list[np.ndarray], num_predictions: int) -> np.ndarray:
+    """[N] int64 position of each prediction in its class ranking (`class_rankings` inverted)."""
+    class_rank = np.zeros(num_predictions, dtype=np.int64)  # [N]
+    for ranked in rankings:
+        class_rank[ranked] = np.arange(len(ranked))
+    return class_rank
+
+
 def pair_tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """tIoU of each prediction with its own GT row: pred [P, 2], gt [P, m, 2] → [P, m].
 
@@ -245,14 +253,11 @@ def average_precision(
     Args: as `match_predictions`, plus pred_scores [N] float64. Returns: ap [T, C] float64.
     """
     rankings = class_rankings(pred_class, pred_scores, num_classes)
-    class_rank = np.zeros(len(pred_class), dtype=np.int64)  # [N]
-    for ranked in rankings:
-        class_rank[ranked] = np.arange(len(ranked))
     tp = match_predictions(
         pred_segments,
         pred_video,
         pred_class,
-        class_rank,
+        rank_in_class(rankings, len(pred_class)),
         gt_segments,
         gt_video,
         gt_class,

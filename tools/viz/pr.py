@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from libs.evaluation import DetectionMAP, EvalResult
-from libs.evaluation.matching import class_rankings, match_predictions
+from libs.evaluation.matching import class_rankings, match_predictions, rank_in_class
 from tools.viz import pyplot, save
 
 MAX_PR_CURVES = 10  # classes drawn in the PR panel (those with the most GT segments)
@@ -26,11 +26,9 @@ def pr_curves(
     preds = evaluator.parse(results)
     gt, num_classes = evaluator.gt, evaluator.gt.num_classes
     rankings = class_rankings(preds.labels, preds.scores, num_classes)
-    class_rank = np.zeros(len(preds.labels), dtype=np.int64)  # [N]
-    for ranked in rankings:
-        class_rank[ranked] = np.arange(len(ranked))
     tp = match_predictions(
-        preds.segments, evaluator.gt_video_index(preds), preds.labels, class_rank,
+        preds.segments, evaluator.gt_video_index(preds), preds.labels,
+        rank_in_class(rankings, len(preds.labels)),
         gt.segments, gt.video_idx, gt.class_idx, np.array([tiou]), num_classes,
     )[0]  # [N]  # fmt: skip
     num_gt = np.bincount(gt.class_idx, minlength=num_classes)  # [C]
