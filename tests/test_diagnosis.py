@@ -212,6 +212,9 @@ def test_bad_settings_are_clear_errors():
     del gt["database"]["v2"]["duration"]
     with pytest.raises(ValueError, match="video 'v2' has no positive 'duration'"):
         diagnose(gt, results(PREDS), "test")
+    gt["database"]["v2"]["duration"] = 10**400  # JSON allows it; float() cannot hold it
+    with pytest.raises(ValueError, match="video 'v2' has no positive 'duration'"):
+        diagnose(gt, results(PREDS), "test")
 
 
 def test_parse_bins():

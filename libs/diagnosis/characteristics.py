@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from libs.core.annotations import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,6 @@ EXTRA_BINS = {
     "context-distance": ([-1, 0, 1, 2, 3], ["Inf", "N", "M", "F"]),
     "agreement": (np.linspace(0, 1.0, 6).tolist(), ["XW", "W", "M", "H", "XH"]),
 }
-
-
-def is_number(x: Any) -> bool:
-    """A real number (not a bool), as a characteristic value or a video duration."""
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def check_bins(
