@@ -24,7 +24,7 @@ import libs.ops  # noqa: E402
 from libs.ops import _ext, _gpu, conv, nms, scan  # noqa: E402
 
 TOL = {"selective_scan": 1e-3, "causal_conv1d": 1e-3, "nms": 1e-6}
-EXT_FIX = "pip install -e . --no-build-isolation   (builds libs._C; INSTALL.md)"
+EXT_FIX = f"{_ext.BUILD_CMD}   (builds libs._C; INSTALL.md)"
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import torch  # noqa: F401  (loads libc10 etc. before the extension)
 logger = logging.getLogger(__name__)
 
 DIST_NAME = "actionmamba-tal"
+BUILD_CMD = "pip install -e . --no-build-isolation"  # builds libs._C (and libs._C_cuda where CUDA is)
 
 
 def _installed_copy(name: str):
@@ -50,7 +51,7 @@ def _load(name: str):
 _C, _IMPORT_ERROR = _load("_C")  # the CPU kernels, built by setup.py from csrc/
 if _C is None:  # not compiled: pure-PyTorch implementations are used
     logger.warning("libs._C is not built (%s); using the pure-PyTorch ops (slower). "
-                   "Build it with: pip install -e . --no-build-isolation", _IMPORT_ERROR)
+                   "Build it with: %s", _IMPORT_ERROR, BUILD_CMD)
 _C_cuda, CUDA_IMPORT_ERROR = _load("_C_cuda")  # the CUDA NMS; built only where CUDA is
 if _C_cuda is None:  # no CUDA build, or CPU-only torch: NMS of GPU tensors runs on the CPU
     logger.debug("libs._C_cuda is not importable: %s", CUDA_IMPORT_ERROR)
@@ -66,7 +67,7 @@ def require_ext(op: str):
     if _C is None:
         raise RuntimeError(
             f"{op}: backend 'ext' was requested but libs._C is not built ({_IMPORT_ERROR}). "
-            "Build it with: pip install -e . --no-build-isolation"
+            f"Build it with: {BUILD_CMD}"
         )
     return _C
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from libs.ops import _ext
 
 
-BUILD_CMD = "pip install -e . --no-build-isolation"
+BUILD_CMD = _ext.BUILD_CMD
 SOFT_NMS_METHODS = {0: "hard", 1: "linear", 2: "gaussian"}  # soft_nms_1d's integer (the kernels' ABI)
 # batched_nms's method names (= test.nms_method) -> soft_nms_1d's integer; "hard" is plain NMS
 BATCHED_NMS_METHODS = {"soft": 2, "linear": 1, "hard": None}

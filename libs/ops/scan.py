@@ -28,7 +28,7 @@ from libs.ops import _ext, _gpu
 from libs.ops._ext import DefaultBackend, log_once, note_once
 
 
-EXT_BUILD = "pip install -e . --no-build-isolation"
+EXT_BUILD = _ext.BUILD_CMD
 BACKENDS = ("auto", "cuda", "triton", "ext", "torch")
 ENV_BACKEND = "LIBS_SCAN_BACKEND"
 SELF_TEST_TOL = 1e-3  # relative, float32 kernels on a 16-step problem
