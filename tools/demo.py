@@ -9,7 +9,6 @@
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from libs.core.safe_io import read_json  # noqa: E402
+from libs.utils.io import atomic_write_json  # noqa: E402
 from tools.make_synthetic import make_synthetic  # noqa: E402
 
 ANNOTATIONS = "data/thumos/annotations/thumos14.json"
@@ -30,13 +31,12 @@ SYNTHETIC = dict(dim=128, feat_stride=8, num_frames=16, ext=".pt", seed=0)
 
 def ensure_features() -> None:
     stamp = os.path.join(FEATURES, "_synthetic.json")
-    if os.path.isfile(stamp) and json.load(open(stamp)) == SYNTHETIC:
+    if os.path.isfile(stamp) and read_json(stamp, "synthetic-feature stamp") == SYNTHETIC:
         print(f"[demo] synthetic features already in {FEATURES}/")
         return
     t0 = time.time()
     summary = make_synthetic(ANNOTATIONS, FEATURES, **SYNTHETIC)
-    with open(stamp, "w") as f:
-        json.dump(SYNTHETIC, f)
+    atomic_write_json(stamp, SYNTHETIC)
     print(
         f"[demo] wrote synthetic features for {summary.get('videos', '?')} videos in {time.time() - t0:.0f}s"
     )
@@ -49,8 +49,7 @@ def train_block(block: str) -> dict:
     print(f"[demo] {' '.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
     run = os.path.join(OUTPUT, f"demo_thumos_{block}_demo")
-    with open(os.path.join(run, "metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = read_json(os.path.join(run, "metrics.json"), "metrics")
     metrics["train_eval_seconds"] = round(time.time() - t0, 1)
     metrics["run_folder"] = run
     return metrics

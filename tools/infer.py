@@ -23,7 +23,6 @@ else integer class ids. `--plot` draws a timeline of the top detections (needs m
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -37,9 +36,10 @@ if __package__ in (None, ""):  # run as `python tools/infer.py`: make the repo i
 import torch  # noqa: E402
 
 from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, positive_float, run_cli  # noqa: E402
+from libs.core.annotations import read_annotations  # noqa: E402
 from libs.core.config import Config, DatasetCfg, load_config  # noqa: E402
 from libs.core.structures import Detections, VideoSample  # noqa: E402
-from libs.datasets.base import build_label_dict, feature_grid  # noqa: E402
+from libs.datasets.base import feature_grid  # noqa: E402
 from libs.datasets.collate import collate  # noqa: E402
 from libs.datasets.features import FILE_EXTS, load_feature_file  # noqa: E402
 from libs.evaluation import detections_to_results  # noqa: E402
@@ -141,16 +141,14 @@ def class_names(cfg: Config) -> dict[int, object]:
     """label id -> class name from the config's annotation JSON, else label id -> the id itself."""
     ids = {i: i for i in range(cfg.dataset.num_classes)}
     try:
-        with open(cfg.dataset.json_file) as f:
-            label_dict = build_label_dict(json.load(f)["database"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        names = read_annotations(cfg.dataset.json_file, "annotation file").id_to_name
+    except (OSError, ValueError, TypeError) as exc:
         logger.warning(
             "class names unavailable (%s: %s); labels are class ids",
             cfg.dataset.json_file or "dataset.json_file unset",
             exc,
         )
         return ids
-    names = {v: k for k, v in label_dict.items()}
     if not set(ids) <= set(names):
         logger.warning(
             "%s does not name every class id 0..%d; labels are class ids",

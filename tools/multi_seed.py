@@ -17,7 +17,6 @@ is reported and left out (exit status 1 either way).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import subprocess
@@ -31,6 +30,7 @@ if __package__ in (None, ""):  # run as `python tools/multi_seed.py`: make the r
 
 from libs.cli import run_cli  # noqa: E402
 from libs.core.config import load_config  # noqa: E402
+from libs.core.safe_io import read_json  # noqa: E402
 from libs.engine.run_folder import run_folder_path  # noqa: E402
 from libs.utils.paths import check_file_name  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
@@ -107,7 +107,7 @@ def read_metrics(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: did the run evaluate at the end?")
-    return json.loads(path.read_text())
+    return read_json(path, "metrics")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
