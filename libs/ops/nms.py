@@ -44,7 +44,8 @@ def nms_device(x: Tensor) -> torch.device:
 
 def to_nms_device(segs: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """A video's candidates (segs [N, 2], scores [N], labels [N]) detached, segs and scores as
-    float32, all on `nms_device(segs)`: the one model-to-NMS hand-off of the post-processing."""
+    float32, all on `nms_device(segs)`. Not used by libs/inference/postprocess.py yet: it moves
+    the outputs to the CPU and runs NMS there, so LIBS_NMS_DEVICE changes nothing in a run."""
     device = nms_device(segs)
     return (segs.detach().to(device).float(), scores.detach().to(device).float(),
             labels.detach().to(device))
