@@ -265,3 +265,22 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(workspace, in_process, m
     assert "non-finite training loss at epoch 2 iteration 1" in capsys.readouterr().err
     assert (run / "last.pth").read_bytes() == saved["bytes"]
     assert not (run / "iter_0000006.pth").exists()
+
+
+def test_resume_from_a_checkpoint_with_the_old_top_level_normaliser(reference, tmp_path, in_process):  # noqa: F811
+    """Checkpoints written before the normaliser became a detector buffer kept it as a float."""
+    from libs.core.config import load_config
+    from libs.engine.resume import restore_training_state
+    from libs.engine.train_loop import _build_state
+    from libs.modeling import build_model
+
+    ckpt = torch.load(reference / "epoch_001.pth", weights_only=True)
+    for key in ("model", "model_ema"):
+        del ckpt[key]["loss_normalizer"]
+    ckpt["loss_normalizer"] = 42.5
+    old = tmp_path / "old.pth"
+    torch.save(ckpt, old)
+    cfg = load_config(str(reference / "config.yaml"))
+    state = _build_state(cfg, build_model(cfg.model, cfg.train, cfg.test), 4, torch.device("cpu"))
+    restore_training_state(old, state, cfg)
+    assert float(state.model.loss_normalizer) == 42.5 and state.epoch == 1
