@@ -246,12 +246,27 @@ def test_ext_saves_checkpoints_not_per_step_states():
 
 
 @needs_ext
-def test_ext_without_grad_saves_nothing():
-    x = make_inputs(dtype=torch.float32)
+def test_ext_without_grad_saves_nothing(monkeypatch):
+    """Under no_grad the kernel writes no checkpoints, even for inputs that require grad (model
+    parameters at inference)."""
+    x = {k: v.requires_grad_() for k, v in make_inputs(dtype=torch.float32).items()}
+    kernel, asked = _ext._C, []
+
+    class Recording:  # libs._C whose forward records its `save_states` argument
+        def __getattr__(self, name):
+            return getattr(kernel, name)
+
+        def selective_scan_fwd(self, *args):
+            asked.append(args[-1])
+            return kernel.selective_scan_fwd(*args)
+
+    monkeypatch.setattr(_ext, "_C", Recording())
     with torch.no_grad():
         out = selective_scan(**x, delta_softplus=True, backend="ext")
+    selective_scan(**x, delta_softplus=True, backend="ext").sum().backward()
+    assert asked == [False, True]
     ref = selective_scan_ref(**x, delta_softplus=True)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ dispatch ---

@@ -159,6 +159,12 @@ def _ext_args(u, delta, A, B, C, D, z, delta_bias) -> tuple:
             _grouped(C).to(cdt), _to(D, cdt), _row_major(z, cdt), _to(delta_bias, cdt))
 
 
+def backward_possible(tensors: tuple) -> bool:
+    """Whether a backward can follow a call on `tensors`: grad mode is on and one of them
+    requires grad. (ctx.needs_input_grad ignores no_grad, so it cannot tell inside a forward.)"""
+    return torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
+
+
 def _cast_like(grad: Optional[Tensor], like: Optional[Tensor]) -> Optional[Tensor]:
     """The gradient in the dtype and shape of its input (None for absent inputs)."""
     if grad is None or like is None:
@@ -174,9 +180,9 @@ class _SelectiveScanExt(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                save):
         args = _ext_args(u, delta, A, B, C, D, z, delta_bias)
-        save = any(ctx.needs_input_grad)
         out, last, ckpt = _ext._C.selective_scan_fwd(*args, delta_softplus, save)
         ctx.delta_softplus = delta_softplus
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
@@ -192,7 +198,7 @@ class _SelectiveScanExt(torch.autograd.Function):
         du, ddelta, dA, dB, dC, dD, dz, dbias = grads
         inputs = (u, delta, A, B, C, D, z, delta_bias)
         ordered = (du, ddelta, dA, dB, dC, dD, dz, dbias)
-        return tuple(_cast_like(g, x) for g, x in zip(ordered, inputs)) + (None, None)
+        return tuple(_cast_like(g, x) for g, x in zip(ordered, inputs)) + (None, None, None)
 
 
 def _on_gpu(x: Tensor) -> bool:
@@ -345,5 +351,6 @@ def selective_scan(
         probe, _, run, _ = _GPU[name]
         return run(_gpu.probe(probe)[0], *args, delta_softplus, return_last_state)
     if name == "ext":
-        return _SelectiveScanExt.apply(*args, delta_softplus, return_last_state)
+        return _SelectiveScanExt.apply(*args, delta_softplus, return_last_state,
+                                       backward_possible(args))
     return selective_scan_ref(*args, delta_softplus, return_last_state)

@@ -19,7 +19,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from libs.ops.scan import ScanOutput, _cast_like, _grouped, _rows
+from libs.ops.scan import ScanOutput, _cast_like, _grouped, _rows, backward_possible
 
 TRITON_INSTALL = ("pip install triton==3.7.1 (CUDA builds of torch already ship a matching "
                   "triton)")
@@ -146,6 +146,5 @@ def selective_scan_triton(
     """
     _check_inputs(u, delta, A, B, C)
     tensors = (u, delta, A, B, C, D, z, delta_bias)
-    # checkpoints only when a backward can follow (ctx.needs_input_grad ignores no_grad)
-    save = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors)
-    return _SelectiveScanTriton.apply(*tensors, delta_softplus, return_last_state, save)
+    return _SelectiveScanTriton.apply(*tensors, delta_softplus, return_last_state,
+                                      backward_possible(tensors))  # checkpoints only if so
