@@ -195,6 +195,7 @@ def _print_gpu_table(result: dict) -> None:
         print(f"fwd+bwd: triton is {ref['fwd_bwd_ms'] / tri['fwd_bwd_ms']:.1f}x faster than the "
               "PyTorch loop (target >= 20x)")
 
+
 def run_gpu(args: argparse.Namespace) -> dict:
     """Triton vs mamba-ssm vs the PyTorch loop on the GPU; a clear skip without one."""
     if not torch.cuda.is_available():
