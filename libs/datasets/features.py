@@ -114,6 +114,10 @@ class FeatureProblem:
 def find_problem(feats: np.ndarray, input_dim: Optional[int] = None) -> Optional[FeatureProblem]:
     """The first problem of a stored [T, C] array (None: usable). Finiteness is judged in float32,
     the dtype the model reads, so a float64 value beyond float32's range counts as Inf."""
+    return _shape_problem(feats, input_dim) or _finite_problem(_as_read(feats))
+
+
+def _shape_problem(feats: np.ndarray, input_dim: Optional[int]) -> Optional[FeatureProblem]:
     shape = tuple(feats.shape)
     if feats.ndim != 2:
         return FeatureProblem("not_2d", shape)
@@ -121,13 +125,22 @@ def find_problem(feats: np.ndarray, input_dim: Optional[int] = None) -> Optional
         return FeatureProblem("empty", shape)
     if input_dim is not None and feats.shape[1] != input_dim:
         return FeatureProblem("channels", shape, expected=input_dim)
+    return None
+
+
+def _as_read(feats: np.ndarray) -> np.ndarray:
+    """[T, C] float32, what the loader hands on (no copy when the file already holds float32)."""
     with np.errstate(over="ignore"):
-        as_read = np.asarray(feats, dtype=np.float32)  # [T, C] what the loader hands on
+        return np.asarray(feats, dtype=np.float32)
+
+
+def _finite_problem(as_read: np.ndarray) -> Optional[FeatureProblem]:
     finite = np.isfinite(as_read)  # [T, C]
     if finite.all():
         return None
     t, c = np.argwhere(~finite)[0].tolist()
-    return FeatureProblem("nonfinite", shape, count=int((~finite).sum()), value=float(as_read[t, c]), t=t, c=c)
+    return FeatureProblem("nonfinite", tuple(as_read.shape), count=int((~finite).sum()),
+                          value=float(as_read[t, c]), t=t, c=c)
 
 
 def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = None) -> Tensor:
@@ -140,10 +153,12 @@ def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = Non
     Returns:
         [C, T] float32 contiguous tensor.
     """
-    problem = find_problem(feats, input_dim)
+    problem = _shape_problem(feats, input_dim)
+    as_read = None if problem else _as_read(feats)  # [T, C] float32, converted once
+    problem = problem or _finite_problem(as_read)
     if problem is not None:
         raise FeatureFileError(f"feature file {where}: {_describe(problem)}")
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(feats, dtype=np.float32).T))  # [C, T]
+    return torch.from_numpy(np.ascontiguousarray(as_read.T))  # [C, T]
 
 
 def _describe(p: FeatureProblem) -> str:
