@@ -149,6 +149,9 @@ def test_low_normalised_precision_detections_are_discarded_for_false_negatives_o
         d = diagnose(gt, results(preds + [("v", "A", 0, 10, 0.01)]), "val", "thumos14")
         assert d["false_negative"]["length"]["M"] == missed
         assert d["sensitivity"]["base"] == pytest.approx(1 / (1 + n_fp))  # recall 1, N 1
+        # the false-negative discarding leaves the all-predictions run alone (its matches too)
+        assert d["sensitivity"]["length"]["M"] == pytest.approx(1 / (1 + n_fp))
+        assert d["per_class"][0]["AP"] == pytest.approx(1 / (1 + n_fp))
         assert d["false_positive"]["average_mAP_N"] == 0.0  # the TP is past the top 10
         assert d["false_positive"]["profile"]["1G"]["Background Err"] == 1.0
         assert d["false_positive"]["profile"]["10G"]["Background Err"] == 1.0

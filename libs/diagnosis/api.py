@@ -89,9 +89,9 @@ def diagnose(
                       label_names=label_names)  # fmt: skip
     if len(inp.pred_scores) == 0:  # the evaluator's semantics: every AP is 0
         logger.warning("%s: no predictions; every AP is 0", inp.sources["results"])
-    fp, _, _ = false_positive_analysis(inp, thresholds, int(limit_factor), float(min_tiou_thr))
-    fn, _ = false_negative_analysis(inp, thresholds, char_bins)
+    fp = false_positive_analysis(inp, thresholds, int(limit_factor), float(min_tiou_thr))
     run_all = evaluate_run(inp, np.arange(len(inp.pred_scores)), thresholds, 0.0)
+    fn = false_negative_analysis(inp, run_all, char_bins)
     table = per_class_table(inp, run_all)
     return {
         "tiou_thresholds": thresholds.tolist(),

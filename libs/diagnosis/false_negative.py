@@ -15,7 +15,7 @@ import numpy as np
 
 from libs.diagnosis.characteristics import Bins
 from libs.diagnosis.inputs import DiagnosisInputs
-from libs.diagnosis.runs import Run, evaluate_run
+from libs.diagnosis.runs import Run, rescore
 
 FN_MIN_PRECISION = 0.05
 
@@ -49,12 +49,9 @@ def rates(
     return out
 
 
-def false_negative_analysis(
-    inp: DiagnosisInputs, thresholds: np.ndarray, bins: Bins
-) -> tuple[dict, Run]:
-    """``{characteristic: {bucket: rate or None}}`` and the run behind it (all predictions)."""
-    rows = np.arange(len(inp.pred_scores))
-    run = evaluate_run(inp, rows, thresholds, FN_MIN_PRECISION)
+def false_negative_analysis(inp: DiagnosisInputs, run_all: Run, bins: Bins) -> dict:
+    """``{characteristic: {bucket: rate or None}}``; ``run_all``: the evaluation of all
+    predictions with minimum normalised precision 0 (rescored here with `FN_MIN_PRECISION`)."""
+    run = rescore(inp, run_all, FN_MIN_PRECISION)
     missing = missed(run, len(inp.gt_class))  # [T, G]
-    result = {name: rates(missing, inp.buckets[name], labels) for name, (_, labels) in bins.items()}
-    return result, run
+    return {name: rates(missing, inp.buckets[name], labels) for name, (_, labels) in bins.items()}

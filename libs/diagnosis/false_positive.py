@@ -117,18 +117,13 @@ def removal_gain(inp: DiagnosisInputs, run: Run, types: np.ndarray) -> dict[str,
 
 def false_positive_analysis(
     inp: DiagnosisInputs, thresholds: np.ndarray, limit_factor: int = 10, min_tiou: float = 0.1
-) -> tuple[dict, Run, np.ndarray]:
-    """DETAD's false_positive_analysis numbers.
-
-    Returns:
-        ({"average_mAP_N", "profile", "average_mAP_N_gain"}, the run on the top predictions,
-        error types [T, n] of that run's predictions).
-    """
+) -> dict:
+    """DETAD's false_positive_analysis numbers: {"average_mAP_N", "profile",
+    "average_mAP_N_gain"}, on each class's top ``limit_factor * N_c`` predictions."""
     run = evaluate_run(inp, limit_rows(inp, limit_factor), thresholds, 0.0)
     types = error_types(inp, run, thresholds, min_tiou)
-    result = {
+    return {
         "average_mAP_N": run.average_mAP,
         "profile": profile(inp, run, types, int(limit_factor)),
         "average_mAP_N_gain": removal_gain(inp, run, types),
     }
-    return result, run, types

@@ -4,7 +4,8 @@ DETAD builds a fresh diagnosis object for each analysis: the false-positive anal
 top ``limit_factor * N_c`` predictions of each class with minimum normalised precision 0, the
 false-negative analysis on all predictions with 0.05, the sensitivity analysis on all with 0.
 A `Run` holds what such an object computes: the matched ground truth of every prediction at
-every tIoU and the normalised AP per (tIoU, class).
+every tIoU and the normalised AP per (tIoU, class). The last two analyses see the same
+predictions, hence the same matching: the false-negative run is the sensitivity run rescored.
 """
 
 from __future__ import annotations
@@ -60,7 +61,23 @@ def evaluate_run(
         inp.pred_segments[rows], inp.pred_video[rows], classes, class_rank,
         inp.gt_segments, inp.gt_video, inp.gt_class, thresholds, inp.num_classes,
     )  # fmt: skip
-    ap = np.zeros((len(thresholds), inp.num_classes))  # [T, C]
+    return _scored(inp, rows, matched, rankings, min_precision)
+
+
+def rescore(inp: DiagnosisInputs, run: Run, min_precision: float) -> Run:
+    """The run of the same predictions with another minimum normalised precision, without
+    matching again (the matching does not depend on it). ``run`` must have been evaluated with
+    min_precision 0, which discards nothing (a true positive's normalised precision is > 0)."""
+    return _scored(inp, run.rows, run.matched.copy(), run.rankings, min_precision)
+
+
+def _scored(
+    inp: DiagnosisInputs, rows: np.ndarray, matched: np.ndarray, rankings: list[np.ndarray],
+    min_precision: float,
+) -> Run:  # fmt: skip
+    """The `Run` of ``rows`` [n] matched as ``matched`` [T, n] (modified in place: true
+    positives discarded below ``min_precision`` lose their match), with normalised AP [T, C]."""
+    ap = np.zeros((len(matched), inp.num_classes))  # [T, C]
     avg_n, num_gt = inp.average_num_instance_per_class, inp.num_gt
     for c, ranked in enumerate(rankings):
         if len(ranked) == 0:  # DETAD: AP 0 for a class without predictions
