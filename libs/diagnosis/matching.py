@@ -12,18 +12,14 @@ for this; `interpolated_ap_from` below does the same interpolation from given pr
 
 DETAD sorts with three different calls, which order ties differently; each is reproduced by the
 same numpy call on an array of the same shape (numpy's sorts are deterministic):
-``scores.argsort()[::-1]`` (`descending_numpy`), ``DataFrame.sort_values(ascending=False)``
-(`descending_pandas`) and ``DataFrame.nlargest(n, 'score')`` (`nlargest`).
+``scores.argsort()[::-1]`` (the evaluator's `libs.evaluation.matching.class_rankings`),
+``DataFrame.sort_values(ascending=False)`` (`descending_pandas`) and
+``DataFrame.nlargest(n, 'score')`` (`nlargest`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def descending_numpy(scores: np.ndarray) -> np.ndarray:
-    """[n] positions by descending score, ``argsort()[::-1]`` tie order."""
-    return scores.argsort()[::-1]
 
 
 def descending_pandas(scores: np.ndarray) -> np.ndarray:

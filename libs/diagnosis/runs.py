@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from libs.diagnosis.inputs import DiagnosisInputs
-from libs.diagnosis.matching import class_rows, descending_numpy, nlargest, normalized_ap
-from libs.evaluation.matching import match_gt
+from libs.diagnosis.matching import class_rows, nlargest, normalized_ap
+from libs.evaluation.matching import class_rankings, match_gt, rank_in_class
 
 
 @dataclass
@@ -49,16 +49,10 @@ def evaluate_run(
     inp: DiagnosisInputs, rows: np.ndarray, thresholds: np.ndarray, min_precision: float
 ) -> Run:
     """Match predictions ``rows`` [n] at every threshold [T] and compute normalised AP [T, C]."""
-    scores = inp.pred_scores[rows]  # [n]
     classes = inp.pred_class[rows]  # [n]
-    rankings = []
-    class_rank = np.zeros(len(rows), dtype=np.int64)  # [n]
-    for pos in class_rows(classes, inp.num_classes):
-        ranked = pos[descending_numpy(scores[pos])]
-        class_rank[ranked] = np.arange(len(ranked))
-        rankings.append(ranked)
+    rankings = class_rankings(classes, inp.pred_scores[rows], inp.num_classes)  # DETAD's too
     matched = match_gt(
-        inp.pred_segments[rows], inp.pred_video[rows], classes, class_rank,
+        inp.pred_segments[rows], inp.pred_video[rows], classes, rank_in_class(rankings, len(rows)),
         inp.gt_segments, inp.gt_video, inp.gt_class, thresholds, inp.num_classes,
     )  # fmt: skip
     return _scored(inp, rows, matched, rankings, min_precision)
