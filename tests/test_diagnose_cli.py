@@ -140,3 +140,17 @@ def test_run_diagnosis_for_config_uses_the_runs_split_protocol_and_exclusions(fi
     assert d["config"]["dataset"]["val_split"] == ["test"]
     assert (tmp_path / "diag" / "report.html").exists()
     assert protocol_for_dataset("thumos14") == "thumos14"
+
+
+def test_run_diagnosis_for_config_warns_that_remove_duplicates_is_not_applied(files, tmp_path, caplog):
+    from libs.core.config import load_config
+    from libs.diagnosis.from_run import run_diagnosis_for_config
+    from tests.tiny import tiny_config_dict
+
+    gt, res, _ = files
+    for on in (False, True):
+        changes = {"dataset": {"val_split": ["test"]}, "eval": {"remove_duplicates": on}}
+        cfg = load_config(data=tiny_config_dict(gt, tmp_path / "f", tmp_path / "r", changes))
+        caplog.clear()
+        run_diagnosis_for_config(cfg, str(res), tmp_path / "diag", figures=False)
+        assert ("eval.remove_duplicates is on" in caplog.text) == on

@@ -10,10 +10,13 @@ only when it is called.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from libs.diagnosis.api import run_diagnosis
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 RAW_SUFFIXES = (".pt", ".pth")
@@ -69,6 +72,11 @@ def run_diagnosis_for_config(
 
     if isinstance(results, (str, os.PathLike)) and is_raw_cache(results):
         results, id_to_name, _ = load_raw_results(results)
+    if cfg.eval.remove_duplicates:
+        logger.warning(
+            "eval.remove_duplicates is on, but the diagnosis uses the ground truth as released "
+            "(as DETAD does): its average mAP can differ from the evaluation's"
+        )
     blocked = list(dict.fromkeys([*blocked_ids(cfg.eval), *cfg.eval.exclude_videos]))
     return run_diagnosis(
         cfg.dataset.json_file, results, list(cfg.dataset.val_split), out_dir,
