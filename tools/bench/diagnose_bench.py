@@ -30,6 +30,7 @@ except ImportError:  # run directly as `python tools/bench/diagnose_bench.py`
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from libs.core.annotations import read_annotations
 from libs.diagnosis import diagnose
 from libs.diagnosis.api import run_diagnosis
 
@@ -56,8 +57,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def synthetic_results(gt_path: str, split: str, num_preds: int, seed: int) -> dict:
     """ActivityNet results dict with ``num_preds`` predictions spread over the split's videos."""
     rng = np.random.default_rng(seed)
-    with open(gt_path) as f:
-        db = json.load(f)["database"]
+    db = read_annotations(gt_path, "ground truth").database
     videos = [v for v, x in db.items() if x["subset"].lower() == split.lower()]
     labels = sorted({a["label"] for v in videos for a in db[v]["annotations"]})
     per_video = np.bincount(rng.integers(len(videos), size=num_preds), minlength=len(videos))
@@ -85,8 +85,7 @@ def synthetic_results(gt_path: str, split: str, num_preds: int, seed: int) -> di
 
 def _exact_subset(gt_path: str, split: str) -> str:
     """DETAD matches the subset name exactly; ours ignores case."""
-    with open(gt_path) as f:
-        subsets = {v["subset"] for v in json.load(f)["database"].values()}
+    subsets = {v["subset"] for v in read_annotations(gt_path, "ground truth").database.values()}
     return next(s for s in sorted(subsets) if s.lower() == split.lower())
 
 
