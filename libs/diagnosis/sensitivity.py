@@ -22,14 +22,19 @@ from libs.diagnosis.matching import class_rows, descending_pandas, normalized_ap
 from libs.diagnosis.runs import Run
 
 
+def score_order(inp: DiagnosisInputs, run: Run) -> list[np.ndarray]:
+    """Per class: positions into ``run.rows`` in ``sort_values(score, desc)`` order."""
+    scores = inp.pred_scores[run.rows]  # [n]
+    per_class = class_rows(inp.pred_class[run.rows], inp.num_classes)
+    return [pos[descending_pandas(scores[pos])] for pos in per_class]
+
+
 def bucket_values(
-    inp: DiagnosisInputs, run: Run, buckets: np.ndarray, labels: list[str]
-) -> dict[str, Optional[float]]:
-    """Average-mAP_N per bucket label for one characteristic (buckets [G], -1: none)."""
-    classes = inp.pred_class[run.rows]
-    ordered = []  # per class: positions into run.rows in sort_values(score, desc) order
-    for pos in class_rows(classes, inp.num_classes):
-        ordered.append(pos[descending_pandas(inp.pred_scores[run.rows][pos])])
+    inp: DiagnosisInputs, run: Run, ordered: list[np.ndarray], buckets: np.ndarray,
+    labels: list[str],
+) -> dict[str, Optional[float]]:  # fmt: skip
+    """Average-mAP_N per bucket label for one characteristic (buckets [G], -1: none);
+    ``ordered``: `score_order` of ``run``."""
     m = run.matched  # [T, n]
     matched_bucket = np.where(m >= 0, buckets[m.clip(min=0)], -2)  # [T, n]
     out: dict[str, Optional[float]] = {}
@@ -54,6 +59,7 @@ def sensitivity_analysis(inp: DiagnosisInputs, run: Run, bins: Bins) -> dict:
     """``{"base": average-mAP_N, characteristic: {bucket: value or None}}``; ``run`` is the
     evaluation of all predictions with minimum normalised precision 0."""
     out: dict = {"base": run.average_mAP}
+    ordered = score_order(inp, run)
     for name, (_, labels) in bins.items():
-        out[name] = bucket_values(inp, run, inp.buckets[name], labels)
+        out[name] = bucket_values(inp, run, ordered, inp.buckets[name], labels)
     return out
