@@ -108,6 +108,15 @@ def build_ext_class():
     return BuildExt.with_options(use_ninja=True)
 
 
+# console scripts: tal-<name> runs libs/commands/<name>.py, the code of `python <name>.py` /
+# `python tools/<name>.py` in a checkout
+COMMANDS = (
+    "train", "eval", "infer", "eval_results", "rescore", "diagnose", "visualize",
+    "make_synthetic", "prepare_features", "paper_table", "multi_seed", "check_env",
+)  # fmt: skip
+CONSOLE_SCRIPTS = [f"tal-{name.replace('_', '-')}=libs.commands.{name}:main" for name in COMMANDS]
+
+
 def main() -> None:
     try:
         import torch  # noqa: F401
@@ -126,6 +135,7 @@ def main() -> None:
         extras_require=extras,
         ext_modules=extensions(),
         cmdclass={"build_ext": build_ext_class()},
+        entry_points={"console_scripts": CONSOLE_SCRIPTS},
     )
 
 

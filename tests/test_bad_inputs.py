@@ -390,7 +390,7 @@ def log_txt_symlink(ws: Workspace) -> Callable:
 
 
 def synthetic_absolute_id(ws: Workspace) -> Callable:
-    import tools.make_synthetic as ms
+    import libs.commands.make_synthetic as ms
 
     ws.db["/tmp/evil"] = ws.db.pop("vid1")
     ws.write_json()
@@ -625,7 +625,7 @@ def _main(entry: str) -> Callable:
         import eval as eval_cli
 
         return eval_cli.main
-    from tools import eval_results
+    from libs.commands import eval_results
 
     return eval_results.main
 

@@ -10,7 +10,7 @@ import torch
 from libs.ops import _ext, _gpu, conv, scan
 from tests import gpu_fakes
 from tests.gpu_fakes import MAMBA_LAYOUTS, FakeScanKernel
-from tools import check_env
+from libs.commands import check_env
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,4 @@
 """The 12 paper configs (reference-spec §2.3), the run_all scripts and tools/paper_table.py."""
-import importlib.util
 import json
 import os
 import re
@@ -243,15 +242,10 @@ def test_run_all_script_dry_run(ds, tmp_path):
     assert "--overwrite" in (tmp_path / "calls.txt").read_text().splitlines()[6]
 
 
-def _paper_table():
-    spec = importlib.util.spec_from_file_location("paper_table", os.path.join(REPO, "tools", "paper_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_paper_table(tmp_path, capsys):
-    pt = _paper_table()
+    from libs.commands import paper_table as pt
     paths = []
     for i, blk in enumerate(["winattn", "vim", "dbm"]):
         maps = [0.40 + 0.01 * i + 0.001 * k for k in range(10)]

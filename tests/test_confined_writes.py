@@ -35,7 +35,7 @@ def test_safe_names_pass():
 
 
 def test_make_synthetic_refuses_ids_outside_out_before_writing(tmp_path):
-    import tools.make_synthetic as ms
+    import libs.commands.make_synthetic as ms
 
     db = {"ok": {"subset": "training", "duration": 10.0, "fps": 30.0, "annotations": []},
           "../../escaped": {"subset": "training", "duration": 10.0, "fps": 30.0, "annotations": []}}
@@ -148,7 +148,7 @@ def _one_error(capsys, call, fragment) -> None:
     (["--feat-stride", "0"], "--feat-stride: must be a finite number > 0"),
 ])
 def test_infer_numeric_args(tmp_path, capsys, argv, fragment):
-    from tools import infer
+    from libs.commands import infer
 
     config, feat = _workspace(tmp_path)
     _one_error(capsys, lambda: infer.main([config, "ck.pth", str(feat), *argv]), fragment)
@@ -156,7 +156,7 @@ def test_infer_numeric_args(tmp_path, capsys, argv, fragment):
 
 @pytest.mark.parametrize("out", ["feat", "dir"])
 def test_infer_out_is_an_input_or_a_folder(tmp_path, capsys, out, in_process):
-    from tools import infer
+    from libs.commands import infer
 
     config, feat = _workspace(tmp_path)
     target = feat if out == "feat" else feat.parent
@@ -168,7 +168,7 @@ def test_infer_out_is_an_input_or_a_folder(tmp_path, capsys, out, in_process):
 
 @pytest.mark.parametrize("tiou", ["-1", "5", "0", "nan"])
 def test_tiou_must_lie_in_0_1(tmp_path, capsys, tiou):
-    from tools import eval_results
+    from libs.commands import eval_results
 
     _one_error(capsys, lambda: eval_results.main(["gt.json", "res.json", "--tiou", "0.5", tiou]),
                "a tIoU threshold must lie in (0, 1]")
@@ -189,7 +189,7 @@ def test_eval_results_equal_metrics_or_checkpoint(tmp_path, capsys, in_process):
 
 
 def test_multi_seed_name_is_plain(tmp_path, capsys):
-    from tools import multi_seed
+    from libs.commands import multi_seed
 
     config, _ = _workspace(tmp_path)
     rc = multi_seed.main([config, "--name", "../../elsewhere", "--seeds", "1"])

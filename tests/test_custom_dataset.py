@@ -21,7 +21,7 @@ CONFIG = REPO / "configs" / "custom_example.yaml"
 def features(tmp_path_factory) -> Path:
     """The synthetic features the config's header comment tells users to make, in tmp_path."""
     from libs.core.config import load_config
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     d = load_config(str(CONFIG)).dataset
     out = tmp_path_factory.mktemp("custom") / "feats"

@@ -7,7 +7,7 @@ import pytest
 
 from libs.diagnosis import diagnose
 from tests.test_diagnosis import GT, PREDS, results
-from tools import diagnose as cli
+from libs.commands import diagnose as cli
 
 ERRORS = ["True Positive", "Double Detection Err", "Wrong Label Err", "Localization Err",
           "Confusion Err", "Background Err"]  # fmt: skip

@@ -73,7 +73,7 @@ def restored_process_state(monkeypatch):
 
 def tiny_run(tmp_path_factory) -> dict:
     """Paths of the shared tiny run: root, json, feats, config, ckpt (trained once per session)."""
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     root = tmp_path_factory.getbasetemp() / "tiny_run"
     paths = {
@@ -102,7 +102,7 @@ def run(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def new_videos(tmp_path_factory) -> tuple[Path, dict]:
     """Features of two videos that are in no annotation file the config knows."""
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     root = tmp_path_factory.mktemp("new_videos")
     database = {
@@ -178,7 +178,7 @@ def test_same_detections_as_the_dataset_path(run):
     from libs.datasets.collate import collate
     from libs.cli import load_detector
     from libs.inference import postprocess
-    from tools import infer
+    from libs.commands import infer
 
     cfg = load_config(str(run["config"]))
     model, _, _ = load_detector(cfg, str(run["ckpt"]), torch.device("cpu"))
@@ -199,7 +199,7 @@ def test_same_detections_as_the_dataset_path(run):
 
 def test_video_ids_strip_prefix_and_suffix():
     from libs.core.config import DatasetCfg
-    from tools.infer import video_id_of
+    from libs.commands.infer import video_id_of
 
     dcfg = DatasetCfg(file_prefix="cam1_", feature_type="_i3d")
     assert video_id_of(Path("/x/cam1_clip07_i3d.npy"), dcfg) == "clip07"
@@ -207,7 +207,7 @@ def test_video_ids_strip_prefix_and_suffix():
 
 
 def test_class_ids_without_annotations_and_clear_errors(run, new_videos, tmp_path, capsys):
-    from tools import infer
+    from libs.commands import infer
 
     feats, _ = new_videos
     out = tmp_path / "ids.json"

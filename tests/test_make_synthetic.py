@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import tools.make_synthetic as ms
+import libs.commands.make_synthetic as ms
 from libs.core.config import DatasetCfg
 from libs.datasets import build_dataset
 from libs.datasets.features import load_feature_file
@@ -152,9 +152,9 @@ def test_distractors_are_weaker_than_actions(tmp_path, monkeypatch):
 
 def test_cli_prints_one_summary_line(tmp_path, capsys):
     json_file = _json(tmp_path)
-    summary = ms.main(["--json", json_file, "--out", str(tmp_path / "f"), "--dim", "4", "--ext", ".npy"])
+    status = ms.main(["--json", json_file, "--out", str(tmp_path / "f"), "--dim", "4", "--ext", ".npy"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and "4 videos" in lines[0] and summary["videos"] == 4
+    assert status == 0 and len(lines) == 1 and "make_synthetic: 4 videos" in lines[0]
 
 
 def test_all_thumos_videos_are_fast(tmp_path):

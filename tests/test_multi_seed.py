@@ -64,7 +64,7 @@ def test_two_seeds_mean_and_std(run, tmp_path):
 
 def test_failed_seeds_are_reported_and_exit_1(run, tmp_path, monkeypatch, capsys):
     """train.py is not run here: a stand-in fails seed 3 and succeeds for seed 4."""
-    from tools import multi_seed
+    from libs.commands import multi_seed
 
     folder = tmp_path / "tiny_multiseed_seed4"
     folder.mkdir()
@@ -90,7 +90,7 @@ def test_failed_seeds_are_reported_and_exit_1(run, tmp_path, monkeypatch, capsys
 
 
 def test_summary_helpers():
-    from tools.multi_seed import mean_std, summarize
+    from libs.commands.multi_seed import mean_std, summarize
 
     assert mean_std([0.5]) == (0.5, 0.0)
     runs = {

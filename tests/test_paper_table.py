@@ -1,6 +1,5 @@
 """tools/paper_table.py on made-up run folders and metrics files: best / last / differences."""
 
-import importlib.util
 import json
 import os
 
@@ -14,14 +13,7 @@ TIOU_THUMOS = [0.3, 0.4, 0.5, 0.6, 0.7]
 TIOU_10 = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
-def _paper_table():
-    spec = importlib.util.spec_from_file_location("paper_table", os.path.join(REPO, "tools", "paper_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pt = _paper_table()
+from libs.commands import paper_table as pt
 
 
 def _result(tiou, avg, epoch=None, **extra):

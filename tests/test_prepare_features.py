@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import prepare_features as pf
+from libs.commands import prepare_features as pf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def _annotations(n: int = 6) -> dict:
 @pytest.fixture
 def folder(tmp_path) -> tuple[Path, Path]:
     """6 clean videos of 16-d features every 8 frames (clip 16), as make_synthetic writes them."""
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     json_file = tmp_path / "anno.json"
     json_file.write_text(json.dumps(_annotations()))
@@ -102,7 +102,7 @@ def test_verify_detects_a_stride_mismatch(folder, capsys):
 
 def test_verify_cli_with_config_naming(tmp_path):
     """--config gives prefix / suffix / extension / dim / stride / splits (custom_example.yaml)."""
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     config = REPO / "configs" / "custom_example.yaml"
     make_synthetic(

@@ -51,7 +51,7 @@ def _eval(eval_main, run, out: Path, name: str, *extra: str) -> tuple[dict, dict
 
 
 def _rescore(raw: Path, run, out: Path, name: str, *opts: str) -> tuple[dict, dict]:
-    from tools import rescore
+    from libs.commands import rescore
 
     args = [
         str(raw),
@@ -105,7 +105,7 @@ def test_raw_file_is_plain_and_weights_only_loadable(run, eval_main, tmp_path):
 
 
 def test_sweep_model_side_warning_and_errors(run, eval_main, tmp_path, capsys, caplog):
-    from tools import rescore
+    from libs.commands import rescore
 
     raw = tmp_path / "raw.pt"
     metrics, _ = _eval(eval_main, run, tmp_path, "e", "--save-raw", str(raw))

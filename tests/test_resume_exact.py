@@ -32,7 +32,7 @@ def make_tiny_config(root: Path, num_train: int = 8, **overrides) -> Path:
 
     `overrides` are top-level sections merged into the config (e.g. opt={...}).
     """
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     database = {}
     for i in range(num_train + 2):

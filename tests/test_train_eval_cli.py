@@ -25,7 +25,7 @@ def _annotations() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> Path:
-    from tools.make_synthetic import make_synthetic
+    from libs.commands.make_synthetic import make_synthetic
 
     root = tmp_path_factory.mktemp("tiny")
     json_file = root / "anno.json"

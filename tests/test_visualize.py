@@ -70,7 +70,7 @@ def _is_png(path: Path) -> tuple[int, int]:
 
 
 def test_timeline_one_png_per_split_video(data, tmp_path):
-    from tools import visualize
+    from libs.commands import visualize
 
     out = tmp_path / "timelines"
     code = visualize.main(
@@ -95,7 +95,7 @@ def test_timeline_one_png_per_split_video(data, tmp_path):
 
 def test_timeline_without_ground_truth_uses_video_info(tmp_path):
     """infer.py output: integer labels, durations from video_info, odd characters in ids."""
-    from tools import visualize
+    from libs.commands import visualize
 
     results = {
         "results": {
@@ -116,7 +116,7 @@ def test_timeline_without_ground_truth_uses_video_info(tmp_path):
 
 def test_pr_chart_and_curves_integrate_to_the_evaluator_ap(data, tmp_path):
     from libs.evaluation import DetectionMAP
-    from tools import visualize
+    from libs.commands import visualize
 
     out = tmp_path / "pr.png"
     assert (
@@ -154,7 +154,7 @@ def test_pr_chart_and_curves_integrate_to_the_evaluator_ap(data, tmp_path):
 
 
 def test_errors_and_cli(data, tmp_path, capsys):
-    from tools import visualize
+    from libs.commands import visualize
 
     assert (
         visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--tiou", "0.55"]) == 2
@@ -191,7 +191,7 @@ def test_pr_with_config_follows_its_eval_protocol(data, tmp_path, monkeypatch):
 
     from libs.evaluation import DetectionMAP
     from tests.tiny import tiny_config_dict
-    from tools import visualize
+    from libs.commands import visualize
 
     changes = {"dataset": {"num_classes": 3, "tiou_thresholds": [0.3, 0.5, 0.7]},
                "eval": {"exclude_videos": ["video_0"], "remove_duplicates": True}}

@@ -20,7 +20,7 @@ sys.path.insert(0, REPO)
 
 from libs.core.safe_io import read_json  # noqa: E402
 from libs.utils.io import atomic_write_json  # noqa: E402
-from tools.make_synthetic import make_synthetic  # noqa: E402
+from libs.commands.make_synthetic import make_synthetic  # noqa: E402
 
 ANNOTATIONS = "data/thumos/annotations/thumos14.json"
 FEATURES = "data/synthetic_thumos"

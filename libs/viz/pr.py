@@ -9,7 +9,7 @@ import numpy as np
 
 from libs.evaluation import DetectionMAP, EvalResult
 from libs.evaluation.matching import class_rankings, match_predictions, rank_in_class
-from tools.viz import pyplot, save
+from libs.viz import pyplot, save
 
 MAX_PR_CURVES = 10  # classes drawn in the PR panel (those with the most GT segments)
 MAX_AP_BARS = 40  # more classes: the 20 best and the 20 worst

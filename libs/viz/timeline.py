@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tools.viz import pyplot, save
+from libs.viz import pyplot, save
 
 GT_COLOR = "#2e7d32"  # ground truth: dark green
 DET_CMAP = "Blues"  # detections: light (low score) -> dark blue (high score)

@@ -1,0 +1,138 @@
+"""Evaluate a checkpoint (ours or a published ActionFormer / video-mamba-suite `.pth.tar`).
+
+    python eval.py CONFIG CKPT [--opts key=value ...] [--results OUT.json] [--metrics OUT.json]
+                               [--device cpu|cuda] [--save-raw RAW.pt] [--diagnose DIR]
+
+The model is built from CONFIG (plus overrides) and loaded with the checkpoint's EMA weights.
+CKPT may also be a run folder (its last.pth is used). By default the detections go to
+`<ckpt dir>/results_eval.json` and the metrics to `<ckpt dir>/metrics_eval.json`; an existing file
+there is never replaced (a suffix `_1`, `_2`, ... is added). `--save-raw RAW.pt` also keeps the
+pre-NMS candidates, so `tools/rescore.py RAW.pt CONFIG --opts test.nms_sigma=...` can re-tune the
+post-processing without the model (libs/inference/raw.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
+from libs.core.config import load_config
+from libs.datasets import build_dataset, build_loader
+from libs.engine.checkpoint import resolve_checkpoint
+from libs.evaluation import format_table
+from libs.inference import evaluate
+from libs.utils.io import unique_path
+from libs.utils.logging import setup_logging
+from libs.utils.paths import check_outputs
+from libs.utils.seeding import fix_random_seed
+
+logger = logging.getLogger("eval")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a checkpoint's EMA weights on the config's val split."
+    )
+    parser.add_argument("config", help="YAML config file the checkpoint was trained with")
+    parser.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
+    add_opts_arg(parser, "test.nms_sigma=0.75 dataset.feat_folder=...")
+    parser.add_argument(
+        "--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)"
+    )
+    parser.add_argument(
+        "--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)"
+    )
+    add_device_arg(parser)
+    parser.add_argument(
+        "--save-raw",
+        default=None,
+        metavar="RAW.pt",
+        help="also save the pre-NMS candidates here, for tools/rescore.py",
+    )
+    parser.add_argument(
+        "--diagnose",
+        default=None,
+        metavar="DIR",
+        help="also write DETAD's error diagnosis (diagnosis.json, PNGs, report.html) to DIR",
+    )
+    parser.add_argument(
+        "--allow-unsafe-checkpoint",
+        action="store_true",
+        help="load a checkpoint that pickles objects other than tensors (runs code from the "
+        "file: only for files you trust; ours and the published .pth.tar never need it)",
+    )
+    return parser.parse_args(argv)
+
+
+def output_path(requested: Optional[str], default: Path) -> Path:
+    """An explicit path is used as given (a replaced file is logged); a default never replaces."""
+    if requested is None:
+        return unique_path(default)
+    path = Path(requested)
+    if path.exists():
+        logger.warning("replacing existing %s", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.opts)
+    device = pick_device(args.device)
+    setup_logging()
+    fix_random_seed(cfg.seed)
+    check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
+                  [("--results", args.results), ("--metrics", args.metrics), ("--save-raw", args.save_raw)])
+    model, ckpt, meta = load_detector(cfg, args.ckpt, device, args.allow_unsafe_checkpoint)
+    logger.info(
+        "evaluating %s weights of %s (%s format, epoch %s) on %s",
+        meta["weights"],
+        ckpt,
+        meta["format"],
+        meta.get("epoch", "?"),
+        device,
+    )
+    val_set = build_dataset(cfg.dataset, "val", is_training=False)
+    val_loader = build_loader(
+        val_set,
+        batch_size=1,
+        num_workers=cfg.loader.num_workers,
+        is_training=False,
+        max_seq_len=cfg.dataset.max_seq_len,
+        size_divisor=model.size_divisor,
+    )
+    results_path = output_path(args.results, ckpt.parent / "results_eval.json")
+    metrics_path = output_path(args.metrics, ckpt.parent / "metrics_eval.json")
+    raw_path = output_path(args.save_raw, Path(args.save_raw)) if args.save_raw else None
+    result = evaluate(
+        model,
+        val_loader,
+        cfg,
+        id_to_name=val_set.id_to_name,
+        results_path=results_path,
+        metrics_path=metrics_path,
+        raw_path=raw_path,
+        device=device,
+    )
+    print(format_table(result))
+    print(f"results: {results_path}\nmetrics: {metrics_path}")
+    if raw_path is not None:
+        print(f"raw predictions: {raw_path}")
+    if args.diagnose:  # after evaluate(), which always writes results_path
+        from libs.diagnosis.from_run import run_diagnosis_for_config
+
+        run_diagnosis_for_config(cfg, results_path, args.diagnose)
+        print(f"diagnosis: {Path(args.diagnose) / 'report.html'}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    return run_cli(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Our runs next to the paper's table: best and last epoch, and the difference to the paper.
+
+    python tools/paper_table.py RUN [RUN ...] [--out table.md] [--json table.json]
+    python tools/paper_table.py W.json V.json D.json --dataset thumos [--blocks winattn vim dbm]
+
+A RUN is a train.py run folder (or a metrics JSON in one). Its `config.yaml` names the dataset
+and the block; `--dataset` / `--blocks` (matched to the inputs by position) override them, and are
+needed for a bare metrics file. Numbers come from the run's `metrics.json` (else the
+`eval_metrics.json` run_all writes with eval.py). train.py writes the reported result plus
+`"reported": "last" | "best"` (eval.checkpoint) and `"last"` / `"best"`, each `{"epoch", "tiou",
+"mAP", "average_mAP"}` (libs/engine/validation.py); a single result `{"tiou", "mAP",
+"average_mAP", "protocol": {"checkpoint", "epoch"}}` (eval.py, older runs) counts as the last
+epoch unless protocol.checkpoint is best-on-val, and then the run's `val_history.jsonl` (one
+line per evaluated epoch), if any, supplies the best epoch.
+
+Prints, per dataset and block, the paper's average mAP, ours at the best and at the last epoch
+with the differences, and which of the two the run reports; then, per dataset, the per-tIoU
+table (the columns the paper reports) of the reported result next to the paper's row. All
+values in %; the average is over THUMOS-14's 0.3:0.1:0.7, or all ten of 0.50:0.05:0.95.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+
+from libs.core.safe_io import load_yaml, read_json
+
+# README of OpenGVLab/video-mamba-suite temporal-action-localization (commit ec9108b), mAP %.
+# Keys: tIoU -> mAP, plus "avg". The HACS "winattn" row repeats ANet's 0.75 / 0.95 numbers in the
+# README (44.61 / 12.73); it is reproduced as published.
+PAPER: dict[str, dict[str, dict]] = {
+    "thumos": {
+        "winattn": {0.3: 82.26, 0.4: 81.85, 0.5: 75.05, 0.6: 65.82, 0.7: 50.27, "avg": 71.86},
+        "vim": {0.3: 86.22, 0.4: 82.87, 0.5: 76.42, 0.6: 66.43, 0.7: 50.25, "avg": 72.44},
+        "dbm": {0.3: 86.89, 0.4: 83.09, 0.5: 76.90, 0.6: 65.91, 0.7: 50.82, "avg": 72.72},
+    },
+    "anet": {
+        "winattn": {0.5: 61.47, 0.75: 44.61, 0.95: 12.73, "avg": 41.19},
+        "vim": {0.5: 62.31, 0.75: 43.17, 0.95: 9.65, "avg": 41.77},
+        "dbm": {0.5: 62.43, 0.75: 43.49, 0.95: 10.23, "avg": 42.02},
+    },
+    "hacs": {
+        "winattn": {0.5: 62.62, 0.75: 44.61, 0.95: 12.73, "avg": 43.34},
+        "vim": {0.5: 63.78, 0.75: 45.45, 0.95: 13.01, "avg": 44.26},
+        "dbm": {0.5: 64.02, 0.75: 45.71, 0.95: 13.34, "avg": 44.56},
+    },
+    "fineaction": {
+        "winattn": {0.5: 43.11, 0.75: 27.09, 0.95: 5.32, "avg": 27.22},
+        "vim": {0.5: 44.15, 0.75: 28.30, 0.95: 6.14, "avg": 28.36},
+        "dbm": {0.5: 45.44, 0.75: 28.82, 0.95: 6.79, "avg": 29.04},
+    },
+}
+DATASET_NAMES = {
+    "thumos": "THUMOS-14",
+    "anet": "ActivityNet-1.3",
+    "hacs": "HACS",
+    "fineaction": "FineAction",
+}
+BLOCK_NAMES = {
+    "winattn": "ActionFormer (Win Attn)",
+    "vim": "ActionMamba (ViM)",
+    "dbm": "ActionMamba (DBM)",
+}
+# config.yaml values -> table keys
+CONFIG_DATASETS = {"thumos14": "thumos", "anet": "anet", "hacs": "hacs", "fineaction": "fineaction"}
+CONFIG_BLOCKS = {"window_attn": "winattn", "vim": "vim", "dbm": "dbm"}
+METRICS_FILES = ("metrics.json", "eval_metrics.json")  # train.py's, then run_all's eval.py output
+
+
+@dataclass
+class Numbers:
+    """One evaluation in %: {tIoU (2 decimals): mAP, "avg": average mAP}, and its epoch."""
+
+    maps: dict
+    epoch: Optional[int] = None
+
+    @property
+    def avg(self) -> float:
+        return self.maps["avg"]
+
+
+@dataclass
+class Run:
+    """One run's numbers: the best and the last evaluated epoch (either may be unknown)."""
+
+    source: str
+    dataset: Optional[str]
+    block: Optional[str]
+    best: Optional[Numbers]
+    last: Optional[Numbers]
+    reported: str  # "best" | "last": which of the two the run calls its result
+
+    @property
+    def result(self) -> Numbers:
+        chosen = self.best if self.reported == "best" else self.last
+        return chosen or self.last or self.best
+
+
+def parse_numbers(data: Any, where: str) -> Numbers:
+    """{"tiou": [...], "mAP": [...], "average_mAP": x[, "epoch": n]} (fractions) -> Numbers (%)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object with tiou / mAP / average_mAP, got {data!r}")
+    for key in ("tiou", "mAP", "average_mAP"):
+        if key not in data:
+            raise ValueError(f"{where}: missing key '{key}' (expected train.py / eval.py metrics)")
+    if len(data["tiou"]) != len(data["mAP"]):
+        raise ValueError(
+            f"{where}: 'tiou' has {len(data['tiou'])} values but 'mAP' has {len(data['mAP'])}"
+        )
+    maps = {round(float(t), 2): 100.0 * float(m) for t, m in zip(data["tiou"], data["mAP"])}
+    maps["avg"] = 100.0 * float(data["average_mAP"])
+    epoch = data.get("epoch", (data.get("protocol") or {}).get("epoch"))
+    return Numbers(maps, None if epoch is None else int(epoch))
+
+
+def best_from_history(path: Path) -> Optional[Numbers]:
+    """The best line (highest average mAP, the earlier epoch on ties) of a val_history.jsonl.
+
+    The rule of `libs.engine.val_history.best_record`, not imported: that module pulls in torch.
+    """
+    best = None
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                numbers = parse_numbers(json.loads(line), f"{path} line {i}")
+                if best is None or numbers.avg > best.avg:
+                    best = numbers
+    return best
+
+
+def _numbers_of(data: dict, where: str) -> tuple[Optional[Numbers], Optional[Numbers], str]:
+    """(best, last, reported) of a metrics.json in either schema."""
+    if isinstance(data.get("last"), dict) or isinstance(data.get("best"), dict):
+        best = parse_numbers(data["best"], f"{where} 'best'") if data.get("best") else None
+        last = parse_numbers(data["last"], f"{where} 'last'") if data.get("last") else None
+        reported = str(data.get("reported", "best" if last is None else "last"))
+        reported = "best" if reported.startswith("best") else "last"
+        return best, last, reported
+    single = parse_numbers(data, where)
+    if (data.get("protocol") or {}).get("checkpoint") == "best-on-val":
+        return single, None, "best"
+    return None, single, "last"
+
+
+def _run_config(folder: Path) -> tuple[Optional[str], Optional[str]]:
+    """(dataset, block) table keys from a run folder's config.yaml, or (None, None)."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return None, None
+    cfg = load_yaml(path, "run config") or {}
+    name = (cfg.get("dataset") or {}).get("name")
+    block = ((cfg.get("model") or {}).get("block") or {}).get("type")
+    return CONFIG_DATASETS.get(name), CONFIG_BLOCKS.get(block)
+
+
+def read_run(path: str) -> Run:
+    """A run folder or a metrics JSON -> Run (dataset / block from config.yaml when present)."""
+    given = Path(path)
+    if given.is_dir():
+        folder = given
+        found = [folder / name for name in METRICS_FILES if (folder / name).is_file()]
+        if not found:
+            raise ValueError(f"{folder}: no {' or '.join(METRICS_FILES)} in this run folder")
+        metrics = found[0]
+    elif given.is_file():
+        folder, metrics = given.parent, given
+    else:
+        raise ValueError(f"{path}: no such run folder or metrics file")
+    best, last, reported = _numbers_of(read_json(metrics, "metrics"), str(metrics))
+    history = folder / "val_history.jsonl"
+    if best is None and history.is_file():
+        best = best_from_history(history)
+    dataset, block = _run_config(folder)
+    return Run(str(given), dataset, block, best, last, reported)
+
+
+def _cell(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _delta(ours: Optional[Numbers], paper: Optional[float]) -> Optional[float]:
+    return None if ours is None or paper is None else ours.avg - paper
+
+
+def _signed(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _with_epoch(numbers: Optional[Numbers]) -> str:
+    if numbers is None:
+        return "-"
+    return _cell(numbers.avg) + ("" if numbers.epoch is None else f" (ep {numbers.epoch})")
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def summary_rows(runs: list[Run]) -> list[dict]:
+    """One record per run (dataset and block set): paper avg, best / last avg and epoch, deltas."""
+    out = []
+    for run in runs:
+        paper = PAPER[run.dataset].get(run.block, {}).get("avg")
+        record = {"dataset": run.dataset, "block": run.block, "source": run.source, "paper": paper}
+        for kind in ("best", "last"):
+            numbers = getattr(run, kind)
+            record[kind] = None if numbers is None else {
+                "avg": numbers.avg, "epoch": numbers.epoch, "delta": _delta(numbers, paper),
+                "mAP": {str(t): m for t, m in numbers.maps.items() if t != "avg"},
+            }  # fmt: skip
+        record["reported"] = run.reported
+        out.append(record)
+    return out
+
+
+def format_summary(runs: list[Run]) -> str:
+    """The seed table side by side with each run's best and last average mAP (%)."""
+    header = ["dataset", "block", "paper avg", "best avg", "Δbest", "last avg", "Δlast", "reports"]
+    rows = []
+    for run in runs:
+        paper = PAPER[run.dataset].get(run.block, {}).get("avg")
+        rows.append([
+            DATASET_NAMES[run.dataset], BLOCK_NAMES.get(run.block, run.block), _cell(paper),
+            _with_epoch(run.best), _signed(_delta(run.best, paper)),
+            _with_epoch(run.last), _signed(_delta(run.last, paper)), run.reported,
+        ])  # fmt: skip
+    return "\n".join(_markdown(header, rows))
+
+
+def format_table(dataset: str, rows: list[tuple[str, dict]]) -> str:
+    """rows: [(block, our maps {tIoU: mAP %, "avg": avg %})] -> per-tIoU Markdown table with paper rows and Δavg."""
+    paper = PAPER[dataset]
+    columns = [k for k in next(iter(paper.values())) if k != "avg"]
+    header = ["block", "source"] + [f"{t:g}" for t in columns] + ["avg", "Δavg"]
+    lines = []
+    for block, ours in rows:
+        ref = paper.get(block)
+        name = BLOCK_NAMES.get(block, block)
+        delta = None if ref is None else ours["avg"] - ref["avg"]
+        lines.append([name, "ours"] + [_cell(ours.get(t)) for t in columns] + [_cell(ours["avg"]), _signed(delta)])
+        if ref is not None:
+            lines.append([name, "paper"] + [_cell(ref.get(t)) for t in columns] + [_cell(ref["avg"]), ""])
+    return "\n".join(_markdown(header, lines))
+
+
+def average_note(dataset: str) -> str:
+    return "tIoU 0.3:0.1:0.7" if dataset == "thumos" else "tIoU 0.50:0.05:0.95 (10 thresholds)"
+
+
+def sort_runs(runs: list[Run]) -> list[Run]:
+    """The paper's order: datasets THUMOS, ANet, HACS, FineAction; blocks winattn, vim, dbm."""
+    order = {name: i for i, name in enumerate(PAPER)}
+    blocks = {name: i for i, name in enumerate(BLOCK_NAMES)}
+    return sorted(runs, key=lambda r: (order[r.dataset], blocks.get(r.block, len(blocks))))
+
+
+def render(runs: list[Run]) -> str:
+    """The summary table, then one per-tIoU table (reported result vs paper) per dataset."""
+    parts = ["average mAP (%): paper, ours at the best and at the last evaluated epoch, differences",
+             format_summary(runs)]  # fmt: skip
+    for dataset in dict.fromkeys(run.dataset for run in runs):
+        rows = [(run.block, run.result.maps) for run in runs if run.dataset == dataset]
+        parts += ["", f"{dataset}: mAP (%) of the reported epoch, average over {average_note(dataset)}",
+                  format_table(dataset, rows)]  # fmt: skip
+    return "\n".join(parts)
+
+
+def _split_blocks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--blocks dbm run.json`: the block names come first, the rest are inputs (issue 16)."""
+    if not args.blocks:
+        return
+    n = 0
+    while n < len(args.blocks) and args.blocks[n] in BLOCK_NAMES:
+        n += 1
+    for token in args.blocks[n:]:
+        if not Path(token).exists():
+            parser.error(
+                f"--blocks: '{token}' is neither a block ({', '.join(BLOCK_NAMES)}) nor an "
+                "existing run folder or metrics file"
+            )
+    args.runs = list(args.runs) + args.blocks[n:]
+    args.blocks = args.blocks[:n] or None
+
+
+def _label_runs(parser: argparse.ArgumentParser, args: argparse.Namespace, runs: list[Run]) -> None:
+    """Fill each run's dataset / block from --dataset / --blocks, else from its config.yaml."""
+    if args.blocks and len(args.blocks) != len(runs):
+        parser.error(f"{len(runs)} inputs for {len(args.blocks)} blocks ({' '.join(args.blocks)})")
+    default_blocks = list(BLOCK_NAMES) if len(runs) == len(BLOCK_NAMES) else None
+    for i, run in enumerate(runs):
+        run.dataset = args.dataset or run.dataset
+        if args.blocks:
+            run.block = args.blocks[i]
+        elif run.block is None and default_blocks is not None:
+            run.block = default_blocks[i]  # the paper's order, as the inputs were given
+        if run.dataset is None:
+            parser.error(f"{run.source}: no config.yaml beside it names the dataset; pass --dataset")
+        if run.block is None:
+            parser.error(
+                f"{run.source}: no config.yaml beside it names the block; pass --blocks "
+                f"(one per input, of {', '.join(BLOCK_NAMES)})"
+            )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", help="run folders or metrics JSONs")
+    parser.add_argument("--dataset", choices=sorted(PAPER), help="dataset of every input")
+    parser.add_argument("--blocks", nargs="+", help="block of each input, in the same order")
+    parser.add_argument("--out", help="also write the tables (Markdown) to this file")
+    parser.add_argument("--json", help="write the summary rows as JSON to this file")
+    args = parser.parse_args(argv)
+    _split_blocks(parser, args)
+    if not args.runs:
+        parser.error("give at least one run folder or metrics JSON")
+    try:
+        runs = [read_run(path) for path in args.runs]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _label_runs(parser, args, runs)
+    runs = sort_runs(runs)
+    text = render(runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary_rows(runs), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

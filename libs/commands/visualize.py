@@ -1,0 +1,175 @@
+"""Pictures of detections: per-video timelines, and precision-recall / per-class AP charts.
+
+    python tools/visualize.py timeline RESULTS [--config CONFIG | --gt JSON [--split S ...]]
+        [--videos ID ...] [--max-videos 10] [--top-k 10] [--min-score 0] [--out-dir timelines]
+    python tools/visualize.py pr RESULTS (--config CONFIG | --gt JSON [--split S ...])
+        [--tiou 0.5] [--tious 0.3 0.4 0.5 0.6 0.7] [--out pr.png]
+
+RESULTS is an ActivityNet results JSON (eval.py's results_eval.json, train.py's results.json,
+tools/infer.py's detections.json); labels may be class names or integer ids.
+
+- `timeline`: one PNG per video (`<out-dir>/<video id>.png`). One row per class; in each row
+  the ground-truth segments (green, upper band) over the top-k detections of the video (lower
+  band, darker = higher score, score printed on wide bars). The time axis is in seconds. Without
+  ground truth (e.g. infer.py output) only the detections are drawn.
+- `pr`: one PNG: precision-recall curves at one tIoU (the precision envelope the AP integrates),
+  and a bar chart of the per-class AP averaged over the tIoU set, computed with the project's
+  ActivityNet evaluator, so the numbers are those of eval.py.
+
+`--config` takes the annotation JSON, the val split, the tIoU set and the evaluation protocol
+(`eval:`: GT de-duplication, blocked and excluded videos) from a training config; `--gt` uses the
+official protocol.
+Needs matplotlib (`pip install matplotlib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+import numpy as np
+
+from libs.cli import run_cli
+from libs.core.annotations import load_json_source, read_annotations
+from libs.core.config import EvalCfg
+from libs.evaluation import build_evaluator
+from libs.viz.pr import plot_pr, pr_curves
+from libs.viz.timeline import plot_timeline  # libs/commands/infer.py imports it from here
+
+
+def safe_name(video_id: str) -> str:
+    """A file-name-safe version of a video id."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id)
+
+
+class GroundTruthSource:
+    """Annotation JSON (or None), split, tIoU set and evaluation protocol: from --config (its
+    dataset and `eval:` sections) or from --gt / --split / --tious (official protocol)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.json_file, self.split, self.tious = args.gt, list(args.split), list(args.tious)
+        self.eval_cfg = EvalCfg()
+        if args.config:
+            from libs.core.config import load_config
+
+            cfg = load_config(args.config)
+            self.json_file, self.split = cfg.dataset.json_file, list(cfg.dataset.val_split)
+            self.tious, self.eval_cfg = list(cfg.dataset.tiou_thresholds), cfg.eval
+
+
+def _timeline_videos(results: dict, database: dict, args) -> list[str]:
+    if args.videos:
+        return list(args.videos)
+    ids = list(results)
+    if database and args.split:
+        wanted = {s.lower() for s in args.split}
+        ids = [
+            v for v in ids if str(database.get(v, {}).get("subset", "")).lower() in wanted
+        ] or ids
+    return ids[: args.max_videos]
+
+
+def _gt_entries(video: dict) -> list[dict]:
+    return [{"label": a["label"], "segment": a["segment"]} for a in video.get("annotations", [])]
+
+
+def _named(entries: list[dict], id_names: dict[int, str]) -> list[dict]:
+    """Integer labels -> the annotation JSON's class names where it has them."""
+    return [
+        dict(e, label=id_names.get(e["label"], e["label"])) if isinstance(e["label"], int) else e
+        for e in entries
+    ]
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    results_file, _ = load_json_source(args.results, "results")
+    results = results_file.get("results")
+    if not isinstance(results, dict):
+        raise ValueError(f"results file {args.results} has no 'results' object")
+    source = GroundTruthSource(args)
+    args.split = source.split
+    annotations = read_annotations(source.json_file) if source.json_file else None
+    database = annotations.database if annotations else {}
+    id_names = annotations.id_to_name if annotations else {}
+    info = results_file.get("video_info", {})
+    written = []
+    for vid in _timeline_videos(results, database, args):
+        if vid not in results and vid not in database:
+            raise ValueError(f"video '{vid}' is neither in {args.results} nor in the annotations")
+        dets = _named(results.get(vid, []), id_names)
+        gt = _gt_entries(database.get(vid, {}))
+        duration = database.get(vid, {}).get("duration") or info.get(vid, {}).get("duration")
+        if not duration:  # no metadata: the last segment end
+            duration = max([e["segment"][1] for e in gt + dets] + [1.0])
+        out = Path(args.out_dir) / f"{safe_name(vid)}.png"
+        written.append(
+            plot_timeline(
+                vid, float(duration), gt, dets, out, top_k=args.top_k, min_score=args.min_score
+            )
+        )
+    for path in written:
+        print(f"timeline: {path}")
+    return 0
+
+
+def run_pr(args: argparse.Namespace) -> int:
+    source = GroundTruthSource(args)
+    if not source.json_file:
+        raise ValueError("pr needs ground truth: give --config CONFIG or --gt ANNOTATIONS.json")
+    if not any(abs(args.tiou - t) < 1e-9 for t in source.tious):
+        raise ValueError(f"--tiou {args.tiou} is not in the tIoU set {source.tious}")
+    results, _ = load_json_source(args.results, "results")
+    evaluator = build_evaluator(source.eval_cfg, source.json_file, source.split, source.tious)
+    result = evaluator.evaluate(results)
+    gt = evaluator.detection_map.gt
+    curves = pr_curves(evaluator.detection_map, results, args.tiou)
+    num_gt = np.bincount(gt.class_idx, minlength=gt.num_classes)  # [C]
+    out = plot_pr(result, curves, num_gt, args.tiou, args.out, title=f"{Path(args.results).name}: ")
+    print(f"pr: {out}")
+    return 0
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("results", help="ActivityNet results JSON")
+    common.add_argument("--config", help="take the annotation JSON, val split and tIoU set from it")
+    common.add_argument("--gt", help="annotation JSON (instead of --config)")
+    common.add_argument("--split", nargs="+", default=["validation"], help="subset(s) of --gt")
+    common.add_argument(
+        "--tious",
+        nargs="+",
+        type=float,
+        default=[0.3, 0.4, 0.5, 0.6, 0.7],
+        help="tIoU set with --gt (default: %(default)s)",
+    )
+    tl = sub.add_parser("timeline", parents=[common], help="one PNG per video: GT + top detections")
+    tl.add_argument("--videos", nargs="+", help="video ids (default: the first --max-videos)")
+    tl.add_argument("--max-videos", type=int, default=10)
+    tl.add_argument("--top-k", type=int, default=10, help="detections drawn per video")
+    tl.add_argument("--min-score", type=float, default=0.0)
+    tl.add_argument("--out-dir", default="timelines", help="folder for <video id>.png")
+    pr = sub.add_parser("pr", parents=[common], help="PR curves + per-class AP bar chart")
+    pr.add_argument("--tiou", type=float, default=0.5, help="tIoU of the PR curves")
+    pr.add_argument("--out", default="pr.png")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_cli(lambda: run_timeline(args) if args.command == "timeline" else run_pr(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
