@@ -60,6 +60,36 @@ def tiou_threshold(text: str) -> float:
     return value
 
 
+def deprecation(old: str, new: str) -> None:
+    """One stderr line: `old` still works for one release, `new` is the name to use."""
+    print(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
+          file=sys.stderr)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Let the old flag `old` keep working as the already-added flag `new` (same dest, nargs,
+    type, choices), with a deprecation line on stderr each time it is used (docs/cli.md)."""
+    target = parser._option_string_actions[new]  # argparse has no public lookup
+
+    class DeprecatedAlias(argparse.Action):
+        def __call__(self, prs, namespace, values, option_string=None):
+            deprecation(old, new)
+            target(prs, namespace, values, new)
+
+    parser.add_argument(
+        old, action=DeprecatedAlias, dest=target.dest, nargs=target.nargs, const=target.const,
+        type=target.type, choices=target.choices, metavar=target.metavar,
+        default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+    )  # fmt: skip
+    target.help = f"{target.help or ''} (formerly {old})".strip()
+
+
+def add_tiou_arg(parser: argparse.ArgumentParser, default: Optional[list], help: str) -> None:
+    """`--tiou T [T ...]`: a list of tIoU thresholds in (0, 1], in every command that takes one."""
+    parser.add_argument("--tiou", nargs="+", type=tiou_threshold, default=default, metavar="T",
+                        help=help)
+
+
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     """`--device cpu|cuda` (default: cuda if available)."""
     parser.add_argument(
