@@ -76,8 +76,9 @@ def test_cli_prints_table_and_writes_json(files):
     out = files / "out" / "map.json"
     out.parent.mkdir()
     proc = run_cli(
-        files / "gt.json",
         files / "res.json",
+        "--gt",
+        files / "gt.json",
         "--split",
         "test",
         "--tiou",
@@ -99,7 +100,7 @@ def test_cli_prints_table_and_writes_json(files):
 
 def test_cli_default_thresholds_are_official(files):
     out = files / "map.json"
-    proc = run_cli(files / "gt.json", files / "res.json", "--split", "Test", "--json", out)
+    proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "Test", "--json", out)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["tiou"] == pytest.approx([0.5 + 0.05 * i for i in range(10)])
 
@@ -120,7 +121,7 @@ def test_cli_bad_input_one_line_error(files, mutate, message):
     mutate(gt, res)
     (files / "gt.json").write_text(json.dumps(gt))
     (files / "res.json").write_text(json.dumps(res))
-    proc = run_cli(files / "gt.json", files / "res.json", "--split", "test")
+    proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test")
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -129,5 +130,33 @@ def test_cli_bad_input_one_line_error(files, mutate, message):
 def test_cli_missing_file_and_empty_split(files):
     proc = run_cli(files / "nope.json", files / "res.json")
     assert proc.returncode == 2 and "nope.json" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli(files / "gt.json", files / "res.json", "--split", "training")
+    proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "training")
     assert proc.returncode == 2 and "'Test'" in proc.stderr and "'Validation'" in proc.stderr
+
+
+def test_cli_warns_about_videos_without_detections(files):
+    gt = json.loads((files / "gt.json").read_text())
+    for v in "cdefg":  # five more test videos, none of them in the results
+        gt["database"][v] = dict(gt["database"]["a"])
+    (files / "gt.json").write_text(json.dumps(gt))
+    proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: 5 of the 6 videos of the split have no detections" in proc.stderr
+    assert "e.g. c, d, e" in proc.stderr
+    alone = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test", "--exclude", *"cdefg")
+    assert "no detections" not in alone.stderr, alone.stderr
+
+
+def test_cli_old_positional_form_still_works(files):
+    out_new, out_old = files / "new.json", files / "old.json"
+    new = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test", "--json", out_new)
+    old = run_cli(files / "gt.json", files / "res.json", "--split", "test", "--json", out_old)
+    assert new.returncode == old.returncode == 0, old.stderr
+    assert "deprecated" not in new.stderr
+    assert "the form GT_JSON RESULTS_JSON is deprecated" in old.stderr
+    assert "use RESULTS_JSON --gt GT_JSON" in old.stderr
+    assert json.loads(out_new.read_text()) == json.loads(out_old.read_text())
+    both = run_cli(files / "gt.json", files / "res.json", "--gt", files / "gt.json")
+    assert both.returncode == 2 and "one positional input" in both.stderr
+    none = run_cli(files / "res.json")
+    assert none.returncode == 2 and "--gt GT_JSON" in none.stderr

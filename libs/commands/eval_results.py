@@ -1,10 +1,13 @@
 """Evaluate an ActivityNet results JSON against an annotation JSON (ActivityNet detection mAP).
 
-    python tools/eval_results.py GT_JSON RESULTS_JSON --split test --tiou 0.3 0.4 0.5 0.6 0.7 \
+    python tools/eval_results.py RESULTS_JSON --gt GT_JSON --split test --tiou 0.3 0.4 0.5 0.6 0.7 \
         [--json OUT.json] [--per-class] [--remove-duplicates] [--blocked ID ...] [--exclude ID ...]
 
 Prints the protocol line and the mAP table (%). ``--json`` writes ``{"tiou": [...], "mAP": [...],
-"average_mAP": x, "protocol": {...}}`` (fractions) atomically. Bad input exits with status 2 and a one-line message.
+"average_mAP": x, "protocol": {...}}`` (fractions) atomically. Videos of the split with no
+detection in RESULTS_JSON count as misses; a warning says how many there are. The old form
+``eval_results.py GT_JSON RESULTS_JSON`` still works for one release (with a deprecation line).
+Bad input exits with status 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -12,13 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
-
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from libs.cli import tiou_threshold
+from libs.cli import add_tiou_arg, deprecation
+from libs.core.annotations import load_json_source
 from libs.evaluation import format_table
 from libs.evaluation.protocol import ProtocolEvaluator
 from libs.utils.io import atomic_write_json
@@ -26,54 +28,88 @@ from libs.utils.io import atomic_write_json
 logger = logging.getLogger("eval_results")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="ActivityNet detection mAP of a results JSON (official semantics)."
     )
-    p.add_argument("gt_json", help="annotation JSON with a 'database' key")
     p.add_argument(
-        "results_json", help="results JSON: {'results': {video_id: [{label, segment, score}]}}"
+        "results", help="results JSON: {'results': {video_id: [{label, segment, score}]}}"
     )
-    p.add_argument(
-        "--split",
-        nargs="+",
-        default=["validation"],
-        help="subset name(s), case-insensitive (default: validation)",
-    )
-    p.add_argument(
-        "--tiou",
-        nargs="+",
-        type=tiou_threshold,
-        default=np.linspace(0.5, 0.95, 10).tolist(),
-        help="tIoU thresholds (default: 0.50:0.05:0.95, as the official tool)",
-    )
-    p.add_argument(
-        "--json", metavar="OUT", help="write {'tiou', 'mAP', 'average_mAP'} (fractions) here"
-    )
+    p.add_argument("old_results", nargs="?", default=None, help=argparse.SUPPRESS)  # old form
+    p.add_argument("--gt", help="annotation JSON with a 'database' key (required)")
+    p.add_argument("--split", nargs="+", default=["validation"],
+                   help="subset name(s), case-insensitive (default: validation)")
+    add_tiou_arg(p, np.linspace(0.5, 0.95, 10).tolist(),
+                 "tIoU thresholds (default: 0.50:0.05:0.95, as the official tool)")
+    p.add_argument("--json", metavar="OUT",
+                   help="write {'tiou', 'mAP', 'average_mAP'} (fractions) here")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
-    p.add_argument(
-        "--remove-duplicates",
-        action="store_true",
-        help="ActionFormer/VMS GT clean-up: drop zero-length and near-duplicate events "
-        "(not official)",
-    )
-    p.add_argument(
-        "--blocked",
-        nargs="*",
-        default=[],
-        metavar="VIDEO_ID",
-        help="video ids removed from GT and results (official ActivityNet blocked videos)",
-    )
-    p.add_argument(
-        "--exclude",
-        nargs="*",
-        default=[],
-        metavar="VIDEO_ID",
-        help="video ids with known-wrong annotations, removed from GT and results "
-        "(e.g. THUMOS-14 video_test_0000270)",
-    )
+    p.add_argument("--remove-duplicates", action="store_true",
+                   help="ActionFormer/VMS GT clean-up: drop zero-length and near-duplicate events "
+                   "(not official)")
+    p.add_argument("--blocked", nargs="*", default=[], metavar="VIDEO_ID",
+                   help="video ids removed from GT and results (official ActivityNet blocked videos)")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="VIDEO_ID",
+                   help="video ids with known-wrong annotations, removed from GT and results "
+                   "(e.g. THUMOS-14 video_test_0000270)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    return p.parse_args(argv)
+    return p
+
+
+def resolve_gt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """`RESULTS --gt GT` (new) or `GT RESULTS` (old, one release): fill args.gt / args.results."""
+    if args.old_results is not None:
+        if args.gt is not None:
+            parser.error("give RESULTS_JSON --gt GT_JSON (one positional input), not two files")
+        deprecation("the form GT_JSON RESULTS_JSON", "RESULTS_JSON --gt GT_JSON")
+        args.gt, args.results = args.results, args.old_results
+    if args.gt is None:
+        parser.error("the ground truth is missing: give RESULTS_JSON --gt GT_JSON")
+    return args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    return resolve_gt(parser, parser.parse_args(argv))
+
+
+def videos_without_detections(results: Mapping[str, Any], video_ids: Sequence[str]) -> list[str]:
+    """The split's videos (GT order) that have no detection in an ActivityNet results dict."""
+    entries = results.get("results")
+    if not isinstance(entries, Mapping):
+        return []  # the evaluator names the problem
+    return [v for v in video_ids if not entries.get(v)]
+
+
+def warn_missing(missing: list[str], total: int, source: str) -> None:
+    """One stderr line when some of the split's videos have no detection."""
+    if missing:
+        print(
+            f"warning: {len(missing)} of the {total} videos of the split have no detections in "
+            f"{source} (e.g. {', '.join(missing[:3])}): their ground truth counts as missed; "
+            "is the results file complete?",
+            file=sys.stderr,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol = {
+        "remove_duplicates": args.remove_duplicates,
+        "blocked_videos": list(dict.fromkeys(args.blocked)),
+        "exclude_videos": list(dict.fromkeys(args.exclude)),
+    }
+    evaluator = ProtocolEvaluator(args.gt, args.split, args.tiou, protocol)
+    video_ids = evaluator.detection_map.gt.video_ids
+    data, source = load_json_source(args.results, "predictions")
+    result = evaluator.evaluate(args.results)
+    warn_missing(videos_without_detections(data, video_ids), len(video_ids), source)
+    print(format_table(result, per_class=args.per_class))
+    if args.json:
+        try:
+            atomic_write_json(args.json, result.to_json())
+        except OSError as e:
+            raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from None
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -83,23 +119,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        protocol = {
-            "remove_duplicates": args.remove_duplicates,
-            "blocked_videos": list(dict.fromkeys(args.blocked)),
-            "exclude_videos": list(dict.fromkeys(args.exclude)),
-        }
-        evaluator = ProtocolEvaluator(args.gt_json, args.split, args.tiou, protocol)
-        result = evaluator.evaluate(args.results_json)
-        print(format_table(result, per_class=args.per_class))
-        if args.json:
-            try:
-                atomic_write_json(args.json, result.to_json())
-            except OSError as e:
-                raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from None
+        return run(args)
     except (ValueError, OSError) as e:
         print(f"eval_results: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
