@@ -37,9 +37,9 @@ def _eval(eval_main, run, out: Path, name: str, *extra: str) -> tuple[dict, dict
         str(run["ckpt"]),
         "--device",
         "cpu",
-        "--results",
+        "--out",
         str(out / f"{name}_results.json"),
-        "--metrics",
+        "--json",
         str(out / f"{name}_metrics.json"),
         *extra,
     ]
@@ -58,7 +58,7 @@ def _rescore(raw: Path, run, out: Path, name: str, *opts: str) -> tuple[dict, di
         str(run["config"]),
         "--json",
         str(out / f"{name}_metrics.json"),
-        "--results",
+        "--out",
         str(out / f"{name}_results.json"),
     ]
     assert rescore.main(args + (["--opts", *opts] if opts else [])) == 0
@@ -160,3 +160,42 @@ def test_rescore_cli(run, eval_main, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{100 * metrics['average_mAP']:.2f}" in proc.stdout and "Jump" in proc.stdout
+
+
+def test_sweep_collapses_settings_without_effect(run, eval_main, tmp_path, capsys):
+    """nms_sigma does nothing under hard NMS: its values share one row (and the JSON says so)."""
+    from libs.commands import rescore
+
+    raw = tmp_path / "raw.pt"
+    _eval(eval_main, run, tmp_path, "e", "--save-raw", str(raw))
+    capsys.readouterr()
+    sweep_json = tmp_path / "sweep.json"
+    argv = [str(raw), str(run["config"]), "--sweep", "test.nms_method=hard,soft",
+            "--sweep", "test.nms_sigma=0.3,0.9", "--json", str(sweep_json)]
+    assert rescore.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test.nms_method=hard test.nms_sigma=0.3|0.9 " in out, out
+    assert "test.nms_method=hard test.nms_sigma=0.3 " not in out
+    assert "test.nms_method=soft test.nms_sigma=0.3 " in out  # soft: sigma matters
+    assert "4 settings, 3 distinct results" in out
+    rows = json.loads(sweep_json.read_text())["sweep"]
+    assert len(rows) == 4 and rows[1]["same_as"] == rows[0]["setting"] and "same_as" not in rows[2]
+    assert rows[1]["mAP"] == rows[0]["mAP"] and rows[2]["mAP"] != rows[3]["mAP"]
+
+
+def test_merged_setting_only_for_a_full_grid():
+    from libs.commands.rescore import merged_setting
+
+    assert merged_setting(["a=1 b=x", "a=1 b=y"]) == "a=1 b=x|y"
+    assert merged_setting(["a=1 b=x", "a=2 b=y"]) == "a=1 b=x / a=2 b=y"
+    assert merged_setting(["a=1"]) == "a=1"
+
+
+def test_old_results_flag_still_writes_detections(run, eval_main, tmp_path, capsys):
+    from libs.commands import rescore
+
+    raw = tmp_path / "raw.pt"
+    _eval(eval_main, run, tmp_path, "e", "--save-raw", str(raw))
+    capsys.readouterr()
+    assert rescore.main([str(raw), str(run["config"]), "--results", str(tmp_path / "d.json")]) == 0
+    assert "--results is deprecated" in capsys.readouterr().err and (tmp_path / "d.json").exists()

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint (ours or a published ActionFormer / video-mamba-suite `.pth.tar`).
 
-    python eval.py CONFIG CKPT [--opts key=value ...] [--results OUT.json] [--metrics OUT.json]
-                               [--device cpu|cuda] [--save-raw RAW.pt] [--diagnose DIR]
+    python eval.py CONFIG CKPT [--opts key=value ...] [--out RESULTS.json] [--json METRICS.json]
+                               [--per-class] [--device cpu|cuda] [--save-raw RAW.pt] [--diagnose DIR]
 
 The model is built from CONFIG (plus overrides) and loaded with the checkpoint's EMA weights.
 CKPT may also be a run folder (its last.pth is used). By default the detections go to
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
+from libs.cli import add_deprecated_alias, add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine.checkpoint import resolve_checkpoint
@@ -34,18 +34,23 @@ logger = logging.getLogger("eval")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a checkpoint's EMA weights on the config's val split."
     )
     parser.add_argument("config", help="YAML config file the checkpoint was trained with")
     parser.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
     add_opts_arg(parser, "test.nms_sigma=0.75 dataset.feat_folder=...")
-    parser.add_argument(
-        "--results", default=None, help="detections JSON (default: <ckpt dir>/results_eval.json)"
-    )
-    parser.add_argument(
-        "--metrics", default=None, help="metrics JSON (default: <ckpt dir>/metrics_eval.json)"
-    )
+    parser.add_argument("--out", dest="results", default=None,
+                        help="detections JSON (default: <ckpt dir>/results_eval.json)")
+    parser.add_argument("--json", dest="metrics", default=None,
+                        help="metrics JSON (default: <ckpt dir>/metrics_eval.json)")
+    parser.add_argument("--per-class", action="store_true", help="also print AP per class")
+    add_deprecated_alias(parser, "--results", "--out")
+    add_deprecated_alias(parser, "--metrics", "--json")
     add_device_arg(parser)
     parser.add_argument(
         "--save-raw",
@@ -65,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="load a checkpoint that pickles objects other than tensors (runs code from the "
         "file: only for files you trust; ours and the published .pth.tar never need it)",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def output_path(requested: Optional[str], default: Path) -> Path:
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     fix_random_seed(cfg.seed)
     check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
-                  [("--results", args.results), ("--metrics", args.metrics), ("--save-raw", args.save_raw)])
+                  [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)])
     model, ckpt, meta = load_detector(cfg, args.ckpt, device, args.allow_unsafe_checkpoint)
     logger.info(
         "evaluating %s weights of %s (%s format, epoch %s) on %s",
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raw_path=raw_path,
         device=device,
     )
-    print(format_table(result))
+    print(format_table(result, per_class=args.per_class))
     print(f"results: {results_path}\nmetrics: {metrics_path}")
     if raw_path is not None:
         print(f"raw predictions: {raw_path}")
