@@ -84,6 +84,27 @@ def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) ->
     target.help = f"{target.help or ''} (formerly {old})".strip()
 
 
+def add_results_and_gt(parser: argparse.ArgumentParser, results_help: str) -> None:
+    """`RESULTS --gt GT_JSON`: what is evaluated is positional, the ground truth is `--gt` (every
+    command). The old `GT_JSON RESULTS` form is parsed too; `resolve_gt` sorts it out."""
+    parser.add_argument("results", help=results_help)
+    parser.add_argument("old_results", nargs="?", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--gt", metavar="GT_JSON",
+                        help="annotation JSON with a 'database' key (required)")
+
+
+def resolve_gt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """`RESULTS --gt GT` (new) or `GT RESULTS` (old, one release, with a deprecation line)."""
+    if args.old_results is not None:
+        if args.gt is not None:
+            parser.error("give RESULTS --gt GT_JSON (one positional input), not two files")
+        deprecation("the form GT_JSON RESULTS", "RESULTS --gt GT_JSON")
+        args.gt, args.results = args.results, args.old_results
+    if args.gt is None:
+        parser.error("the ground truth is missing: give RESULTS --gt GT_JSON")
+    return args
+
+
 def add_tiou_arg(parser: argparse.ArgumentParser, default: Optional[list], help: str) -> None:
     """`--tiou T [T ...]`: a list of tIoU thresholds in (0, 1], in every command that takes one."""
     parser.add_argument("--tiou", nargs="+", type=tiou_threshold, default=default, metavar="T",

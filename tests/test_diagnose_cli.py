@@ -26,7 +26,7 @@ def test_cli_writes_json_figures_and_a_self_contained_report(files, capsys):
     config = tmp / "run.yaml"
     config.write_text("model:\n  block: {type: dbm}\n")
     out = tmp / "diag"
-    argv = [str(gt), str(res), "--split", "test", "--protocol", "thumos14", "--out", str(out),
+    argv = [str(res), "--gt", str(gt), "--split", "test", "--protocol", "thumos14", "--out", str(out),
             "--config", str(config)]  # fmt: skip
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
@@ -51,7 +51,8 @@ def test_cli_writes_json_figures_and_a_self_contained_report(files, capsys):
     assert "<td>A</td>" in html and "block: {type: dbm}" in html
 
 
-def test_cli_no_figures_and_overrides(files):
+def test_cli_no_figures_and_overrides(files, capsys):
+    """Also the old form (GT_JSON RESULTS_JSON, --subset): it works, with deprecation lines."""
     gt, res, tmp = files
     out = tmp / "d2"
     argv = [str(gt), str(res), "--subset", "TEST", "--out", str(out), "--no-figures",
@@ -62,6 +63,8 @@ def test_cli_no_figures_and_overrides(files):
     assert list(d["false_negative"]["length"]) == ["short", "long"]
     assert list(d["false_positive"]["profile"]) == ["1G", "2G"]
     assert not list(out.glob("*.png")) and "not drawn" in (out / "report.html").read_text()
+    err = capsys.readouterr().err
+    assert "the form GT_JSON RESULTS is deprecated" in err and "--subset is deprecated" in err
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_cli_no_figures_and_overrides(files):
 )
 def test_cli_bad_input_is_one_line_and_status_2(files, capsys, extra, message):
     gt, res, tmp = files
-    argv = [str(gt), str(res), "--split", "test", "--out", str(tmp / "o"), "--no-figures"]
+    argv = [str(res), "--gt", str(gt), "--split", "test", "--out", str(tmp / "o"), "--no-figures"]
     assert cli.main(argv + extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("diagnose: error: ") and message in err and "Traceback" not in err
@@ -83,7 +86,7 @@ def test_cli_bad_input_is_one_line_and_status_2(files, capsys, extra, message):
 def test_missing_matplotlib_is_a_clear_error(files, capsys, monkeypatch):
     gt, res, tmp = files
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
-    assert cli.main([str(gt), str(res), "--split", "test", "--out", str(tmp / "o")]) == 2
+    assert cli.main([str(res), "--gt", str(gt), "--split", "test", "--out", str(tmp / "o")]) == 2
     err = capsys.readouterr().err
     assert "need matplotlib" in err and "--no-figures" in err
     assert not (tmp / "o").exists()  # failed before any work
@@ -112,7 +115,7 @@ def test_cli_reads_a_raw_prediction_cache(files, tmp_path, capsys):
     raw = RawPredictions(dets, metas, id_to_name={0: "A", 1: "B"}, config=cfg)
     raw.save(tmp_path / "raw.pt")
     out = tmp_path / "from_raw"
-    argv = [str(gt), str(tmp_path / "raw.pt"), "--split", "test", "--out", str(out), "--no-figures"]
+    argv = [str(tmp_path / "raw.pt"), "--gt", str(gt), "--split", "test", "--out", str(out), "--no-figures"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     d = json.loads((out / "diagnosis.json").read_text())
     assert d["config"]["dataset"]["json_file"] == str(gt)

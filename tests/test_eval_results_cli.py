@@ -153,8 +153,8 @@ def test_cli_old_positional_form_still_works(files):
     old = run_cli(files / "gt.json", files / "res.json", "--split", "test", "--json", out_old)
     assert new.returncode == old.returncode == 0, old.stderr
     assert "deprecated" not in new.stderr
-    assert "the form GT_JSON RESULTS_JSON is deprecated" in old.stderr
-    assert "use RESULTS_JSON --gt GT_JSON" in old.stderr
+    assert "the form GT_JSON RESULTS is deprecated" in old.stderr
+    assert "use RESULTS --gt GT_JSON" in old.stderr
     assert json.loads(out_new.read_text()) == json.loads(out_old.read_text())
     both = run_cli(files / "gt.json", files / "res.json", "--gt", files / "gt.json")
     assert both.returncode == 2 and "one positional input" in both.stderr

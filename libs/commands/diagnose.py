@@ -1,6 +1,6 @@
 """Diagnose a detector's errors as DETAD does (false positives, false negatives, sensitivity).
 
-    python tools/diagnose.py GT_JSON RESULTS_JSON --split test --protocol thumos14 --out DIR \
+    python tools/diagnose.py RESULTS_JSON --gt GT_JSON --split test --protocol thumos14 --out DIR \
         [--tiou 0.5 ...] [--bins NAME=E0,E1,...[:L0,L1,...] ...] [--limit-factor 10] \
         [--min-tiou 0.1] [--blocked ID ...] [--exclude ID ...] [--config CONFIG.yaml] [--no-figures]
 
@@ -10,7 +10,8 @@ ActivityNet results JSON (eval.py --results, tools/infer.py), or a raw predictio
 (eval.py --save-raw, a .pt file): it is post-processed with the test settings saved in it (or
 those of --config) and its config goes into the report. GT_JSON may be DETAD's augmented
 annotation file (characteristics per annotation) or the plain one (they are computed). Bad input
-exits with status 2 and a one-line message.
+exits with status 2 and a one-line message. The old form `GT_JSON RESULTS_JSON` still works for
+one release (with a deprecation line).
 """
 
 from __future__ import annotations
@@ -22,23 +23,22 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+from libs.cli import add_deprecated_alias, add_results_and_gt, add_tiou_arg, resolve_gt
 from libs.diagnosis import PROTOCOLS, parse_bins
 from libs.diagnosis.api import run_diagnosis
 from libs.diagnosis.from_run import is_raw_cache, load_raw_results
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DETAD diagnosis of a results JSON (same numbers).")
-    p.add_argument("gt_json", help="annotation JSON with a 'database' key (DETAD's or plain)")
-    p.add_argument("results_json", help="results JSON: {'results': {video: [{label, segment, "
-                                        "score}]}}")
-    p.add_argument("--split", "--subset", dest="split", nargs="+", default=["validation"],
+    add_results_and_gt(p, "results JSON {'results': {video: [{label, segment, score}]}}, or a "
+                          "raw prediction cache (eval.py --save-raw)")
+    p.add_argument("--split", nargs="+", default=["validation"],
                    help="subset name(s), case-insensitive (default: validation)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="thumos14",
                    help="DETAD's settings: thumos14 (tIoU 0.5) or activitynet (0.5:0.05:0.95)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--tiou", nargs="+", type=float, default=None,
-                   help="tIoU thresholds (default: the protocol's)")
+    add_tiou_arg(p, None, "tIoU thresholds (default: the protocol's)")
     p.add_argument("--bins", nargs="+", default=[], metavar="NAME=E0,E1,...[:L0,L1,...]",
                    help="override or add a characteristic's bucket edges (and labels), "
                         "e.g. length=0,5,10,inf:S,M,L")
@@ -54,7 +54,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="the run's config file, shown in the report")
     p.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    return p.parse_args(argv)
+    add_deprecated_alias(p, "--subset", "--split")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    return resolve_gt(parser, parser.parse_args(argv))
 
 
 def _read_config(path: Optional[str]) -> Optional[str]:
@@ -94,12 +100,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         bins = dict(parse_bins(text, args.protocol) for text in args.bins)
-        results, config, names = args.results_json, _read_config(args.config), None
+        results, config, names = args.results, _read_config(args.config), None
         if is_raw_cache(results):
             results, names, saved = load_raw_results(results, args.config)
             config = config or saved
         d = run_diagnosis(
-            args.gt_json, results, args.split, args.out, args.protocol,
+            args.gt, results, args.split, args.out, args.protocol,
             config=config, figures=not args.no_figures, label_names=names,
             tiou_thresholds=args.tiou, bins=bins, limit_factor=args.limit_factor,
             min_tiou_thr=args.min_tiou,

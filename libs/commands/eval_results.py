@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from libs.cli import add_tiou_arg, deprecation
+from libs.cli import add_results_and_gt, add_tiou_arg, resolve_gt
 from libs.core.annotations import load_json_source
 from libs.evaluation import format_table
 from libs.evaluation.protocol import ProtocolEvaluator
@@ -32,11 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="ActivityNet detection mAP of a results JSON (official semantics)."
     )
-    p.add_argument(
-        "results", help="results JSON: {'results': {video_id: [{label, segment, score}]}}"
-    )
-    p.add_argument("old_results", nargs="?", default=None, help=argparse.SUPPRESS)  # old form
-    p.add_argument("--gt", help="annotation JSON with a 'database' key (required)")
+    add_results_and_gt(p, "results JSON: {'results': {video_id: [{label, segment, score}]}}")
     p.add_argument("--split", nargs="+", default=["validation"],
                    help="subset name(s), case-insensitive (default: validation)")
     add_tiou_arg(p, np.linspace(0.5, 0.95, 10).tolist(),
@@ -54,18 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. THUMOS-14 video_test_0000270)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p
-
-
-def resolve_gt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """`RESULTS --gt GT` (new) or `GT RESULTS` (old, one release): fill args.gt / args.results."""
-    if args.old_results is not None:
-        if args.gt is not None:
-            parser.error("give RESULTS_JSON --gt GT_JSON (one positional input), not two files")
-        deprecation("the form GT_JSON RESULTS_JSON", "RESULTS_JSON --gt GT_JSON")
-        args.gt, args.results = args.results, args.old_results
-    if args.gt is None:
-        parser.error("the ground truth is missing: give RESULTS_JSON --gt GT_JSON")
-    return args
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
