@@ -83,7 +83,7 @@ def test_timeline_one_png_per_split_video(data, tmp_path):
             "validation",
             "--top-k",
             "6",
-            "--out-dir",
+            "--out",
             str(out),
         ]
     )
@@ -109,7 +109,7 @@ def test_timeline_without_ground_truth_uses_video_info(tmp_path):
     }
     path = tmp_path / "det.json"
     path.write_text(json.dumps(results))
-    assert visualize.main(["timeline", str(path), "--out-dir", str(tmp_path / "t")]) == 0
+    assert visualize.main(["timeline", str(path), "--out", str(tmp_path / "t")]) == 0
     _is_png(tmp_path / "t" / "cam_1_a.png")
     _is_png(tmp_path / "t" / "empty.png")
 
@@ -128,11 +128,11 @@ def test_pr_chart_and_curves_integrate_to_the_evaluator_ap(data, tmp_path):
                 str(data["gt"]),
                 "--split",
                 "validation",
-                "--tious",
+                "--tiou",
                 "0.3",
                 "0.5",
                 "0.7",
-                "--tiou",
+                "--curve-tiou",
                 "0.5",
                 "--out",
                 str(out),
@@ -157,7 +157,7 @@ def test_errors_and_cli(data, tmp_path, capsys):
     from libs.commands import visualize
 
     assert (
-        visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--tiou", "0.55"]) == 2
+        visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--curve-tiou", "0.55"]) == 2
     )
     assert "not in the tIoU set" in capsys.readouterr().err
     assert visualize.main(["pr", str(tmp_path / "missing.json"), "--gt", str(data["gt"])]) == 2
@@ -173,7 +173,7 @@ def test_errors_and_cli(data, tmp_path, capsys):
             str(data["gt"]),
             "--videos",
             "video_2",
-            "--out-dir",
+            "--out",
             str(tmp_path),
         ],
         cwd=REPO,
@@ -206,3 +206,20 @@ def test_pr_with_config_follows_its_eval_protocol(data, tmp_path, monkeypatch):
                             blocked_videos=["video_0"]).evaluate(str(data["results"]))
     full = DetectionMAP(str(data["gt"]), "validation", [0.3, 0.5, 0.7]).evaluate(str(data["results"]))
     assert result.average_mAP == expected.average_mAP != full.average_mAP
+
+
+def test_old_flags_keep_their_meaning(data, tmp_path, capsys):
+    """--tious (the set), pr's one-value --tiou (the curve tIoU), --out-dir: one release more."""
+    from libs.commands import visualize
+
+    old = visualize.parse_args(["pr", "r.json", "--gt", "g.json", "--tious", "0.3", "0.5", "--tiou", "0.3"])
+    assert (old.tiou, old.curve_tiou) == ([0.3, 0.5], 0.3)
+    err = capsys.readouterr().err
+    assert "--tious is deprecated" in err and "use --curve-tiou T" in err
+    new = visualize.parse_args(["pr", "r.json", "--gt", "g.json", "--tiou", "0.3", "0.5", "--curve-tiou", "0.3"])
+    assert (new.tiou, new.curve_tiou) == ([0.3, 0.5], 0.3) and capsys.readouterr().err == ""
+    tl = visualize.parse_args(["timeline", "r.json", "--out-dir", "t", "--tiou", "0.5"])
+    assert tl.out == "t" and tl.tiou == [0.5] and "--out-dir is deprecated" in capsys.readouterr().err
+    assert visualize.main(["pr", str(data["results"]), "--gt", str(data["gt"]), "--tiou", "0.55",
+                           "--out", str(tmp_path / "p.png")]) == 2
+    assert "--curve-tiou 0.55 is not in the tIoU set" in capsys.readouterr().err

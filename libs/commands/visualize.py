@@ -1,14 +1,14 @@
 """Pictures of detections: per-video timelines, and precision-recall / per-class AP charts.
 
     python tools/visualize.py timeline RESULTS [--config CONFIG | --gt JSON [--split S ...]]
-        [--videos ID ...] [--max-videos 10] [--top-k 10] [--min-score 0] [--out-dir timelines]
+        [--videos ID ...] [--max-videos 10] [--top-k 10] [--min-score 0] [--out timelines]
     python tools/visualize.py pr RESULTS (--config CONFIG | --gt JSON [--split S ...])
-        [--tiou 0.5] [--tious 0.3 0.4 0.5 0.6 0.7] [--out pr.png]
+        [--tiou 0.3 0.4 0.5 0.6 0.7] [--curve-tiou 0.5] [--out pr.png]
 
 RESULTS is an ActivityNet results JSON (eval.py's results_eval.json, train.py's results.json,
 tools/infer.py's detections.json); labels may be class names or integer ids.
 
-- `timeline`: one PNG per video (`<out-dir>/<video id>.png`). One row per class; in each row
+- `timeline`: one PNG per video (`<out>/<video id>.png`). One row per class; in each row
   the ground-truth segments (green, upper band) over the top-k detections of the video (lower
   band, darker = higher score, score printed on wide bars). The time axis is in seconds. Without
   ground truth (e.g. infer.py output) only the detections are drawn.
@@ -34,12 +34,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from libs.cli import run_cli
+from libs.cli import add_deprecated_alias, add_tiou_arg, deprecation, run_cli, tiou_threshold
 from libs.core.annotations import load_json_source, read_annotations
 from libs.core.config import EvalCfg
 from libs.evaluation import build_evaluator
 from libs.viz.pr import plot_pr, pr_curves
 from libs.viz.timeline import plot_timeline  # libs/commands/infer.py imports it from here
+
+
+DEFAULT_TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]  # tIoU set with --gt and no --tiou
 
 
 def safe_name(video_id: str) -> str:
@@ -49,10 +52,11 @@ def safe_name(video_id: str) -> str:
 
 class GroundTruthSource:
     """Annotation JSON (or None), split, tIoU set and evaluation protocol: from --config (its
-    dataset and `eval:` sections) or from --gt / --split / --tious (official protocol)."""
+    dataset and `eval:` sections) or from --gt / --split (official protocol); --tiou overrides
+    the tIoU set."""
 
     def __init__(self, args: argparse.Namespace):
-        self.json_file, self.split, self.tious = args.gt, list(args.split), list(args.tious)
+        self.json_file, self.split, self.tious = args.gt, list(args.split), list(DEFAULT_TIOUS)
         self.eval_cfg = EvalCfg()
         if args.config:
             from libs.core.config import load_config
@@ -60,6 +64,8 @@ class GroundTruthSource:
             cfg = load_config(args.config)
             self.json_file, self.split = cfg.dataset.json_file, list(cfg.dataset.val_split)
             self.tious, self.eval_cfg = list(cfg.dataset.tiou_thresholds), cfg.eval
+        if args.tiou:
+            self.tious = list(args.tiou)
 
 
 def _timeline_videos(results: dict, database: dict, args) -> list[str]:
@@ -106,7 +112,7 @@ def run_timeline(args: argparse.Namespace) -> int:
         duration = database.get(vid, {}).get("duration") or info.get(vid, {}).get("duration")
         if not duration:  # no metadata: the last segment end
             duration = max([e["segment"][1] for e in gt + dets] + [1.0])
-        out = Path(args.out_dir) / f"{safe_name(vid)}.png"
+        out = Path(args.out) / f"{safe_name(vid)}.png"
         written.append(
             plot_timeline(
                 vid, float(duration), gt, dets, out, top_k=args.top_k, min_score=args.min_score
@@ -121,20 +127,23 @@ def run_pr(args: argparse.Namespace) -> int:
     source = GroundTruthSource(args)
     if not source.json_file:
         raise ValueError("pr needs ground truth: give --config CONFIG or --gt ANNOTATIONS.json")
-    if not any(abs(args.tiou - t) < 1e-9 for t in source.tious):
-        raise ValueError(f"--tiou {args.tiou} is not in the tIoU set {source.tious}")
+    curve_tiou = args.curve_tiou
+    if curve_tiou is None:
+        curve_tiou = 0.5 if any(abs(0.5 - t) < 1e-9 for t in source.tious) else source.tious[0]
+    if not any(abs(curve_tiou - t) < 1e-9 for t in source.tious):
+        raise ValueError(f"--curve-tiou {curve_tiou} is not in the tIoU set {source.tious}")
     results, _ = load_json_source(args.results, "results")
     evaluator = build_evaluator(source.eval_cfg, source.json_file, source.split, source.tious)
     result = evaluator.evaluate(results)
     gt = evaluator.detection_map.gt
-    curves = pr_curves(evaluator.detection_map, results, args.tiou)
+    curves = pr_curves(evaluator.detection_map, results, curve_tiou)
     num_gt = np.bincount(gt.class_idx, minlength=gt.num_classes)  # [C]
-    out = plot_pr(result, curves, num_gt, args.tiou, args.out, title=f"{Path(args.results).name}: ")
+    out = plot_pr(result, curves, num_gt, curve_tiou, args.out, title=f"{Path(args.results).name}: ")
     print(f"pr: {out}")
     return 0
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -144,25 +153,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("results", help="ActivityNet results JSON")
     common.add_argument("--config", help="take the annotation JSON, val split and tIoU set from it")
-    common.add_argument("--gt", help="annotation JSON (instead of --config)")
+    common.add_argument("--gt", metavar="GT_JSON", help="annotation JSON (instead of --config)")
     common.add_argument("--split", nargs="+", default=["validation"], help="subset(s) of --gt")
-    common.add_argument(
-        "--tious",
-        nargs="+",
-        type=float,
-        default=[0.3, 0.4, 0.5, 0.6, 0.7],
-        help="tIoU set with --gt (default: %(default)s)",
-    )
+    add_tiou_arg(common, None, f"tIoU set (default: the config's, else {DEFAULT_TIOUS})")
+    common.add_argument("--tious", dest="old_tious", nargs="+", type=tiou_threshold,
+                        help=argparse.SUPPRESS)  # old name of --tiou (see resolve_tious)
     tl = sub.add_parser("timeline", parents=[common], help="one PNG per video: GT + top detections")
     tl.add_argument("--videos", nargs="+", help="video ids (default: the first --max-videos)")
     tl.add_argument("--max-videos", type=int, default=10)
     tl.add_argument("--top-k", type=int, default=10, help="detections drawn per video")
     tl.add_argument("--min-score", type=float, default=0.0)
-    tl.add_argument("--out-dir", default="timelines", help="folder for <video id>.png")
+    tl.add_argument("--out", default="timelines", help="folder for <video id>.png")
+    add_deprecated_alias(tl, "--out-dir", "--out")
     pr = sub.add_parser("pr", parents=[common], help="PR curves + per-class AP bar chart")
-    pr.add_argument("--tiou", type=float, default=0.5, help="tIoU of the PR curves")
+    pr.add_argument("--curve-tiou", type=tiou_threshold, default=None,
+                    help="tIoU of the PR curves, one of the set (default: 0.5, else the first)")
     pr.add_argument("--out", default="pr.png")
-    return parser.parse_args(argv)
+    return parser
+
+
+def resolve_tious(args: argparse.Namespace) -> argparse.Namespace:
+    """Old flags, one release: `--tious SET` was the tIoU set, and pr's `--tiou T` (one value)
+    the PR-curve tIoU; both keep that meaning, with a deprecation line."""
+    if args.old_tious is not None:
+        deprecation("--tious", "--tiou")
+    pr_curve = getattr(args, "curve_tiou", "n/a") is None
+    if pr_curve and args.tiou is not None and len(args.tiou) == 1:
+        deprecation("pr --tiou T (one value: the PR-curve tIoU)", "--curve-tiou T")
+        args.curve_tiou, args.tiou = args.tiou[-1], None
+    if args.old_tious is not None:
+        args.tiou = args.tiou or args.old_tious
+    return args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return resolve_tious(build_parser().parse_args(argv))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
