@@ -152,7 +152,7 @@ def test_distractors_are_weaker_than_actions(tmp_path, monkeypatch):
 
 def test_cli_prints_one_summary_line(tmp_path, capsys):
     json_file = _json(tmp_path)
-    status = ms.main(["--json", json_file, "--out", str(tmp_path / "f"), "--dim", "4", "--ext", ".npy"])
+    status = ms.main(["--gt", json_file, "--out", str(tmp_path / "f"), "--input-dim", "4", "--file-ext", ".npy"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert status == 0 and len(lines) == 1 and "make_synthetic: 4 videos" in lines[0]
 
@@ -171,3 +171,23 @@ def test_other_formats_load(tmp_path, ext):
     json_file = _json(tmp_path)
     ms.make_synthetic(json_file, str(tmp_path / "f"), dim=4, ext=ext)
     assert load_feature_file(str(tmp_path / "f" / f"vid0{ext}"), input_dim=4).shape == (4, (60 * 30 - 16) // 4 + 1)
+
+
+def test_cli_old_flags_write_the_same_files(tmp_path, capsys):
+    json_file = _json(tmp_path)
+    new = ["--gt", json_file, "--out", str(tmp_path / "new"), "--input-dim", "4", "--file-ext", ".npy",
+           "--default-fps", "25", "--split", "training"]
+    old = ["--json", json_file, "--out", str(tmp_path / "old"), "--dim", "4", "--ext", ".npy",
+           "--fps-default", "25", "--subsets", "training"]
+    assert ms.main(new) == 0 and "deprecated" not in capsys.readouterr().err
+    assert ms.main(old) == 0
+    err = capsys.readouterr().err
+    for flag, name in (("--json", "--gt"), ("--dim", "--input-dim"), ("--ext", "--file-ext"),
+                       ("--fps-default", "--default-fps"), ("--subsets", "--split")):
+        assert f"{flag} is deprecated and will be removed in the next release; use {name}" in err
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(p.name for p in (tmp_path / "old").iterdir())
+    for f in (tmp_path / "new").iterdir():
+        assert np.array_equal(np.load(f), np.load(tmp_path / "old" / f.name))
+    with pytest.raises(SystemExit):
+        ms.main(["--out", str(tmp_path / "x")])
+    assert "required: --gt" in capsys.readouterr().err

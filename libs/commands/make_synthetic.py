@@ -10,10 +10,10 @@ is learnable but not trivial:
   - smooth boundaries: a sigmoid ramp that crosses over about two features at each end;
   - distractors: short, weaker bursts of class-like content outside the segments.
 Segment positions use `libs.core.segments.seconds_to_grid`, the same mapping as the datasets, so
-the signal sits where the loader puts the targets. fps is the JSON's `fps`, else --fps-default.
+the signal sits where the loader puts the targets. fps is the JSON's `fps`, else --default-fps.
 
-    python tools/make_synthetic.py --json data/thumos/annotations/thumos14.json --out data/synthetic_thumos \
-        --dim 64 --feat-stride 4 --num-frames 16 --ext .pt
+    python tools/make_synthetic.py --gt data/thumos/annotations/thumos14.json --out data/synthetic_thumos \
+        --input-dim 64 --feat-stride 4 --num-frames 16 --file-ext .pt
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 
-from libs.cli import run_cli
+from libs.cli import add_deprecated_alias, run_cli
 from libs.core.annotations import read_annotations
 from libs.core.segments import seconds_to_grid
 from libs.datasets.features import feature_path, save_features
@@ -221,45 +221,57 @@ def make_synthetic(
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", required=True, help="ActivityNet-style annotation JSON")
+    parser.add_argument("--gt", metavar="GT_JSON", help="ActivityNet-style annotation JSON (required)")
     parser.add_argument("--out", required=True, help="output folder for the feature files")
-    parser.add_argument("--dim", type=int, default=64, help="feature channels C")
+    parser.add_argument("--input-dim", type=int, default=64, help="feature channels C")
     parser.add_argument("--feat-stride", type=float, default=4, help="frames between features")
     parser.add_argument("--num-frames", type=float, default=16, help="frames per feature clip")
-    parser.add_argument(
-        "--fps-default", type=float, default=30.0, help="fps of videos without a JSON 'fps'"
-    )
+    parser.add_argument("--default-fps", type=float, default=30.0,
+                        help="fps of videos without a JSON 'fps'")
     parser.add_argument("--file-prefix", default="", help="file-name prefix (e.g. v_)")
-    parser.add_argument(
-        "--feature-type", default="", help="file-name suffix (e.g. _spatial_feature)"
-    )
-    parser.add_argument("--ext", default=".pt", choices=(".pt", ".npy", ".npz"), help="file format")
+    parser.add_argument("--feature-type", default="",
+                        help="file-name suffix (e.g. _spatial_feature)")
+    parser.add_argument("--file-ext", default=".pt", choices=(".pt", ".npy", ".npz"),
+                        help="file format")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--subsets", nargs="*", default=None, help="only these JSON subsets (default: all)"
-    )
-    parser.add_argument(
-        "--max-videos", type=int, default=None, help="only the first N selected videos"
-    )
+    parser.add_argument("--split", nargs="*", default=None,
+                        help="only these JSON subsets (default: all)")
+    parser.add_argument("--max-videos", type=int, default=None,
+                        help="only the first N selected videos")
+    for old, new in (("--json", "--gt"), ("--dim", "--input-dim"), ("--fps-default", "--default-fps"),
+                     ("--ext", "--file-ext"), ("--subsets", "--split")):
+        add_deprecated_alias(parser, old, new)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.gt is None:
+        parser.error("the following arguments are required: --gt")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
     return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     summary = make_synthetic(
-        args.json,
+        args.gt,
         args.out,
-        dim=args.dim,
+        dim=args.input_dim,
         feat_stride=args.feat_stride,
         num_frames=args.num_frames,
-        fps_default=args.fps_default,
+        fps_default=args.default_fps,
         file_prefix=args.file_prefix,
         feature_type=args.feature_type,
-        ext=args.ext,
+        ext=args.file_ext,
         seed=args.seed,
-        subsets=args.subsets,
+        subsets=args.split,
         max_videos=args.max_videos,
     )
     print(
