@@ -2,8 +2,9 @@
 
     python tools/prepare_features.py join feats.tar.gz.part* --out data/features [--sha256 HEX]
     python tools/prepare_features.py verify FEATURE_FOLDER --config CONFIG
-    python tools/prepare_features.py verify FEATURE_FOLDER --json ANN.json [--prefix P] [--suffix S]
-        [--ext .npy] [--dim C] [--fps F] [--feat-stride S] [--num-frames N] [--split S ...]
+    python tools/prepare_features.py verify FEATURE_FOLDER --gt ANN.json [--file-prefix P]
+        [--feature-type S] [--file-ext .npy] [--input-dim C] [--default-fps F] [--feat-stride S]
+        [--num-frames N] [--split S ...]
 
 `join` streams the parts of a split archive (`.tar`, `.tar.gz`, `.tar.bz2`, `.tar.xz`) into the
 extractor as one byte stream: nothing is written twice and no joined copy is needed. Parts are
@@ -17,7 +18,7 @@ out of the folder).
 splits with --config; all videos, or --split, otherwise) and reports, per check, how many
 videos fail and an example:
 
-    error    missing file, unreadable file, not a 2-D T x C array, wrong channel count (--dim),
+    error    missing file, unreadable file, not a 2-D T x C array, wrong channel count (--input-dim),
              NaN / Inf values, unknown fps, fps/stride mismatch (median features per second more
              than 10 % off what fps / feat_stride predict: every target would be misplaced)
     warning  features too short for the annotated duration (segments past the end are clipped
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import run_cli
+from libs.cli import add_deprecated_alias, run_cli
 from libs.feature_prep.archive import find_parts, join_and_extract
 from libs.feature_prep.verify import SEVERITY, VerifySettings, format_report, verify
 
@@ -116,7 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> VerifySettings:
     if args.split:
         s.splits = tuple(args.split)
     if not s.json_file:
-        raise ValueError("verify needs the annotations: --config CONFIG or --json ANNOTATIONS.json")
+        raise ValueError("verify needs the annotations: --config CONFIG or --gt ANNOTATIONS.json")
     return s
 
 
@@ -138,6 +139,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -152,20 +157,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ver = sub.add_parser("verify", help="check a feature folder against an annotation JSON")
     ver.add_argument("folder", help="feature folder (or one .h5 file)")
     ver.add_argument("--config", help="take the file naming, dim, fps, stride and splits from it")
-    ver.add_argument("--json", help="annotation JSON (default: the config's)")
-    ver.add_argument("--prefix", help="file-name prefix (dataset.file_prefix)")
-    ver.add_argument(
-        "--suffix", help="file-name suffix before the extension (dataset.feature_type)"
-    )
-    ver.add_argument("--ext", choices=(".pt", ".npy", ".npz"), help="file extension")
-    ver.add_argument("--dim", type=int, help="expected channels C")
-    ver.add_argument("--fps", type=float, help="fps of every video (default: the JSON's)")
+    ver.add_argument("--gt", dest="json", metavar="GT_JSON",
+                     help="annotation JSON (default: the config's)")
+    ver.add_argument("--file-prefix", dest="prefix", help="file-name prefix (dataset.file_prefix)")
+    ver.add_argument("--feature-type", dest="suffix",
+                     help="file-name suffix before the extension (dataset.feature_type)")
+    ver.add_argument("--file-ext", dest="ext", choices=(".pt", ".npy", ".npz"),
+                     help="file extension (dataset.file_ext)")
+    ver.add_argument("--input-dim", dest="dim", type=int, help="expected channels C")
+    ver.add_argument("--default-fps", dest="fps", type=float,
+                     help="fps of every video (default: the JSON's)")
     ver.add_argument("--feat-stride", type=float, help="frames between features")
     ver.add_argument("--num-frames", type=float, help="frames per feature clip")
     ver.add_argument("--split", nargs="+", help="only these JSON subsets")
     ver.add_argument("--examples", type=int, default=1, help="examples per check in the table")
     ver.add_argument("--list", action="store_true", help="also list every problem")
-    return parser.parse_args(argv)
+    for old, new in (("--json", "--gt"), ("--prefix", "--file-prefix"), ("--dim", "--input-dim"),
+                     ("--suffix", "--feature-type"), ("--ext", "--file-ext"), ("--fps", "--default-fps")):
+        add_deprecated_alias(ver, old, new)
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
