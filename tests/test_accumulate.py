@@ -26,7 +26,7 @@ def workspace(tmp_path_factory):
 def _train(workspace, name: str, *opts: str) -> dict:
     import train
 
-    args = [str(workspace), "--output", name, "--device", "cpu", "--opts",
+    args = [str(workspace), "--name", name, "--device", "cpu", "--opts",
             "model.block.args.drop_path=0.0", "opt.type=SGD", "opt.learning_rate=0.05",
             "train.clip_grad_l2norm=-1",  # clipping would hide a wrongly scaled gradient
             *opts]  # fmt: skip
@@ -51,6 +51,6 @@ def test_accumulation_equals_the_big_batch(workspace, in_process):  # noqa: F811
 def test_batch_must_divide_by_accumulate(workspace, in_process, capsys):  # noqa: F811
     import train
 
-    args = [str(workspace), "--output", "bad", "--opts", "opt.accumulate=3"]
+    args = [str(workspace), "--name", "bad", "--opts", "opt.accumulate=3"]
     assert train.main(args) == 2
     assert "divisible by world_size (1) x opt.accumulate (3)" in capsys.readouterr().err

@@ -93,10 +93,10 @@ class Workspace:
 
     # ------------------------------------------------------------------ argv
     def train(self, *opts: str, device: str = "cpu") -> list[str]:
-        return [self.config(), "--output", "case", "--device", device, "--opts", *opts]
+        return [self.config(), "--name", "case", "--device", device, "--opts", *opts]
 
     def eval(self, ckpt: str, *opts: str) -> list[str]:
-        out = ["--results", str(self.root / "res.json"), "--metrics", str(self.root / "m.json")]
+        out = ["--out", str(self.root / "res.json"), "--json", str(self.root / "m.json")]
         return [self.config(), ckpt, "--device", "cpu", *out, "--opts", *opts]
 
 
@@ -280,7 +280,7 @@ def results(fn: Callable[[dict], None], split: str = "validation") -> Setup:
         fn(res)
         path = ws.root / "results.json"
         path.write_text(json.dumps({"version": "VERSION 1.3", "results": res}))
-        return [str(ws.json_file), str(path), "--split", split, "--tiou", "0.5"]
+        return [str(path), "--gt", str(ws.json_file), "--split", split, "--tiou", "0.5"]
 
     return setup
 
@@ -294,7 +294,7 @@ def results_text(text: str) -> Setup:
     def setup(ws: Workspace) -> list:
         path = ws.root / "results.json"
         path.write_text(text)
-        return [str(ws.json_file), str(path), "--split", "validation"]
+        return [str(path), "--gt", str(ws.json_file), "--split", "validation"]
 
     return setup
 
@@ -347,7 +347,7 @@ def rename_vid1(new_id: str) -> Setup:
 def run_name(name: str) -> Setup:
     def setup(ws: Workspace) -> list:
         argv = ws.train()
-        argv[argv.index("--output") + 1] = name
+        argv[argv.index("--name") + 1] = name
         return argv
 
     return setup
@@ -361,14 +361,14 @@ def overwrite_unmarked(ws: Workspace) -> list:
 
 
 def eval_output(which: str) -> Setup:
-    """--metrics equal to --results, or --results equal to the checkpoint."""
+    """--json equal to --out, or --out equal to the checkpoint."""
     def setup(ws: Workspace) -> list:
         ckpt = ws.checkpoint()
         argv = ws.eval(ckpt)
         if which == "metrics":
-            argv[argv.index("--metrics") + 1] = argv[argv.index("--results") + 1]
+            argv[argv.index("--json") + 1] = argv[argv.index("--out") + 1]
         else:
-            argv[argv.index("--results") + 1] = ckpt
+            argv[argv.index("--out") + 1] = ckpt
         return argv
 
     return setup
@@ -415,18 +415,18 @@ def config_plus(text: str) -> Setup:
 def fifo_config(ws: Workspace) -> list:
     path = ws.root / "fifo.yaml"
     os.mkfifo(path)
-    return [str(path), "--output", "case", "--device", "cpu"]
+    return [str(path), "--name", "case", "--device", "cpu"]
 
 
 def fifo_results(ws: Workspace) -> list:
     path = ws.root / "results.json"
     os.mkfifo(path)
-    return [str(ws.json_file), str(path), "--split", "validation"]
+    return [str(path), "--gt", str(ws.json_file), "--split", "validation"]
 
 
 def gt_folder(ws: Workspace) -> list:
     argv = results(lambda r: None)(ws)
-    return [str(ws.root), *argv[1:]]
+    return [argv[0], "--gt", str(ws.root), *argv[3:]]
 
 
 def deep_annotations(ws: Workspace) -> list:
@@ -579,10 +579,10 @@ CASES = [
          ("anno.json", "video id '/tmp/evil'", "absolute path")),
     Case("outputs: --overwrite of a folder train.py did not create", "train", overwrite_unmarked,
          ("refusing to overwrite", "tiny_case", ".actionmamba_run", "not a run folder")),
-    Case("outputs: eval.py --metrics equal to --results", "eval", eval_output("metrics"),
-         ("--metrics and --results are the same file", "res.json")),
-    Case("outputs: eval.py --results is the checkpoint", "eval", eval_output("ckpt"),
-         ("--results", "model.pth", "is also the input CKPT")),
+    Case("outputs: eval.py --json equal to --out", "eval", eval_output("metrics"),
+         ("--json and --out are the same file", "res.json")),
+    Case("outputs: eval.py --out is the checkpoint", "eval", eval_output("ckpt"),
+         ("--out", "model.pth", "is also the input CKPT")),
     Case("outputs: log.txt is a symbolic link", "call", log_txt_symlink,
          ("log file", "log.txt is a symbolic link", "refusing to append")),
     Case("run lock: run folder held by another process", "call", run_folder_locked,

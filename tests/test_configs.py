@@ -186,7 +186,7 @@ p = pathlib.Path(load_config(c).output_folder) / (pathlib.Path(c).stem + '_' + s
 p.mkdir(parents=True, exist_ok=True); (p / 'last.pth').write_text('ckpt')" "$3" "$5" ;;
   eval.py) echo "eval $*" >> calls.txt
     test -f "$4"  # the checkpoint train.py just wrote
-    while [ $# -gt 0 ]; do if [ "$1" = --metrics ]; then out=$2; fi; shift; done
+    while [ $# -gt 0 ]; do if [ "$1" = --json ]; then out=$2; fi; shift; done
     echo '{{"tiou": [0.5, 0.75, 0.95], "mAP": [0.6, 0.4, 0.1], "average_mAP": 0.4}}' > "$out" ;;
   *) exec "{real}" "$@" ;;
 esac
@@ -220,7 +220,7 @@ def test_run_all_script_dry_run(ds, tmp_path):
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [c.split()[0] for c in calls] == ["train", "eval"] * 3
     for call, blk in zip(calls[::2], BLOCK_TYPES):
-        assert call.endswith(f"train.py configs/{STEMS[ds]}_{blk}.yaml --output {blk}")
+        assert call.endswith(f"train.py configs/{STEMS[ds]}_{blk}.yaml --name {blk}")
     run_dir = tmp_path / EXPECTED[ds]["output_folder"] / f"{STEMS[ds]}_dbm_dbm"
     try:  # the fake train.py above must name its folder as the real one does
         from libs.engine.run_folder import run_folder_path

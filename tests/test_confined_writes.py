@@ -170,7 +170,7 @@ def test_infer_out_is_an_input_or_a_folder(tmp_path, capsys, out, in_process):
 def test_tiou_must_lie_in_0_1(tmp_path, capsys, tiou):
     from libs.commands import eval_results
 
-    _one_error(capsys, lambda: eval_results.main(["gt.json", "res.json", "--tiou", "0.5", tiou]),
+    _one_error(capsys, lambda: eval_results.main(["res.json", "--gt", "gt.json", "--tiou", "0.5", tiou]),
                "a tIoU threshold must lie in (0, 1]")
 
 
@@ -181,9 +181,9 @@ def test_eval_results_equal_metrics_or_checkpoint(tmp_path, capsys, in_process):
     ckpt = tmp_path / "last.pth"
     ckpt.write_bytes(b"checkpoint bytes")
     same = str(tmp_path / "x.json")
-    _one_error(capsys, lambda: eval_cli.main([config, str(ckpt), "--results", same, "--metrics", same]),
+    _one_error(capsys, lambda: eval_cli.main([config, str(ckpt), "--out", same, "--json", same]),
                "are the same file")
-    _one_error(capsys, lambda: eval_cli.main([config, str(ckpt), "--results", str(ckpt)]),
+    _one_error(capsys, lambda: eval_cli.main([config, str(ckpt), "--out", str(ckpt)]),
                "is also the input CKPT")
     assert ckpt.read_bytes() == b"checkpoint bytes"
 

@@ -70,7 +70,7 @@ def test_trains_one_epoch_and_evaluates(features, tmp_path, monkeypatch, capsys)
     ]
     with restored_process_state(monkeypatch):
         train = importlib.import_module("train")
-        assert train.main([str(CONFIG), "--output", "t", "--device", "cpu", "--opts", *opts]) == 0
+        assert train.main([str(CONFIG), "--name", "t", "--device", "cpu", "--opts", *opts]) == 0
     run = tmp_path / "custom_example_t"
     assert (run / "last.pth").is_file() and (run / "metrics.json").is_file()
 

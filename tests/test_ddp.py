@@ -38,11 +38,11 @@ def workspace(tmp_path_factory):
 def test_two_gloo_processes_match_one(workspace, in_process):  # noqa: F811
     import train
 
-    assert train.main([str(workspace), "--output", "one", "--device", "cpu", "--opts", *OPTS]) == 0
+    assert train.main([str(workspace), "--name", "one", "--device", "cpu", "--opts", *OPTS]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "train.py", str(workspace), "--output", "two", "--device", "cpu", "--opts", *OPTS],
+         "train.py", str(workspace), "--name", "two", "--device", "cpu", "--opts", *OPTS],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]

@@ -86,7 +86,7 @@ def test_best_on_val_keeps_best_pth_and_reports_its_epoch(
         "--device", "cpu", "--opts", f"output_folder={tmp_path}", "opt.epochs=2",
         "opt.eval_start_epoch=0", "eval.checkpoint=best-on-val", "eval.exclude_videos=[vid6]",
     ]  # fmt: skip
-    assert train.main([str(tiny_config), "--output", "best", *opts]) == 0
+    assert train.main([str(tiny_config), "--name", "best", *opts]) == 0
     run = tmp_path / "tiny_cli_best"
     best = torch.load(run / "best.pth", weights_only=True)
     record = best["best_on_val"]

@@ -135,7 +135,7 @@ def test_a_real_run_folder(tmp_path, in_process, capsys):  # noqa: F811
     from tests.test_resume_exact import make_tiny_config
 
     cfg = make_tiny_config(tmp_path, num_train=4, opt={"epochs": 1, "ckpt_every_iters": 0})
-    assert train.main([str(cfg), "--output", "pt", "--device", "cpu", "--opts", "opt.eval_start_epoch=0"]) == 0
+    assert train.main([str(cfg), "--name", "pt", "--device", "cpu", "--opts", "opt.eval_start_epoch=0"]) == 0
     run = tmp_path / "runs" / "tiny_pt"
     metrics = json.loads((run / "metrics.json").read_text())
     capsys.readouterr()

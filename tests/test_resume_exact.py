@@ -144,7 +144,7 @@ def _reference_run(workspace: Path) -> Path:
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         with one_thread():
-            assert train.main([str(workspace), "--output", "full", "--device", "cpu"]) == 0
+            assert train.main([str(workspace), "--name", "full", "--device", "cpu"]) == 0
     finally:
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
@@ -195,7 +195,7 @@ def _kill_and_resume(workspace: Path, reference: Path, kill_at: int, name: str) 
 
     script = _KILLER.format(threads=1, repo=str(REPO), kill_at=kill_at)
     out = subprocess.run(
-        [sys.executable, "-c", script, str(workspace), "--output", name, "--device", "cpu"],
+        [sys.executable, "-c", script, str(workspace), "--name", name, "--device", "cpu"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -236,7 +236,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint(
         return out
 
     monkeypatch.setattr(tl, "train_step", step)
-    assert train.main([str(workspace), "--output", "ctrlc", "--device", "cpu"]) == 130
+    assert train.main([str(workspace), "--name", "ctrlc", "--device", "cpu"]) == 130
     err = capsys.readouterr().err
     run = workspace.parent / "runs" / "tiny_ctrlc"
     assert f"--resume {run / 'last.pth'}" in err and "epoch 1 after 3 of its 4 iterations" in err
@@ -261,7 +261,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(workspace, in_process, m
 
     run = workspace.parent / "runs" / "tiny_nan"
     monkeypatch.setattr(tl, "train_step", step)
-    assert train.main([str(workspace), "--output", "nan", "--device", "cpu"]) == 1
+    assert train.main([str(workspace), "--name", "nan", "--device", "cpu"]) == 1
     assert "non-finite training loss at epoch 2 iteration 1" in capsys.readouterr().err
     assert (run / "last.pth").read_bytes() == saved["bytes"]
     assert not (run / "iter_0000006.pth").exists()

@@ -57,7 +57,7 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_train_then_eval_cli(tiny_config):
-    out = _run("train.py", tiny_config, "--output", "cli", "--device", "cpu")
+    out = _run("train.py", tiny_config, "--name", "cli", "--device", "cpu")
     assert out.returncode == 0, out.stderr[-3000:]
     run = Path(yaml.safe_load(tiny_config.read_text())["output_folder"]) / "tiny_cli_cli"
     assert f"run folder: {run}" in out.stdout and "mAP" in out.stdout
@@ -148,7 +148,7 @@ def test_resume_continues_identically(tiny_config, tmp_path, in_process):
     ]
     # the uninterrupted run also evaluates after epoch 1: evaluation must not shift the training
     # randomness
-    assert train.main([str(tiny_config), "--output", "full", *opts, "opt.eval_start_epoch=0"]) == 0
+    assert train.main([str(tiny_config), "--name", "full", *opts, "opt.eval_start_epoch=0"]) == 0
     full = tmp_path / "tiny_cli_full"
     half = tmp_path / "half"
     half.mkdir()

@@ -33,7 +33,7 @@ def workspace(tmp_path_factory):
 def _train(workspace: Path, name: str, *opts: str, code: int = 0) -> Path:
     import train
 
-    args = [str(workspace), "--output", name, "--device", "cpu", "--opts", *opts]
+    args = [str(workspace), "--name", name, "--device", "cpu", "--opts", *opts]
     assert train.main(args) == code
     return workspace.parent / "runs" / f"tiny_{name}"
 
@@ -125,7 +125,7 @@ def test_killed_during_validation_resumes_to_the_same_history(workspace, in_proc
 
     reference = _train(workspace, "ref", "opt.eval_start_epoch=0")
     script = _KILL_DURING_EVAL.format(repo=str(REPO))
-    args = [str(workspace), "--output", "killed", "--device", "cpu", "--opts", "opt.eval_start_epoch=0"]
+    args = [str(workspace), "--name", "killed", "--device", "cpu", "--opts", "opt.eval_start_epoch=0"]
     out = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True,
                          text=True, timeout=180)  # fmt: skip
     assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]

@@ -45,7 +45,7 @@ def ensure_features() -> None:
 def train_block(block: str) -> dict:
     config = f"configs/demo_thumos_{block}.yaml"
     t0 = time.time()
-    cmd = [sys.executable, "train.py", config, "--output", "demo", "--overwrite"]
+    cmd = [sys.executable, "train.py", config, "--name", "demo", "--overwrite"]
     print(f"[demo] {' '.join(cmd[1:])}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
     run = os.path.join(OUTPUT, f"demo_thumos_{block}_demo")

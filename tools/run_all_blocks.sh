@@ -33,9 +33,9 @@ if [[ "$OVERWRITE" == 1 ]]; then TRAIN_FLAGS=(--overwrite); fi
 METRICS=()
 for BLOCK in "${BLOCKS[@]}"; do
   CFG=configs/${STEM}_${BLOCK}.yaml
-  "$PYTHON" -u train.py "$CFG" --output "$BLOCK" "${TRAIN_FLAGS[@]}" 2>&1 | tee "logs/${STEM}_${BLOCK}_train.log"
+  "$PYTHON" -u train.py "$CFG" --name "$BLOCK" "${TRAIN_FLAGS[@]}" 2>&1 | tee "logs/${STEM}_${BLOCK}_train.log"
   "$PYTHON" -u eval.py "$CFG" "${RUN[$BLOCK]}/last.pth" \
-    --results "${RUN[$BLOCK]}/eval_results.json" --metrics "${RUN[$BLOCK]}/eval_metrics.json" \
+    --out "${RUN[$BLOCK]}/eval_results.json" --json "${RUN[$BLOCK]}/eval_metrics.json" \
     2>&1 | tee "logs/${STEM}_${BLOCK}_eval.log"
   METRICS+=("${RUN[$BLOCK]}")  # paper_table reads its metrics.json (best and last), else eval_metrics.json
 done

@@ -4,7 +4,7 @@
                                [--opts key=value ...] [--name NAME] [--device cpu|cuda]
                                [--json summary.json] [--keep-going]
 
-Each seed is one ordinary `python train.py CONFIG --output <NAME>_seed<S> --opts ... seed=S` run
+Each seed is one ordinary `python train.py CONFIG --name <NAME>_seed<S> --opts ... seed=S` run
 (a subprocess, so runs cannot leak state into each other), which trains and evaluates the EMA
 weights at the end; its `metrics.json` is collected from the run folder. The seeds are
 `first_seed, first_seed + 1, ...` with `first_seed` = the config's `seed` by default, so the first
@@ -79,7 +79,7 @@ def train_one(args: argparse.Namespace, seed: int) -> tuple[Optional[Path], str]
         "-m",
         "libs.commands.train",
         args.config,
-        "--output",
+        "--name",
         name,
         "--opts",
         *args.opts,

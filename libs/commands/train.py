@@ -1,6 +1,6 @@
 """Train a temporal action detector, evaluate its EMA weights, keep everything in one run folder.
 
-    python train.py CONFIG [--output NAME] [--opts key=value ...] [--resume CKPT] [--overwrite]
+    python train.py CONFIG [--name NAME] [--opts key=value ...] [--resume CKPT] [--overwrite]
                            [--device cpu|cuda]
     torchrun --nproc_per_node N train.py CONFIG ...     # data parallel (DDP) over N processes
 
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import libs.ops
-from libs.cli import add_device_arg, add_opts_arg, pick_device, run_cli
+from libs.cli import add_deprecated_alias, add_device_arg, add_opts_arg, pick_device, run_cli
 from libs.core.config import Config, load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
@@ -43,11 +43,19 @@ logger = logging.getLogger("train")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a temporal action detector (train + final evaluation)."
     )
     parser.add_argument("config", help="YAML config file")
-    parser.add_argument("--output", default=None, help="run name suffix (default: a timestamp)")
+    parser.add_argument("--name", dest="output", default=None,
+                        help="run name: the run folder is <output_folder>/<config name>_<NAME> "
+                        "(default: a timestamp)")
+    parser.add_argument("--per-class", action="store_true",
+                        help="also print AP per class after the final evaluation")
     add_opts_arg(parser, "opt.epochs=3 model.block.type=dbm")
     parser.add_argument(
         "--resume",
@@ -59,7 +67,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="delete an existing run folder of the same name"
     )
     add_device_arg(parser)
-    return parser.parse_args(argv)
+    add_deprecated_alias(parser, "--output", "--name")
+    return parser
 
 
 def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
@@ -111,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     else:  # the other ranks only report problems, on the console
         setup_logging(None, level=logging.WARNING)
     if args.resume is not None and args.output is not None:
-        logger.warning("--output is ignored with --resume: continuing in %s", run_folder)
+        logger.warning("--name is ignored with --resume: continuing in %s", run_folder)
     logger.info(
         "config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder
     )
@@ -144,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if dist_utils.is_main_process():
         if result is not None:
-            print(format_table(result))
+            print(format_table(result, per_class=args.per_class))
         print(f"run folder: {run_folder}")
     return 0
 
