@@ -182,7 +182,7 @@ def test_join_in_natural_order_with_checksum(archive, capsys):
     assert out.index("part10") > out.index("part9 ")
     assert (folder / "out" / "feats" / "b.npy").stat().st_size == 3000
 
-    # one prefix instead of the list; a wrong checksum is exit 1
+    # one prefix instead of the list; a wrong checksum is one error line, exit 2, nothing extracted
     assert (
         pf.main(
             [
@@ -194,25 +194,30 @@ def test_join_in_natural_order_with_checksum(archive, capsys):
                 "0" * 64,
             ]
         )
-        == 1
+        == 2
     )
-    assert "sha256 mismatch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sha256 mismatch" in err and err.count("error: ") == 1 and "Nothing was extracted" in err
+    assert not (folder / "out2").exists()
 
 
 def test_join_truncated_or_missing_parts(archive, capsys):
     folder, data = archive
     truncated = folder / "cut.tar.gz"
     truncated.write_bytes(data[: len(data) // 2])
-    assert pf.main(["join", str(truncated), "--out", str(folder / "o1")]) == 1
+    assert pf.main(["join", str(truncated), "--out", str(folder / "o1")]) == 2
     err = capsys.readouterr().err
     assert "archive truncated or corrupt" in err and "cut.tar.gz" in err
+    assert err.count("error: ") == 1 and "Nothing was extracted" in err  # one line, not two
+    assert list((folder / "o1").iterdir()) == []  # no torn file, no staging folder
 
     parts = _split(data, folder, 4)
     assert (
         pf.main(["join", str(parts[0]), str(parts[1]), str(parts[3]), "--out", str(folder / "o2")])
-        == 1
+        == 2
     )
-    assert "truncated or corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and err.count("error") == 1  # not "error: ... zlib.error:"
     assert (
         pf.main(["join", str(folder / "nope.part1"), str(parts[0]), "--out", str(folder / "o3")])
         == 2
@@ -256,3 +261,51 @@ def test_verify_judges_finiteness_as_training_reads_it(folder, capsys):
     np.save(feats / "v2.npy", x)
     assert _verify(json_file, feats) == 1
     assert "v2: 1 of 1776 values, first inf at feature 5, channel 1" in capsys.readouterr().out
+
+
+def test_join_disk_full_is_one_error_and_leaves_no_torn_file(archive, capsys, monkeypatch):
+    """ENOSPC half-way through a member: one `error:` line, exit 2, nothing left in --out."""
+    import errno
+
+    folder, data = archive
+    (folder / "a.tar.gz").write_bytes(data)
+    out = folder / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")  # what was there before stays untouched
+    real_makefile = tarfile.TarFile.makefile
+
+    def full_disk(self, tarinfo, targetpath):
+        if tarinfo.name.endswith("b.npy"):
+            Path(targetpath).write_bytes(b"torn")  # a partial write, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_makefile(self, tarinfo, targetpath)
+
+    monkeypatch.setattr(tarfile.TarFile, "makefile", full_disk)
+    assert pf.main(["join", str(folder / "a.tar.gz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err
+    assert "No space left on device" in err and str(out) in err and "Nothing was extracted" in err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_join_out_is_a_file(archive, capsys):
+    folder, data = archive
+    (folder / "a.tar.gz").write_bytes(data)
+    target = folder / "taken"
+    target.write_text("x")
+    assert pf.main(["join", str(folder / "a.tar.gz"), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not a folder" in err and err.count("error: ") == 1
+    assert target.read_text() == "x"
+
+
+def test_join_renames_into_place_over_an_existing_tree(archive, capsys):
+    """A second join into the same folder replaces the files; no staging folder remains."""
+    folder, data = archive
+    (folder / "a.tar.gz").write_bytes(data)
+    out = folder / "out"
+    for _ in range(2):
+        assert pf.main(["join", str(folder / "a.tar.gz"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "feats"]
+    assert (out / "feats" / "a.npy").stat().st_size == 3000
+    assert "extracted 3 files" in capsys.readouterr().out

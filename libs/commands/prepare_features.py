@@ -10,9 +10,12 @@
 extractor as one byte stream: nothing is written twice and no joined copy is needed. Parts are
 taken in natural order (part2 before part10; `--keep-order` keeps the order given), with a
 progress bar on terminals, and the sha256 of the joined bytes is printed (and compared with
-`--sha256`). A truncated or corrupt archive stops with a message naming the byte offset and the
-parts. Members are extracted with tarfile's "data" filter (no absolute paths, no `..`, no links
-out of the folder).
+`--sha256`, which is checked BEFORE anything is extracted). A truncated or corrupt archive stops
+with a message naming the byte offset and the parts. Members are extracted with tarfile's "data"
+filter (no absolute paths, no `..`, no links out of the folder) into a staging folder inside
+`--out`, and renamed into place only when the whole archive has been read and checked: a failure
+(corrupt archive, disk full, I/O error) leaves nothing of it behind. Every failure is one
+`error:` line with exit status 2.
 
 `verify` reads every feature file of the annotation JSON's videos (the config's train + val
 splits with --config; all videos, or --split, otherwise) and reports, per check, how many
@@ -25,8 +28,8 @@ videos fail and an example:
              or lost) or too long, default_fps overriding the JSON's fps
     info     feature files of videos the JSON does not list
 
-The exit status is 1 when an error would break (or silently spoil) training, else 0; bad
-arguments give 2. The features a video is expected to have: T = floor((duration * fps -
+The exit status of `verify` is 1 when an error would break (or silently spoil) training, else
+0; bad arguments or unreadable inputs give 2. The features a video is expected to have: T = floor((duration * fps -
 num_frames) / feat_stride) + 1, i.e. they cover (T - 1) * feat_stride + num_frames frames.
 """
 
@@ -41,7 +44,7 @@ from typing import Optional, Sequence
 
 
 from libs.cli import add_deprecated_alias, run_cli
-from libs.feature_prep.archive import find_parts, join_and_extract
+from libs.feature_prep.archive import check_out_folder, find_parts, hash_parts, join_and_extract
 from libs.feature_prep.verify import SEVERITY, VerifySettings, format_report, verify
 
 
@@ -50,7 +53,10 @@ from libs.feature_prep.verify import SEVERITY, VerifySettings, format_report, ve
 
 
 def run_join(args: argparse.Namespace) -> int:
+    """Hash (when --sha256 is given), then extract; every failure is a ValueError (one line)."""
     parts = find_parts(args.parts, args.keep_order)
+    out = Path(args.out)
+    check_out_folder(out)  # before reading gigabytes
     for i, part in enumerate(parts, 1):
         print(f"part {i}/{len(parts)}: {part} ({part.stat().st_size:,} bytes)")
     sizes = {p.stat().st_size for p in parts[:-1]}
@@ -60,20 +66,16 @@ def run_join(args: argparse.Namespace) -> int:
             "an incomplete download?",
             file=sys.stderr,
         )
-    try:
-        summary = join_and_extract(parts, Path(args.out))
-    except ValueError as exc:  # truncated / corrupt: the download is at fault, not the arguments
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"extracted {summary['files']} files ({summary['bytes']:,} bytes) into {args.out}")
+    if args.sha256:  # checked before extracting: a wrong archive never reaches --out
+        expected, got = args.sha256.strip().lower(), hash_parts(parts)
+        if expected != got:
+            raise ValueError(
+                f"sha256 mismatch: expected {expected}, got {got}; the archive differs from the "
+                f"published one (re-download it). Nothing was extracted into {out}."
+            )
+    summary = join_and_extract(parts, out)
+    print(f"extracted {summary['files']} files ({summary['bytes']:,} bytes) into {out}")
     print(f"sha256 {summary['sha256']}")
-    if args.sha256 and args.sha256.strip().lower() != summary["sha256"]:
-        print(
-            f"error: sha256 mismatch: expected {args.sha256.strip().lower()}, got "
-            f"{summary['sha256']}; the archive differs from the published one (re-download it)",
-            file=sys.stderr,
-        )
-        return 1
     if args.sha256:
         print("sha256 matches")
     return 0

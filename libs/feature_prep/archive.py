@@ -2,7 +2,9 @@
 
 Parts are read in sequence as one stream (`JoinedReader`, which hashes the bytes and tracks the
 position for error messages); compression is recognised by its magic bytes; a truncated or
-corrupt archive is a ValueError naming the byte offset and the part.
+corrupt archive is a ValueError naming the byte offset and the part. Members are extracted
+into a staging folder and renamed into place only after the whole archive checked out, so a
+failure (corrupt archive, disk full) leaves no torn file under a final name.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import gzip
 import hashlib
 import io
 import lzma
+import os
 import re
+import shutil
 import sys
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Optional, Sequence
@@ -124,53 +129,126 @@ def _decompressed(raw: io.BufferedReader):
     return raw
 
 
+def hash_parts(parts: Sequence[Path], show_progress: Optional[bool] = None) -> str:
+    """sha256 of the joined parts (read once, before anything is extracted)."""
+    from tqdm import tqdm
+
+    reader = JoinedReader(parts)
+    disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+    with tqdm(total=reader.total, unit="B", unit_scale=True, desc="sha256", disable=disable) as bar:
+        reader.progress = bar
+        buffer = bytearray(1 << 20)
+        try:
+            while reader.readinto(buffer):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot read archive part {reader.parts[reader._index]}: "
+                             f"{exc.strerror or exc}") from None
+        finally:
+            reader.close()
+    return reader.sha256.hexdigest()
+
+
+def check_out_folder(out: Path) -> None:
+    """`--out` must be a folder (or not exist yet): a file there is a clear error."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; give a folder to extract into "
+                         "(it is created if missing)")
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message` of a decoder error, without a second `error:` (zlib.error, lzma...)."""
+    name = type(exc).__name__
+    if name == "error":
+        name = f"{type(exc).__module__} failure"
+    return f"{name} ({exc})"
+
+
+def _extract_stream(reader: JoinedReader, staging: Path, parts: Sequence[Path]) -> int:
+    """Extract the joined stream into `staging`; returns the regular files extracted.
+
+    Raises:
+        ValueError: the stream is not a complete, intact tar archive.
+        OSError (with an errno): writing failed (disk full, permissions).
+    """
+    raw = io.BufferedReader(reader, 1 << 20)
+    files = 0
+    try:
+        stream = CountingReader(_decompressed(raw))
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                tar.extract(member, staging, filter="data")
+                files += member.isfile()
+            stream.end = tar.offset  # where the end-of-archive blocks start
+        # read to the very end: the decompressor verifies its CRC, and tarfile, which stops
+        # quietly at a garbled header, is caught by the data that follows its "end"
+        while stream.read(1 << 20) or raw.read(1 << 20):
+            pass
+        slack = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE  # tar's zero padding at the end
+        if stream.trailing_data or stream.count - stream.end > slack:
+            raise tarfile.ReadError(f"{stream.count - stream.end:,} bytes of data after the "
+                                    f"archive's last member (byte {stream.end:,} of the tar)")
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        if type(exc) is OSError and exc.errno is not None:
+            raise  # a file-system error (disk full, permissions), not a bad archive
+        where = reader.part_at(max(reader.position - 1, 0))
+        raise ValueError(
+            f"archive truncated or corrupt (found after reading {reader.position:,} of "
+            f"{reader.total:,} bytes, in {where}): {_describe(exc)}. Is a part missing, out of "
+            f"order or incompletely downloaded? Parts: {[p.name for p in parts]}"
+        ) from None
+    return files
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Rename every extracted entry of `staging` to its place in `out` (folders are created)."""
+    for root, dirs, names in os.walk(staging):
+        rel = Path(root).relative_to(staging)
+        (out / rel).mkdir(exist_ok=True)
+        for name in [d for d in dirs if os.path.islink(os.path.join(root, d))] + names:
+            os.replace(os.path.join(root, name), out / rel / name)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+
+
 def join_and_extract(
     parts: Sequence[Path], out: Path, show_progress: Optional[bool] = None
 ) -> dict:
     """Extract the archive formed by `parts` (in this order) into `out`.
 
+    Members go to a hidden staging folder inside `out` and are renamed into place only once the
+    whole archive has been read and checked: a failure leaves nothing of this archive in `out`
+    (no torn file under a final name).
+
     Returns:
         {"files": extracted regular files, "bytes": joined size, "sha256": hex digest}.
     Raises:
-        ValueError: the joined stream is not a complete, intact tar archive (a missing, truncated
-            or misordered part); the files extracted before the error stay in `out`.
+        ValueError: `out` is a file; the joined stream is not a complete, intact tar archive (a
+            missing, truncated or misordered part); writing failed (disk full, permissions).
     """
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
-    total = sum(p.stat().st_size for p in parts)
+    check_out_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=out))
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder --out {out}: {exc.strerror or exc}") from None
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
-    files = 0
-    with tqdm(total=total, unit="B", unit_scale=True, desc="extract", disable=disable) as bar:
-        reader = JoinedReader(parts, bar)
-        raw = io.BufferedReader(reader, 1 << 20)
-        try:
-            stream = CountingReader(_decompressed(raw))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    tar.extract(member, out, filter="data")
-                    files += member.isfile()
-                stream.end = tar.offset  # where the end-of-archive blocks start
-            # read to the very end: the decompressor verifies its CRC, and tarfile, which stops
-            # quietly at a garbled header, is caught by the data that follows its "end"
-            while stream.read(1 << 20) or raw.read(1 << 20):
-                pass
-            slack = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE  # tar's zero padding at the end
-            if stream.trailing_data or stream.count - stream.end > slack:
-                raise tarfile.ReadError(
-                    f"{stream.count - stream.end:,} bytes of data after the "
-                    f"archive's last member (byte {stream.end:,} of the tar)"
-                )
-        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-            if type(exc) is OSError and exc.errno is not None:
-                raise  # a file-system error (disk full, permissions), not a bad archive
-            where = reader.part_at(max(reader.position - 1, 0))
-            raise ValueError(
-                f"archive truncated or corrupt (found after reading {reader.position:,} of "
-                f"{total:,} bytes, in {where}): {type(exc).__name__}: {exc}. Is a part missing, "
-                f"out of order or incompletely downloaded? Parts: {[p.name for p in parts]}. "
-                f"{files} files were extracted to {out}."
-            ) from None
-        finally:
-            reader.close()
+    reader = JoinedReader(parts)
+    try:
+        with tqdm(total=reader.total, unit="B", unit_scale=True, desc="extract", disable=disable) as bar:
+            reader.progress = bar
+            files = _extract_stream(reader, staging, parts)
+        _move_into(staging, out)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. Nothing was extracted into {out}.") from None
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write the extracted files into {out}: {exc.strerror or exc} (errno "
+            f"{exc.errno}); free space there or choose another --out. Nothing was extracted "
+            f"into {out}."
+        ) from None
+    finally:
+        reader.close()
+        shutil.rmtree(staging, ignore_errors=True)
     return {"files": files, "bytes": reader.position, "sha256": reader.sha256.hexdigest()}
