@@ -19,6 +19,7 @@ from torch import nn
 from libs.core.config import Config
 from libs.engine.checkpoint import load_model_weights, load_weights, resolve_checkpoint
 from libs.modeling import build_model
+from libs.utils.threads import AUTO_HELP, cli_count
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,18 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
         choices=("cpu", "cuda"),
         default=None,
         help="default: cuda if available, else cpu",
+    )
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`: CPU threads (libs/utils/threads.py; overrides TAL_NUM_THREADS and the config)."""
+    parser.add_argument(
+        "--threads",
+        type=cli_count,
+        default=None,
+        metavar="N",
+        help=f"CPU threads for torch and the C++ kernels; overrides TAL_NUM_THREADS and the "
+        f"config key threads ({AUTO_HELP})",
     )
 
 

@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from libs.cli import add_deprecated_alias, add_device_arg, add_opts_arg, load_detector, pick_device, run_cli
+from libs.cli import (
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device,
+    run_cli,
+)
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine.checkpoint import resolve_checkpoint
@@ -29,6 +32,7 @@ from libs.utils.io import unique_path
 from libs.utils.logging import setup_logging
 from libs.utils.paths import check_outputs
 from libs.utils.seeding import fix_random_seed
+from libs.utils.threads import setup_threads
 
 logger = logging.getLogger("eval")
 
@@ -52,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deprecated_alias(parser, "--results", "--out")
     add_deprecated_alias(parser, "--metrics", "--json")
     add_device_arg(parser)
+    add_threads_arg(parser)
     parser.add_argument(
         "--save-raw",
         default=None,
@@ -88,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     device = pick_device(args.device)
     setup_logging()
+    setup_threads(args.threads, cfg.threads)  # before any parallel work
     fix_random_seed(cfg.seed)
     check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
                   [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)])

@@ -33,7 +33,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from libs.cli import add_device_arg, add_opts_arg, load_detector, pick_device, positive_float, run_cli
+from libs.cli import (
+    add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device, positive_float, run_cli,
+)
 from libs.core.annotations import read_annotations
 from libs.core.config import Config, DatasetCfg, load_config
 from libs.core.structures import Detections, VideoSample
@@ -44,6 +46,7 @@ from libs.evaluation import detections_to_results
 from libs.inference import postprocess, predict_batch
 from libs.utils.io import atomic_write_json
 from libs.utils.paths import check_outputs
+from libs.utils.threads import setup_threads
 
 logger = logging.getLogger("infer")
 
@@ -82,6 +85,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--plot-top-k", type=int, default=10, help="detections drawn per video")
     add_opts_arg(p, "test.nms_sigma=0.75")
     add_device_arg(p)
+    add_threads_arg(p)
     return p.parse_args(argv)
 
 
@@ -177,6 +181,7 @@ def plot_paths(plot: str, video_ids: Sequence[str]) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
+    setup_threads(args.threads, cfg.threads)  # before any parallel work
     fps = args.fps or cfg.dataset.default_fps
     if not fps or fps <= 0:
         raise ValueError(

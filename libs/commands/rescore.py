@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import add_deprecated_alias, add_opts_arg, run_cli
+from libs.cli import add_deprecated_alias, add_opts_arg, add_threads_arg, run_cli
 from libs.core.config import load_config
 from libs.evaluation import EvalResult, format_table
 from libs.inference import RawPredictions, score, write_eval_files
 from libs.utils.io import atomic_write_json
 from libs.utils.paths import check_outputs
+from libs.utils.threads import setup_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2,...",
         help="evaluate every combination of these values (repeatable)",
     )
+    add_threads_arg(p)
     add_deprecated_alias(p, "--results", "--out")
     return p
 
@@ -124,6 +126,7 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     check_outputs([("RAW", args.raw), ("CONFIG", args.config)], [("--json", args.json), ("--out", args.out)])
+    setup_threads(args.threads, load_config(args.config, args.opts).threads)
     raw = RawPredictions.load(args.raw)
     if args.sweep:
         return run_sweep(raw, args)

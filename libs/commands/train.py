@@ -25,7 +25,9 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import libs.ops
-from libs.cli import add_deprecated_alias, add_device_arg, add_opts_arg, pick_device, run_cli
+from libs.cli import (
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, pick_device, run_cli,
+)
 from libs.core.config import Config, load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
@@ -38,6 +40,7 @@ from libs.evaluation import format_table
 from libs.modeling import build_model
 from libs.utils.logging import setup_logging
 from libs.utils.seeding import fix_random_seed
+from libs.utils.threads import setup_threads
 
 logger = logging.getLogger("train")
 
@@ -67,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="delete an existing run folder of the same name"
     )
     add_device_arg(parser)
+    add_threads_arg(parser)
     add_deprecated_alias(parser, "--output", "--name")
     return parser
 
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info(
         "config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder
     )
+    setup_threads(args.threads, cfg.threads)  # before any parallel work
     logger.info("kernels: %s", libs.ops.report())
     # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
     # every rank rank 0's initial weights, and rank 0 matches a single-process run

@@ -207,6 +207,8 @@ class Config:
     opt: OptCfg = field(default_factory=OptCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)  # evaluation protocol (YAML `eval:`)
     seed: int = 1234567891  # init_rand_seed of the reference
+    threads: int = 0  # CPU threads (torch + C++ kernels); 0 = auto: OMP_NUM_THREADS, else the
+    # cores this process may use (affinity, cgroup quota). --threads and TAL_NUM_THREADS override it
     output_folder: str = "./ckpt"  # runs are written to output_folder/<config name>_<output name>
     config_path: str = ""  # derived: the YAML this config came from
 

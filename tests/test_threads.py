@@ -1,0 +1,193 @@
+"""The CPU thread setting (libs/utils/threads.py): resolution, cgroup quotas, applying it, flags."""
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from libs.core.config import load_config
+from libs.utils import threads as th
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve(cli=None, config=None, env=None, root=Path("/nonexistent"), affinity=4):
+    return th.resolve_threads(cli, config, env or {}, root=root, affinity=affinity)
+
+
+def test_precedence_cli_env_config_auto():
+    env = {th.ENV_VAR: "3", "OMP_NUM_THREADS": "5"}
+    assert resolve(cli=2, config=6, env=env) == th.ThreadChoice(2, "--threads")
+    assert resolve(config=6, env=env) == th.ThreadChoice(3, th.ENV_VAR)
+    assert resolve(config=6, env={"OMP_NUM_THREADS": "5"}).count == 6
+    assert resolve(env={"OMP_NUM_THREADS": "5"}) == th.ThreadChoice(5, "auto: OMP_NUM_THREADS")
+    auto = resolve()
+    assert auto.count == 4 and auto.source.startswith("auto: 4 CPUs in the affinity mask")
+
+
+def test_zero_means_auto_at_every_level():
+    env = {th.ENV_VAR: "0", "OMP_NUM_THREADS": "2,1"}  # nested list: the outer level counts
+    assert resolve(cli=0, config=0, env=env) == th.ThreadChoice(2, "auto: OMP_NUM_THREADS")
+    assert resolve(cli=0, config=0, env={th.ENV_VAR: "0"}).count == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(env={th.ENV_VAR: "two"}), th.ENV_VAR),
+        (dict(env={th.ENV_VAR: "-1"}), th.ENV_VAR),
+        (dict(config=-2), "config key threads"),
+        (dict(config=1.5), "config key threads"),
+        (dict(env={"OMP_NUM_THREADS": "x"}), "OMP_NUM_THREADS"),
+    ],
+)
+def test_bad_values_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name} must be a whole number of CPU threads >= 0"):
+        resolve(**kwargs)
+
+
+def test_cli_type_rejects_bad_counts():
+    assert th.cli_count("3") == 3 and th.cli_count("0") == 0
+    for bad in ("-1", "1.5", "many"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--threads"):
+            th.cli_count(bad)
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota_of_own_group_or_ancestor(tmp_path):
+    write(tmp_path, "proc/self/cgroup", "0::/jobs/job1\n")
+    write(tmp_path, "sys/fs/cgroup/jobs/job1/cpu.max", "max 100000\n")
+    assert th.cgroup_cpu_limit(tmp_path) is None
+    write(tmp_path, "sys/fs/cgroup/jobs/cpu.max", "250000 100000\n")  # the parent limits us
+    assert th.cgroup_cpu_limit(tmp_path) == 2.5
+    write(tmp_path, "sys/fs/cgroup/jobs/job1/cpu.max", "150000 100000\n")  # the tighter one
+    assert th.cgroup_cpu_limit(tmp_path) == 1.5
+    choice = resolve(root=tmp_path, affinity=8)
+    assert choice.count == 1 and "cgroup CPU quota 1.5 CPUs (affinity mask 8 CPUs)" in choice.source
+    assert resolve(root=tmp_path, affinity=1).count == 1  # affinity tighter than the quota
+
+
+def test_cgroup_v1_quota(tmp_path):
+    write(tmp_path, "proc/self/cgroup", "5:memory:/x\n4:cpu,cpuacct:/docker/abc\n")
+    write(tmp_path, "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "-1\n")
+    write(tmp_path, "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n")
+    assert th.cgroup_cpu_limit(tmp_path) is None  # -1 = unlimited
+    write(tmp_path, "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "300000\n")
+    assert th.cgroup_cpu_limit(tmp_path) == 3.0
+    assert resolve(root=tmp_path, affinity=16).count == 3
+
+
+def test_no_cgroup_files_and_garbage_are_ignored(tmp_path):
+    assert th.cgroup_cpu_limit(tmp_path) is None
+    write(tmp_path, "sys/fs/cgroup/cpu.max", "lots\n")  # no /proc: the mount root is read
+    assert th.cgroup_cpu_limit(tmp_path) is None
+    write(tmp_path, "sys/fs/cgroup/cpu.max", "50000 100000\n")
+    assert th.cgroup_cpu_limit(tmp_path) == 0.5
+    assert resolve(root=tmp_path, affinity=2).count == 1  # never below one thread
+
+
+def test_affinity_mask_is_honoured(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert th.affinity_cores() == 1
+    assert th.resolve_threads(env={}, root=Path("/nonexistent")).count == 1
+
+
+def test_apply_sets_torch_and_auto_keeps_a_lower_count(monkeypatch):
+    saved = torch.get_num_threads()
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        th.apply_threads(th.ThreadChoice(1, "test"))  # inter-op already started here: no error
+        assert torch.get_num_threads() == 1
+        assert th.setup_threads(cli=2).count == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        choice = th.setup_threads()  # auto never raises a count lowered before start
+        assert choice.count == 1 and "kept the 1 set before start" in choice.source
+    finally:
+        torch.set_num_threads(saved)
+
+
+_CHILD = textwrap.dedent("""
+    import os, sys, torch
+    sys.path.insert(0, {repo!r})
+    from libs.utils.threads import setup_threads
+    from libs.ops.scan import selective_scan
+    choice = setup_threads()
+    def run():
+        u, dt, z = torch.randn(3, 1, 64, 256).unbind(0)
+        A, B, C = -torch.rand(64, 16), torch.randn(1, 16, 256), torch.randn(1, 16, 256)
+        selective_scan(u, dt, A, B, C, z=z, delta_softplus=True, backend="ext")
+        return len(os.listdir("/proc/self/task"))
+    before = len(os.listdir("/proc/self/task"))
+    grew_1 = run() - before
+    torch.set_num_threads(2)
+    grew_2 = run() - before
+    gomps = {{l.split()[-1] for l in open("/proc/self/maps") if "libgomp" in l}}
+    print(choice.count, torch.get_num_interop_threads(), grew_1, grew_2, len(gomps))
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_fresh_process_applies_count_to_interop_and_cpp_kernels():
+    """TAL_NUM_THREADS=1: inter-op 1, the C++ scan starts no OpenMP thread; at 2 it starts one,
+    and libs._C shares torch's libgomp (one OpenMP runtime follows torch.set_num_threads)."""
+    import libs.ops.scan as scan
+
+    if not scan.ext_has_scan():
+        pytest.skip("libs._C not built")
+    env = dict(os.environ, TAL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO))], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    count, interop, grew_1, grew_2, gomps = map(int, out.stdout.split())
+    assert (count, interop, grew_1, gomps) == (1, 1, 0, 1)
+    assert grew_2 >= 1
+
+
+def test_config_key_threads():
+    assert load_config(data={"threads": 2}).threads == 2
+    assert load_config(data={}, overrides=["threads=3"]).threads == 3
+    with pytest.raises(ValueError, match="threads"):
+        load_config(data={"threads": "many"})
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("train", ["cfg.yaml"]),
+        ("eval", ["cfg.yaml", "ckpt.pth"]),
+        ("infer", ["cfg.yaml", "ckpt.pth", "feats"]),
+        ("rescore", ["raw.pt", "cfg.yaml"]),
+    ],
+)
+def test_entry_points_accept_threads(module, argv, capsys):
+    import importlib
+
+    parse_args = importlib.import_module(f"libs.commands.{module}").parse_args
+    assert parse_args(argv + ["--threads", "3"]).threads == 3
+    assert parse_args(argv).threads is None
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv + ["--threads", "-2"])
+    assert exc.value.code == 2 and "--threads must be a whole number" in capsys.readouterr().err
+
+
+class _Threads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return torch.get_num_threads()
+
+
+def test_dataloader_workers_run_one_thread():
+    loader = torch.utils.data.DataLoader(_Threads(), num_workers=1, batch_size=None)
+    assert list(loader) == [1, 1]
