@@ -137,7 +137,7 @@ def test_cli_detects_new_videos_in_seconds_with_names_and_plots(run, new_videos,
         run["ckpt"],
         feats / "new_a.pt",
         feats,
-        "--fps",
+        "--default-fps",
         "30",
         "--out",
         out,
@@ -216,7 +216,7 @@ def test_class_ids_without_annotations_and_clear_errors(run, new_videos, tmp_pat
             str(run["config"]),
             str(run["ckpt"]),
             str(feats / "new_b.pt"),
-            "--fps",
+            "--default-fps",
             "30",
             "--out",
             str(out),
@@ -230,9 +230,9 @@ def test_class_ids_without_annotations_and_clear_errors(run, new_videos, tmp_pat
 
     # no dataset.default_fps in the config and no --fps
     assert infer.main([str(run["config"]), str(run["ckpt"]), str(feats / "new_b.pt")]) == 2
-    assert "--fps" in capsys.readouterr().err
+    assert "--default-fps" in capsys.readouterr().err
     assert (
-        infer.main([str(run["config"]), str(run["ckpt"]), str(tmp_path / "nope.pt"), "--fps", "30"])
+        infer.main([str(run["config"]), str(run["ckpt"]), str(tmp_path / "nope.pt"), "--default-fps", "30"])
         == 2
     )
     assert "nope.pt" in capsys.readouterr().err
