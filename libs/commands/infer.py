@@ -1,6 +1,6 @@
 """Detect actions in new videos from their feature files alone (no annotation JSON needed).
 
-    python tools/infer.py CONFIG CKPT FEATURES... [--fps F] [--feat-stride S] [--num-frames N]
+    python tools/infer.py CONFIG CKPT FEATURES... [--default-fps F] [--feat-stride S] [--num-frames N]
                           [--out detections.json] [--plot timeline.png] [--opts k=v ...]
 
 FEATURES are feature files (T x C, `.pt` / `.npy` / `.npz`, as the datasets read them) or folders
@@ -9,7 +9,7 @@ of them. The video id is the file name without the config's `dataset.file_prefix
 (`downsample_rate` / `resize`), detected with the checkpoint's EMA weights, post-processed with
 `test.*`, and converted to seconds with
 
-    fps          --fps, else dataset.default_fps (one of the two is required)
+    fps          --default-fps, else dataset.default_fps (one of the two is required)
     feat_stride  --feat-stride, else dataset.feat_stride (frames between features)
     num_frames   --num-frames, else dataset.num_frames (frames per feature clip)
     duration     ((T - 1) * feat_stride + num_frames) / fps  (the frames the features cover)
@@ -34,7 +34,8 @@ from typing import Optional, Sequence
 import torch
 
 from libs.cli import (
-    add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device, positive_float, run_cli,
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device,
+    positive_float, run_cli,
 )
 from libs.core.annotations import read_annotations
 from libs.core.config import Config, DatasetCfg, load_config
@@ -52,6 +53,10 @@ logger = logging.getLogger("infer")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Detect actions in new videos from their feature files alone.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,9 +65,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("config", help="YAML config the checkpoint was trained with")
     p.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
     p.add_argument("features", nargs="+", help="feature files (T x C) or folders of them")
-    p.add_argument(
-        "--fps", type=positive_float, default=None, help="video fps (default: dataset.default_fps)"
-    )
+    p.add_argument("--default-fps", dest="fps", type=positive_float, default=None,
+                   help="fps of every video (default: the config's dataset.default_fps)")
     p.add_argument(
         "--feat-stride",
         type=positive_float,
@@ -86,7 +90,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_opts_arg(p, "test.nms_sigma=0.75")
     add_device_arg(p)
     add_threads_arg(p)
-    return p.parse_args(argv)
+    add_deprecated_alias(p, "--fps", "--default-fps")
+    return p
 
 
 def feature_files(paths: Sequence[str]) -> list[Path]:
@@ -185,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     fps = args.fps or cfg.dataset.default_fps
     if not fps or fps <= 0:
         raise ValueError(
-            f"{args.config} has no dataset.default_fps: pass --fps (frames per second "
+            f"{args.config} has no dataset.default_fps: pass --default-fps (frames per second "
             "of the videos the features were extracted from)"
         )
     feat_stride = args.feat_stride or cfg.dataset.feat_stride
