@@ -80,3 +80,10 @@ def test_gpu_kernel_that_crashes_is_a_failure(monkeypatch, capsys):
     row = gpu_rows(monkeypatch, kernel)[("selective_scan", "cuda", "cpu")]
     assert row.result == "FAIL" and "no kernel image" in row.detail and row.auto
     assert check_env.main([], gpu=torch.device("cpu")) == 1
+
+
+def test_json_to_a_file_keeps_the_table(tmp_path, capsys):
+    out = tmp_path / "env.json"
+    assert check_env.main(["--json", str(out)]) == 0
+    assert "backend" in capsys.readouterr().out  # the table as usual
+    assert json.loads(out.read_text())["checks"]

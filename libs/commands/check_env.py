@@ -20,6 +20,7 @@ import torch
 
 
 import libs.ops
+from libs.utils.io import atomic_write_json
 from libs.ops import _ext, _gpu, conv, nms, scan
 
 TOL = {"selective_scan": 1e-3, "causal_conv1d": 1e-3, "nms": 1e-6}
@@ -137,22 +138,31 @@ def _print(report: dict, rows: List[Row]) -> None:
               f"{err:>9s}  {r.detail}")
 
 
-def main(argv=None, gpu: Optional[torch.device] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                        help="write the report as JSON to OUT (no OUT, or -: to stdout, "
+                        "instead of the table)")
+    return parser
+
+
+def main(argv=None, gpu: Optional[torch.device] = None) -> int:
+    args = build_parser().parse_args(argv)
     if gpu is None and torch.cuda.is_available():
         gpu = torch.device("cuda")
     report = libs.ops.report()
     rows = run_checks(gpu)
     failed = [r for r in rows if r.auto and r.result == "FAIL"]
+    data = {**report, "checks": [dataclasses.asdict(r) for r in rows]}
+    if args.json == "-":  # `--json` alone: the JSON instead of the table
+        print(json.dumps(data, indent=2))
+        return 1 if failed else 0
     if args.json:
-        print(json.dumps({**report, "checks": [dataclasses.asdict(r) for r in rows]}, indent=2))
-    else:
-        _print(report, rows)
-        for r in failed:
-            print(f"FAILED: auto picks {r.op} backend '{r.backend}' on {r.device}, and it fails")
+        atomic_write_json(args.json, data)
+    _print(report, rows)
+    for r in failed:
+        print(f"FAILED: auto picks {r.op} backend '{r.backend}' on {r.device}, and it fails")
     return 1 if failed else 0
 
 

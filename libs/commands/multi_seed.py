@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import run_cli
+from libs.cli import add_device_arg, run_cli
 from libs.core.config import load_config
 from libs.core.safe_io import read_json
 from libs.engine.run_folder import run_folder_path
@@ -39,6 +39,10 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,11 +59,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="config overrides passed to every run (before seed=S)",
     )
-    p.add_argument("--name", default="multiseed", help="run names are <NAME>_seed<S>")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--json", default=None, metavar="OUT", help="write the summary here")
+    p.add_argument("--name", default="multiseed",
+                   help="run names are <NAME>_seed<S> (train.py --name)")
+    add_device_arg(p)
+    p.add_argument("--json", default=None, metavar="OUT",
+                   help="write the summary (per-seed metrics, mean, std) here")
     p.add_argument("--keep-going", action="store_true", help="continue after a failed seed")
-    return p.parse_args(argv)
+    return p
 
 
 def seeds_to_run(args: argparse.Namespace, config_seed: int) -> list[int]:

@@ -307,13 +307,18 @@ def _label_runs(parser: argparse.ArgumentParser, args: argparse.Namespace, runs:
             )
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", help="run folders or metrics JSONs")
     parser.add_argument("--dataset", choices=sorted(PAPER), help="dataset of every input")
     parser.add_argument("--blocks", nargs="+", help="block of each input, in the same order")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     parser.add_argument("--json", help="write the summary rows as JSON to this file")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     _split_blocks(parser, args)
     if not args.runs:
