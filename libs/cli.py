@@ -100,7 +100,7 @@ def resolve_gt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
         if args.gt is not None:
             parser.error("give RESULTS --gt GT_JSON (one positional input), not two files")
         deprecation("the form GT_JSON RESULTS", "RESULTS --gt GT_JSON")
-        args.gt, args.results = args.results, args.old_results
+        args.gt, args.results, args.old_results = args.results, args.old_results, None
     if args.gt is None:
         parser.error("the ground truth is missing: give RESULTS --gt GT_JSON")
     return args

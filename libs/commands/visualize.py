@@ -182,7 +182,7 @@ def resolve_tious(args: argparse.Namespace) -> argparse.Namespace:
         deprecation("pr --tiou T (one value: the PR-curve tIoU)", "--curve-tiou T")
         args.curve_tiou, args.tiou = args.tiou[-1], None
     if args.old_tious is not None:
-        args.tiou = args.tiou or args.old_tious
+        args.tiou, args.old_tious = args.tiou or args.old_tious, None
     return args
 
 
