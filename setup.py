@@ -116,6 +116,11 @@ COMMANDS = (
 )  # fmt: skip
 CONSOLE_SCRIPTS = [f"tal-{name.replace('_', '-')}=libs.commands.{name}:main" for name in COMMANDS]
 
+# the configs ship as package data `libs.configs` (the repository's configs/ folder, not copied),
+# so a console script run from any folder finds `configs/<name>.yaml` (libs/core/config_files.py)
+CONFIG_PACKAGE = "libs.configs"
+CONFIG_DATA = ["*.yaml", "_base_/*.yaml"]
+
 
 def main() -> None:
     try:
@@ -129,7 +134,9 @@ def main() -> None:
         name="actionmamba-tal",
         version="0.1.0",
         description="Temporal action localization with ActionFormer / ActionMamba (ViM, DBM) blocks",
-        packages=find_packages(include=["libs", "libs.*"]),
+        packages=find_packages(include=["libs", "libs.*"]) + [CONFIG_PACKAGE],
+        package_dir={CONFIG_PACKAGE: "configs"},
+        package_data={CONFIG_PACKAGE: CONFIG_DATA},
         python_requires=">=3.9",
         install_requires=reqs[""],
         extras_require=extras,

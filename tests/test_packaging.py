@@ -192,3 +192,63 @@ def test_checkout_without_binaries_uses_the_installed_build(monkeypatch, tmp_pat
     assert module.marker == "installed"
     assert loaded == [("libs._C", str(tmp_path / so_name))]
     assert _ext._installed_copy("_C_cuda") is None
+
+
+def test_console_scripts_map_to_main_functions(setup_mod):
+    """Every tal-<name> entry point names libs.commands.<name>:main, an existing function, and
+    the checkout's launcher (train.py, eval.py, tools/<name>.py) runs the same function."""
+    import importlib
+
+    assert len(setup_mod.CONSOLE_SCRIPTS) == len(setup_mod.COMMANDS)
+    for spec in setup_mod.CONSOLE_SCRIPTS:
+        script, target = spec.split("=")
+        module_name, func = target.split(":")
+        name = module_name.rsplit(".", 1)[1]
+        assert script == "tal-" + name.replace("_", "-")
+        main = getattr(importlib.import_module(module_name), func)
+        assert callable(main), spec
+        launcher = name + ".py" if name in ("train", "eval") else os.path.join("tools", name + ".py")
+        text = open(os.path.join(REPO, launcher)).read()
+        assert f"from {module_name} import main" in text, f"{launcher} does not run {target}"
+
+
+def test_package_data_holds_every_config(setup_mod, tmp_path):
+    """setuptools' own file list for libs.configs (build_py) is every YAML under configs/."""
+    from setuptools import Distribution
+
+    dist = Distribution({"name": "t", "packages": [setup_mod.CONFIG_PACKAGE],
+                         "package_dir": {setup_mod.CONFIG_PACKAGE: os.path.join(REPO, "configs")},
+                         "package_data": {setup_mod.CONFIG_PACKAGE: setup_mod.CONFIG_DATA}})
+    cmd = dist.get_command_obj("build_py")
+    cmd.build_lib = str(tmp_path)
+    cmd.ensure_finalized()
+    shipped = {f for _, _, _, files in cmd.data_files for f in files}
+    on_disk = set()
+    for root, _, names in os.walk(os.path.join(REPO, "configs")):
+        rel = os.path.relpath(root, os.path.join(REPO, "configs"))
+        on_disk |= {os.path.normpath(os.path.join(rel, n)) for n in names if n.endswith(".yaml")}
+    assert on_disk and shipped == on_disk, sorted(on_disk ^ shipped)
+
+
+def test_packaged_config_found_from_any_folder(tmp_path, monkeypatch, caplog):
+    """From a folder without configs/, `configs/<name>.yaml` and `<name>.yaml` load the shipped
+    file (the same resolved values, `_base_` included) and the log says which file was used."""
+    from libs.core import config_files
+    from libs.core.config import ConfigError, config_to_dict, load_config
+
+    name = "thumos_internvideo2_6b_dbm.yaml"
+    monkeypatch.chdir(REPO)
+    expected = config_to_dict(load_config(os.path.join("configs", name)))
+    monkeypatch.chdir(tmp_path)
+    for asked in (f"configs/{name}", f"./configs/{name}", name):
+        with caplog.at_level("WARNING", logger=config_files.__name__):
+            got = config_to_dict(load_config(asked))
+        assert "using the packaged copy" in caplog.text
+        caplog.clear()
+        assert os.path.samefile(got.pop("config_path"), os.path.join(REPO, "configs", name))
+        assert got == {k: v for k, v in expected.items() if k != "config_path"}
+    with pytest.raises(ConfigError, match="config file not found: configs/nope.yaml"):
+        load_config("configs/nope.yaml")
+    (tmp_path / name).write_text("_base_: _base_/thumos_internvideo2_6b.yaml\n")
+    with pytest.raises(ConfigError, match="_base_ file not found"):
+        load_config(name)  # a file in the current folder wins over the packaged one

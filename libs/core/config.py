@@ -27,6 +27,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from libs.core.config_merge import ConfigError, apply_override, merge, resolve_bases
+from libs.core.config_files import locate_config, packaged_config_dirs
 from libs.core.safe_io import UnsafeInputError, load_yaml
 from libs.utils.io import atomic_write_text
 
@@ -281,8 +282,11 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
     if data is None:
         if path is None:
             raise ConfigError("load_config needs a YAML path or a dict")
-        if not os.path.exists(path):
-            raise ConfigError(f"config file not found: {path}")
+        found = locate_config(path)  # the path, else the packaged config of that name
+        if found is None:
+            raise ConfigError(f"config file not found: {path} (nor among the packaged configs "
+                              f"in {', '.join(packaged_config_dirs()) or 'libs/configs'})")
+        path = found
         data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (dataset:, model:, ...)")
