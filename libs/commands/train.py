@@ -7,8 +7,16 @@
 The run folder is `<output_folder>/<config name>_<NAME or timestamp>` (a suffix `_1`, `_2`, ...
 is added instead of reusing an existing one, unless --overwrite). It receives config.yaml,
 log.txt, logs/ (TensorBoard), last.pth, epoch_NNN.pth, and at the end results.json and
-metrics.json. `--resume RUN/last.pth` (or `--resume RUN`) continues that run in its folder from
-its newest checkpoint, mid-epoch included. Ctrl-C writes last.pth and exits with status 130.
+metrics.json. `--resume RUN/last.pth` (or `--resume RUN`, or one of its epoch_NNN.pth /
+iter_*.pth) continues that run in its folder from that checkpoint, mid-epoch included, rebuilt
+from the config stored in the checkpoint (else RUN/config.yaml): CONFIG may be left out; if
+given it must agree with the stored config. With --resume, `--opts` may change only
+libs/engine/stored_config.py RESUME_SAFE_KEYS (opt.epochs, opt.print_freq, opt.eval_start_epoch,
+opt.eval_interval, opt.ckpt_freq, opt.ckpt_every_iters, opt.keep_last, loader.num_workers,
+dataset.feat_folder); any other key is an error. A run with no epoch left to train is an error
+(exit 2) that says how to train longer or to evaluate it with eval.py.
+Ctrl-C / SIGTERM writes last.pth, prints the resume command and exits with status 130.
+All inputs (config, checkpoint, both datasets) are checked before the run folder is created.
 `loader.batch_size` is the global batch under torchrun and with `opt.accumulate` (see
 libs/engine/distributed.py).
 """
@@ -28,12 +36,15 @@ import libs.ops
 from libs.cli import (
     add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, pick_device, run_cli,
 )
-from libs.core.config import Config, load_config
+from libs.core.config import Config, ConfigError, load_config
+from libs.core.safe_io import load_yaml
 from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
-from libs.engine.checkpoint import resolve_checkpoint
-from libs.engine.run_folder import make_run_folder
+from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from libs.engine.checkpoint_schema import check_training_checkpoint
+from libs.engine.run_folder import CONFIG_NAME, make_run_folder
 from libs.engine.run_lock import RunLock
+from libs.engine.stored_config import resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
 from libs.engine.validation import check_validation_settings
 from libs.evaluation import format_table
@@ -46,14 +57,21 @@ logger = logging.getLogger("train")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None and args.resume is None:
+        parser.error("give a CONFIG to start a run, or --resume RUN to continue one")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a temporal action detector (train + final evaluation)."
     )
-    parser.add_argument("config", help="YAML config file")
+    parser.add_argument(
+        "config", nargs="?", default=None,
+        help="YAML config file (optional with --resume: the run's stored config is used)",
+    )
     parser.add_argument("--name", dest="output", default=None,
                         help="run name: the run folder is <output_folder>/<config name>_<NAME> "
                         "(default: a timestamp)")
@@ -64,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         default=None,
         metavar="CKPT",
-        help="continue a run from its last.pth / epoch_NNN.pth / iter_*.pth, or a run folder",
+        help="continue a run (a run folder, or its last.pth / epoch_NNN.pth / iter_*.pth) with "
+        "its stored config; --opts may then change only opt.epochs, opt.print_freq, "
+        "opt.eval_start_epoch, opt.eval_interval, opt.ckpt_freq, opt.ckpt_every_iters, "
+        "opt.keep_last, loader.num_workers, dataset.feat_folder",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="delete an existing run folder of the same name"
@@ -73,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_arg(parser)
     add_deprecated_alias(parser, "--output", "--name")
     return parser
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The command-line config, or with --resume the run's stored one (plus safe --opts).
+
+    With --resume, `args.resume` becomes the checkpoint file, checked before anything is built.
+    """
+    if args.resume is None:
+        return load_config(args.config, args.opts)
+    args.resume = resolve_checkpoint(args.resume, "--resume checkpoint")
+    state = load_checkpoint(args.resume)
+    check_training_checkpoint(state, args.resume)
+    stored = state.get("config")
+    if stored is None:  # written before checkpoints held it: the run folder's copy
+        folder_config = args.resume.parent / CONFIG_NAME
+        if not folder_config.is_file():
+            raise ConfigError(f"--resume {args.resume}: the checkpoint stores no config and "
+                              f"{folder_config} does not exist")
+        stored = load_yaml(str(folder_config), "config")
+    return resume_config(stored, str(args.resume), args.opts, args.config)
 
 
 def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
@@ -86,7 +127,6 @@ def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
         if dist_utils.is_main_process():
             folder = str(make_run_folder(cfg, args.output, args.overwrite)[0])
         return Path(dist_utils.broadcast_object(folder))
-    args.resume = resolve_checkpoint(args.resume, "--resume checkpoint")
     if dist_utils.is_main_process():
         RunLock(args.resume.parent).acquire()
     return args.resume.parent
@@ -115,9 +155,15 @@ def build_train_loader(cfg: Config, train_set, generator: torch.Generator, **com
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.opts)
+    cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
     device = dist_utils.init_distributed(pick_device(args.device))
+    # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
+    # every rank rank 0's initial weights, and rank 0 matches a single-process run
+    generator = fix_random_seed(cfg.seed + dist_utils.get_rank())
+    # both datasets before the run folder: a bad input leaves no empty folder behind
+    train_set = build_dataset(cfg.dataset, "train", is_training=True)
+    val_set = build_dataset(cfg.dataset, "val", is_training=False)
     run_folder = prepare_run_folder(cfg, args)
     if dist_utils.is_main_process():
         setup_logging(run_folder)
@@ -126,16 +172,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None and args.output is not None:
         logger.warning("--name is ignored with --resume: continuing in %s", run_folder)
     logger.info(
-        "config %s (overrides %s) on %s; run folder %s", args.config, args.opts, device, run_folder
-    )
-    setup_threads(args.threads, cfg.threads)  # before any parallel work
+        "config %s (overrides %s) on %s; run folder %s",
+        args.config or f"stored in {args.resume}", args.opts, device, run_folder,
+    )  # fmt: skip
     logger.info("kernels: %s", libs.ops.report())
-    # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
-    # every rank rank 0's initial weights, and rank 0 matches a single-process run
-    generator = fix_random_seed(cfg.seed + dist_utils.get_rank())
-
-    train_set = build_dataset(cfg.dataset, "train", is_training=True)
-    val_set = build_dataset(cfg.dataset, "val", is_training=False)
+    logger.info("datasets: %d training, %d validation videos", len(train_set), len(val_set))
     model = build_model(cfg.model, cfg.train, cfg.test).to(device)
     common = dict(
         num_workers=cfg.loader.num_workers,

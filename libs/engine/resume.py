@@ -17,13 +17,12 @@ import torch
 from libs.core.config import Config, config_to_dict
 from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint_many, strip_prefix
+from libs.engine.checkpoint_schema import CheckpointError, check_training_checkpoint
+from libs.engine.stored_config import diff_configs
 from libs.engine.train_step import TrainState
 from libs.utils.seeding import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
-
-RESUME_KEYS = ("model", "model_ema", "optimizer", "scheduler", "epoch", "iteration", "rng")
-
 
 def checkpoint_state(
     state: TrainState, cfg: Config, generator: Optional[torch.Generator]
@@ -85,19 +84,14 @@ def restore_training_state(
         ValueError: the file is not one of our training checkpoints, or does not fit the model.
     """
     ckpt = load_checkpoint(path, map_location="cpu")
-    missing = [k for k in RESUME_KEYS if k not in ckpt]
-    if missing:
-        raise ValueError(
-            f"--resume {path}: not a checkpoint written by train.py (missing {missing}); "
-            "published weights can be evaluated with eval.py but not resumed"
-        )
+    check_training_checkpoint(ckpt, path)
     load_weights(state.model, strip_prefix(ckpt["model"]), source=str(path))
     load_weights(state.ema.module, strip_prefix(ckpt["model_ema"]), source=f"{path} (EMA)")
     _restore_old_normalizer(ckpt, state.model)
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.scheduler.load_state_dict(ckpt["scheduler"])
+    _load_part(state.optimizer, ckpt, "optimizer", path)
+    _load_part(state.scheduler, ckpt, "scheduler", path)
     if state.scaler is not None and ckpt.get("grad_scaler") is not None:
-        state.scaler.load_state_dict(ckpt["grad_scaler"])
+        _load_part(state.scaler, ckpt, "grad_scaler", path)
     state.epoch, state.iteration = int(ckpt["epoch"]), int(ckpt["iteration"])
     state.epoch_iter = int(ckpt.get("epoch_iter", 0))
     rng = _rank_rng(ckpt, path)
@@ -111,6 +105,18 @@ def restore_training_state(
         state.iteration,
     )
     return rng
+
+
+def _load_part(target: Any, ckpt: dict[str, Any], key: str, path) -> None:
+    """`target.load_state_dict(ckpt[key])`, a mismatch reported as one error naming file and key."""
+    try:
+        target.load_state_dict(ckpt[key])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: key '{key}' does not fit this run's {key} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "a damaged file, or one of another run"
+        ) from None
 
 
 def _restore_old_normalizer(ckpt: dict[str, Any], model: torch.nn.Module) -> None:
@@ -139,21 +145,12 @@ def _rank_rng(ckpt: dict[str, Any], path) -> dict[str, Any]:
 
 
 def _warn_config_drift(saved: Optional[dict], cfg: Config, path) -> None:
-    """Resuming with a different config is allowed (e.g. more epochs) but must be visible."""
-    if not saved:
+    """Resume may change the safe keys of libs/engine/stored_config.py (e.g. more epochs): log it."""
+    if not isinstance(saved, dict):
         return
-    diffs = _diff_dicts(saved, config_to_dict(cfg))
-    diffs = [d for d in diffs if not d.startswith("config_path")]
+    diffs = diff_configs(saved, config_to_dict(cfg))
     if diffs:
-        logger.warning("config differs from the one stored in %s: %s", path, "; ".join(diffs))
-
-
-def _diff_dicts(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb, name = a.get(key), b.get(key), f"{prefix}{key}"
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff_dicts(va, vb, name + ".")
-        elif va != vb:
-            out.append(f"{name}: {va!r} -> {vb!r}")
-    return out
+        logger.warning(
+            "config differs from the one stored in %s: %s",
+            path, "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diffs.items()),
+        )  # fmt: skip

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
-from libs.core.config import Config
 from libs.engine import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,16 @@ class StopRequest:
         )
 
 
-def resume_command(cfg: Config, checkpoint: Path) -> str:
-    """The command line that continues this run from `checkpoint`."""
+def resume_command(checkpoint: Path) -> str:
+    """The command line that continues this run from `checkpoint`.
+
+    No CONFIG and no --opts: the checkpoint stores the run's whole config (overrides included),
+    and a resumed run is rebuilt from it (libs/engine/stored_config.py).
+    """
     world = dist_utils.get_world_size()
     launcher = f"torchrun --nproc_per_node {world}" if world > 1 else "python"
-    return f"{launcher} train.py {cfg.config_path or 'CONFIG'} --resume {checkpoint}"
+    return f"{launcher} train.py --resume {shlex.quote(str(checkpoint))}"
+
+
+class NothingToTrain(ValueError):
+    """A resumed run whose checkpoint already finished every epoch of its config."""

@@ -44,7 +44,7 @@ from libs.engine.ema import ModelEma
 from libs.engine.optim import build_optimizer
 from libs.engine.resume import restore_training_state, write_checkpoint
 from libs.engine.scheduler import build_scheduler, total_epochs
-from libs.engine.signals import StopRequest, TrainingInterrupted, resume_command
+from libs.engine.signals import NothingToTrain, StopRequest, TrainingInterrupted, resume_command
 from libs.engine.train_step import TrainState, train_step
 from libs.engine.validation import Validator, check_validation_settings
 from libs.evaluation import EvalResult
@@ -164,7 +164,7 @@ def _interrupt(state: TrainState, run: RunContext) -> None:
     raise TrainingInterrupted(
         f"training interrupted at epoch {state.epoch + 1} after {state.epoch_iter} of its "
         f"{run.steps_per_epoch} iterations ({state.iteration} in all); checkpoint {last}; "
-        f"resume with: {resume_command(run.cfg, last)}",
+        f"resume with: {resume_command(last)}",
         last,
     )
 
@@ -236,6 +236,8 @@ def train(
                 cfg, run_folder, device, generator, stop, writer, steps_per_epoch, max_epochs
             )
             validator = _start_validation(state, run, val_loader, val_dataset, resume)
+            if resume and state.epoch >= max_epochs and not getattr(validator, "caught_up", False):
+                raise NothingToTrain(_nothing_left(cfg, Path(resume), state.epoch))
             return _run_epochs(state, run, train_loader, validator, resume_rng)
     except FloatingPointError:
         last = run_folder / "last.pth"
@@ -247,6 +249,17 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+
+
+def _nothing_left(cfg: Config, checkpoint: Path, done: int) -> str:
+    """Why a resume has no work, and the two commands that do have some."""
+    stored = checkpoint.parent / "config.yaml"
+    config = stored if stored.is_file() else (cfg.config_path or "CONFIG")
+    return (
+        f"nothing left to train: {checkpoint} has finished {done} epoch(s) and the config asks "
+        f"for {describe_schedule(cfg)}. To train longer: {resume_command(checkpoint)} --opts "
+        f"opt.epochs=N (N > {cfg.opt.epochs}); to evaluate it: python eval.py {config} {checkpoint}"
+    )
 
 
 def _start_validation(

@@ -99,6 +99,7 @@ class Validator:
         self.report_best = cfg.eval.checkpoint == "best-on-val"
         self.keep_best = cfg.opt.eval_start_epoch >= 0  # several epochs to choose from
         self.evaluator: Optional[ProtocolEvaluator] = None  # built at the first evaluation
+        self.caught_up = False  # catch_up re-ran an evaluation a kill cut short
 
     def catch_up(self, ema_model: nn.Module, completed_epochs: int, epoch_iter: int, step: int,
                  checkpoint: Optional[Path]) -> None:  # fmt: skip
@@ -116,6 +117,7 @@ class Validator:
             logger.info("evaluating epoch %d, whose evaluation did not finish", completed_epochs)
             ckpt = load_checkpoint(checkpoint, map_location="cpu") if self.main else None
             self.after_epoch(ema_model, epoch, step, ckpt)
+            self.caught_up = True
 
     def after_epoch(self, model: nn.Module, epoch: int, step: int,
                     ckpt: Optional[dict[str, Any]]) -> None:  # fmt: skip
