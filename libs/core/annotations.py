@@ -28,6 +28,19 @@ JsonSource = Union[str, os.PathLike, Mapping[str, Any]]
 
 # ActionFormer/VMS `remove_duplicate_annotations` tolerance (seconds).
 DUPLICATE_TOL = 1e-3
+# duration x fps above this is a unit mistake or a hostile value (1e308 overflows the seconds <->
+# feature-grid conversion), not a video: 1e9 frames is 96 days at 120 fps
+MAX_VIDEO_FRAMES = 1e9
+
+
+def video_length_problem(duration: float, fps: float) -> Union[str, None]:
+    """Why `duration` seconds at `fps` cannot be a real video (None: it can)."""
+    with np.errstate(over="ignore"):
+        frames = float(np.float64(duration) * np.float64(fps))
+    if math.isfinite(frames) and frames <= MAX_VIDEO_FRAMES:
+        return None
+    return (f"'duration' {duration:g} s at {fps:g} fps is {frames:.3g} frames, more than any real video "
+            f"(at most {MAX_VIDEO_FRAMES:.0e}); is the duration in seconds?")
 
 
 def is_number(x: Any) -> bool:

@@ -29,7 +29,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from libs.core.annotations import build_label_dict  # noqa: F401  (tools/infer.py imports it from here)
-from libs.core.annotations import AnnotationFile, is_number, read_annotations, remove_duplicate_annotations
+from libs.core.annotations import (AnnotationFile, is_number, read_annotations, remove_duplicate_annotations,
+                                   video_length_problem)
 from libs.core.registry import Registry
 from libs.core.segments import seconds_to_grid
 from libs.core.structures import VideoSample
@@ -170,8 +171,11 @@ class ActivityNetFormatDataset(Dataset):
             if segments is None and self.skip_filtered_videos and value.get("annotations"):
                 skipped += 1
                 continue  # every annotation was filtered out: HACS skips the whole video
-            records.append(VideoRecord(video_id, self._fps(video_id, value), self._duration(video_id, value),
-                                       segments, labels))
+            fps, duration = self._fps(video_id, value), self._duration(video_id, value)
+            too_long = video_length_problem(duration, fps)
+            if too_long:  # caught here, not by the seconds <-> grid conversion after training
+                raise ValueError(f"{self.json_file}: video '{video_id}': {too_long}")
+            records.append(VideoRecord(video_id, fps, duration, segments, labels))
         if dropped:  # the reference clean-up (filter_annotations), said once instead of silently
             logger.info("%s: split %s: dropped %d zero-length / reversed / duplicate annotations, skipped %d videos "
                         "left without any", self.json_file, list(self.split), dropped, skipped)

@@ -98,6 +98,7 @@ def read_array(path: str, file_ext: str) -> np.ndarray:
 class FeatureProblem:
     """What is wrong with a stored feature array; `kind` is one of:
 
+    dtype (shape; not plain numbers: a structured, object, string or complex array),
     not_2d (shape), empty (shape), channels (shape; expected = input_dim),
     nonfinite (count of NaN/Inf values, the first `value` at feature `t`, channel `c`).
     """
@@ -105,6 +106,7 @@ class FeatureProblem:
     kind: str
     shape: tuple[int, ...]
     expected: Optional[int] = None
+    dtype: str = ""
     count: int = 0
     value: float = 0.0
     t: int = 0
@@ -119,6 +121,8 @@ def find_problem(feats: np.ndarray, input_dim: Optional[int] = None) -> Optional
 
 def _shape_problem(feats: np.ndarray, input_dim: Optional[int]) -> Optional[FeatureProblem]:
     shape = tuple(feats.shape)
+    if feats.dtype.kind not in "biuf":  # np.asarray(..., float32) would raise TypeError or drop parts
+        return FeatureProblem("dtype", shape, dtype=str(feats.dtype))
     if feats.ndim != 2:
         return FeatureProblem("not_2d", shape)
     if feats.shape[0] == 0:
@@ -163,6 +167,9 @@ def check_features(feats: np.ndarray, where: str, input_dim: Optional[int] = Non
 
 def _describe(p: FeatureProblem) -> str:
     """The error text of one problem (after `feature file <where>: `)."""
+    if p.kind == "dtype":
+        return (f"holds an array of dtype {p.dtype} (shape {p.shape}); expected a T x C array of plain "
+                "numbers (float32): save the feature matrix itself, not a record array")
     if p.kind == "not_2d":
         return f"expected a 2-D T x C array, got shape {p.shape}"
     if p.kind == "empty":

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from libs.core.annotations import read_annotations
+from libs.core.annotations import is_number, read_annotations, video_length_problem
 from libs.datasets import features as featio
 
 MISMATCH_TOL = 0.10  # |median(T / T_expected) - 1| above this: fps / feat_stride mismatch
@@ -27,6 +27,8 @@ SEVERITY = {
     "missing file": "error",
     "unreadable file": "error",
     "not a T x C array": "error",
+    "not plain numbers": "error",
+    "bad fps / duration": "error",
     "wrong channel count": "error",
     "NaN / Inf values": "error",
     "unknown fps": "error",
@@ -78,7 +80,7 @@ def verify(s: VerifySettings) -> Report:
     """Run every check on the videos of `s.json_file` (see prepare_features.py)."""
     database = read_annotations(s.json_file).database
     wanted = {x.lower() for x in s.splits}
-    videos = {
+    videos = {  # read_annotations checked that every video is an object
         v: x
         for v, x in database.items()
         if not wanted or str(x.get("subset", "")).lower() in wanted
@@ -109,19 +111,36 @@ def _verify_video(
         return None
     if not _check_array(feats, video_id, s, report):
         return None
+    bad = [f"'{k}' must be a positive number, got {video[k]!r}" for k in ("fps", "duration")
+           if k in video and not _positive(video[k])]
+    if bad:  # what training refuses (a string "30" is not a number there either)
+        report.add("bad fps / duration", video_id, "; ".join(bad))
+        return None
     fps = s.fps or video.get("fps")
     if s.fps and video.get("fps") and abs(video["fps"] - s.fps) > 1e-6:
         report.add("default fps overrides JSON", video_id, f"JSON fps {video['fps']}, used {s.fps}")
     if not fps:
         report.add("unknown fps", video_id, "no 'fps' in the JSON; set dataset.default_fps / --fps")
         return None
+    too_long = video_length_problem(video["duration"], float(fps)) if "duration" in video else None
+    if too_long:
+        report.add("bad fps / duration", video_id, too_long)
+        return None
     report.ok += 1
     return _check_length(feats.shape[0], video, video_id, float(fps), s, report)
+
+
+def _positive(x: object) -> bool:
+    """A finite number > 0 (not a bool, not a string such as "30")."""
+    return is_number(x) and math.isfinite(x) and x > 0
 
 
 def _check_array(feats: np.ndarray, video_id: str, s: VerifySettings, report: Report) -> bool:
     """Shape, channels and finiteness of one stored array (the library's checks); True when usable."""
     problem = featio.find_problem(feats, s.dim)
+    if problem is not None and problem.kind == "dtype":
+        report.add("not plain numbers", video_id, f"dtype {problem.dtype}, shape {problem.shape}")
+        return False
     if problem is not None and problem.kind in ("not_2d", "empty"):
         report.add("not a T x C array", video_id, f"shape {problem.shape}")
         return False

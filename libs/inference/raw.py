@@ -45,6 +45,9 @@ FORMAT, VERSION = "raw_predictions", 1
 # test-config knobs the model applies before its candidates are saved; rescoring cannot redo them
 MODEL_SIDE_KEYS = ("pre_nms_thresh", "pre_nms_topk", "duration_thresh")
 _META_FLOATS = ("fps", "feat_stride", "feat_num_frames", "duration")
+# candidates per video when the file's config does not say how many the model can make (its
+# bound is test.pre_nms_topk per pyramid level: 2000 x 5-8 levels in the shipped configs)
+MAX_CANDIDATES_PER_VIDEO = 100_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,12 @@ class RawPredictions:
     source: str = "<raw predictions>"  # file path, for messages
 
     def __post_init__(self):
+        seen: set = set()
+        for meta in self.videos:
+            if meta.video_id in seen:
+                raise ValueError(f"{self.source}: video '{meta.video_id}' appears twice; each video "
+                                 "may have one entry (two runs merged into one file?)")
+            seen.add(meta.video_id)
         if len(self.detections) != len(self.videos):
             raise ValueError(
                 f"{self.source}: {len(self.detections)} detections for {len(self.videos)} videos"
@@ -154,6 +163,7 @@ class RawPredictions:
         if not isinstance(data.get("videos"), list):
             raise ValueError(f"{path}: 'videos' must be a list")
         parsed = [_parse_video(v, i, str(path)) for i, v in enumerate(data["videos"])]
+        _check_sizes([d for d, _ in parsed], dict(data.get("config") or {}), str(path))
         return RawPredictions(
             [d for d, _ in parsed],
             [m for _, m in parsed],
@@ -200,3 +210,27 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
         *(float(entry[k]) for k in ("fps", "duration", "feat_stride", "feat_num_frames")),
     )
     return det, meta
+
+
+def candidate_bound(config: dict) -> tuple[int, str]:
+    """Most candidates one video can have: test.pre_nms_topk per pyramid level (model.arch[2] + 1
+    levels) of the run's config, else MAX_CANDIDATES_PER_VIDEO; with the reason, for messages."""
+    topk = config.get("test", {}).get("pre_nms_topk") if isinstance(config.get("test"), dict) else None
+    arch = config.get("model", {}).get("arch") if isinstance(config.get("model"), dict) else None
+    if isinstance(topk, int) and topk > 0 and isinstance(arch, (list, tuple)) and len(arch) == 3:
+        levels = int(arch[2]) + 1
+        return topk * levels, f"test.pre_nms_topk {topk} x {levels} pyramid levels"
+    return MAX_CANDIDATES_PER_VIDEO, "the limit for files without a config"
+
+
+def _check_sizes(dets: list[Detections], config: dict, source: str) -> None:
+    """Refuse a video with more candidates than the model that wrote the file can produce:
+    NMS on millions of candidates runs for many minutes (soft-NMS is quadratic in the worst case)."""
+    bound, why = candidate_bound(config)
+    for det in dets:
+        if len(det) > bound:
+            raise ValueError(
+                f"{source}: video '{det.video_id}' holds {len(det):,} candidates, more than the "
+                f"model can produce ({bound:,}: {why}); the file was not written by eval.py "
+                "--save-raw (or was edited), and NMS on it would take very long"
+            )

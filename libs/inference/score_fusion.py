@@ -8,6 +8,7 @@ including its numpy argsort orderings, so the evaluated ranking is the same.
 """
 
 import logging
+import math
 import os
 from functools import lru_cache
 from typing import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from libs.core.annotations import is_number
 from libs.core.registry import MissingKeyError
 from libs.core.safe_io import read_json
 from libs.core.structures import Detections
@@ -62,6 +64,27 @@ def video_class_scores(raw: Sequence) -> np.ndarray:
     if scores.max() > 1 or scores.min() < 0:
         scores = _softmax(scores)
     return scores
+
+
+def check_class_scores(raw: object, video_id: str, source: str) -> list:
+    """One video's entry of the external scores, checked: a list of C >= 1 finite numbers, or a
+    list holding one such list ([[...]], the nesting video-mamba-suite unwraps).
+
+    Raises:
+        ValueError: naming the file, the video and what was found.
+    """
+    inner = raw[0] if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], list) else raw
+    if (
+        not isinstance(inner, list)
+        or not inner
+        or not all(is_number(x) and math.isfinite(x) for x in inner)
+    ):
+        shown = repr(raw) if len(repr(raw)) <= 60 else repr(raw)[:57] + "..."
+        raise ValueError(
+            f"external score file {source}: video '{video_id}': expected a list of class scores "
+            f"(C finite numbers, or [[C numbers]]), got {type(raw).__name__} {shown}"
+        )
+    return raw
 
 
 def _fuse_video(
@@ -113,6 +136,6 @@ def fuse_external_scores(
             continue
         if det.video_id not in ext_scores:
             raise MissingKeyError(f"video '{det.video_id}' has no entry in the external scores ({source})")
-        cls_scores = video_class_scores(ext_scores[det.video_id])
+        cls_scores = video_class_scores(check_class_scores(ext_scores[det.video_id], det.video_id, source))
         fused.append(_fuse_video(det, cls_scores, topk, max_per_video))
     return fused
