@@ -11,13 +11,14 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from libs.core.config import Config
 from libs.engine.checkpoint import load_model_weights, load_weights, resolve_checkpoint
+from libs.engine.stored_config import apply_stored_geometry
 from libs.modeling import build_model
 from libs.utils.threads import AUTO_HELP, cli_count
 
@@ -152,11 +153,30 @@ def load_detector(
     Returns:
         (model, the checkpoint file used, meta of `load_model_weights`).
     """
+    _, model, path, meta = load_detector_and_config(cfg, ckpt, device, (), allow_unsafe)
+    return model, path, meta
+
+
+def load_detector_and_config(
+    cfg: Config, ckpt: Union[str, Path], device: torch.device, overrides: Sequence[str] = (),
+    allow_unsafe: bool = False,
+) -> tuple[Config, nn.Module, Path, dict[str, Any]]:  # fmt: skip
+    """`load_detector`, with the config's geometry taken from the checkpoint's stored config.
+
+    Every key of `libs.engine.stored_config.GEOMETRY_KEYS` (model.*, feat_stride, num_frames,
+    default_fps, max_seq_len, ...) comes from the config stored in the checkpoint when it has
+    one (ours); a different value in CONFIG is replaced with a warning, one in `overrides`
+    (the command's --opts) is an error. Published checkpoints store none: `cfg` is used as is.
+
+    Returns:
+        (the config to evaluate with, model, the checkpoint file used, meta).
+    """
     path = resolve_checkpoint(ckpt)
     state_dict, meta = load_model_weights(path, allow_unsafe=allow_unsafe)
+    cfg = apply_stored_geometry(cfg, meta.get("config"), str(path), overrides)
     model = build_model(cfg.model, cfg.train, cfg.test)
     load_weights(model, state_dict, source=str(path))
-    return model.to(device).eval(), path, meta
+    return cfg, model.to(device).eval(), path, meta
 
 
 def run_cli(run: Callable[[], int]) -> int:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from libs.cli import (
-    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device,
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector_and_config,
+    pick_device,
     run_cli,
 )
 from libs.core.config import load_config
@@ -97,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     fix_random_seed(cfg.seed)
     check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
                   [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)])
-    model, ckpt, meta = load_detector(cfg, args.ckpt, device, args.allow_unsafe_checkpoint)
+    # geometry keys (model.*, feat_stride, ...) from the checkpoint's stored config
+    cfg, model, ckpt, meta = load_detector_and_config(
+        cfg, args.ckpt, device, args.opts, args.allow_unsafe_checkpoint
+    )
     logger.info(
         "evaluating %s weights of %s (%s format, epoch %s) on %s",
         meta["weights"],

@@ -34,7 +34,8 @@ from typing import Optional, Sequence
 import torch
 
 from libs.cli import (
-    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector, pick_device,
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector_and_config,
+    pick_device,
     positive_float, run_cli,
 )
 from libs.core.annotations import read_annotations
@@ -187,6 +188,15 @@ def plot_paths(plot: str, video_ids: Sequence[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)
     setup_threads(args.threads, cfg.threads)  # before any parallel work
+    files = feature_files(args.features)
+    check_outputs([("feature file", f) for f in files] + [("CKPT", args.ckpt)], [("--out", args.out)])
+    ids = [video_id_of(f, cfg.dataset) for f in files]
+    dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
+    if dupes:
+        raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
+    device = pick_device(args.device)
+    # geometry keys (model.*, feat_stride, num_frames, default_fps, ...) from the checkpoint
+    cfg, model, _, _ = load_detector_and_config(cfg, args.ckpt, device, args.opts)
     fps = args.fps or cfg.dataset.default_fps
     if not fps or fps <= 0:
         raise ValueError(
@@ -195,14 +205,6 @@ def run(args: argparse.Namespace) -> int:
         )
     feat_stride = args.feat_stride or cfg.dataset.feat_stride
     num_frames = args.num_frames or cfg.dataset.num_frames
-    files = feature_files(args.features)
-    check_outputs([("feature file", f) for f in files] + [("CKPT", args.ckpt)], [("--out", args.out)])
-    ids = [video_id_of(f, cfg.dataset) for f in files]
-    dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
-    if dupes:
-        raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
-    device = pick_device(args.device)
-    model, _, _ = load_detector(cfg, args.ckpt, device)
     dets, info = [], {}
     for path in files:  # one video at a time: only one video's features are in memory
         sample = load_video(path, cfg, fps, feat_stride, num_frames)

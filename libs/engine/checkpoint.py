@@ -33,6 +33,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import nn
 
+from libs.engine.checkpoint_schema import CheckpointError, check_weights_meta, weights_problem
 from libs.utils.io import atomic_write
 
 PathLike = Union[str, os.PathLike]
@@ -178,6 +179,9 @@ def extract_weights(
                 else plain_key
             )
             meta = {"format": fmt, "weights": key}
+            problem = weights_problem(state[key])
+            if problem:
+                raise CheckpointError(f"checkpoint {source}: key '{key}' {problem}")
             meta.update({k: state[k] for k in ("epoch", "loss_normalizer", "config") if k in state})
             return strip_prefix(state[key]), meta
     if state and all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -198,6 +202,7 @@ def load_model_weights(
     """
     state = load_checkpoint(path, allow_unsafe=allow_unsafe)
     state_dict, meta = extract_weights(state, prefer_ema, source=str(path))
+    check_weights_meta(state_dict, meta, path)
     logger.info(
         "loaded '%s' weights (%s format, %d tensors) from %s",
         meta["weights"],

@@ -111,19 +111,39 @@ def resume_config(
         ConfigError: an override or the config file changes a key outside RESUME_SAFE_KEYS
             (the message names every such key and the allowed ones).
     """
-    base = config_from_stored(stored, source)
-    cfg = config_from_stored(stored, source, overrides)
-    diffs = diff_configs(config_to_dict(base), config_to_dict(cfg))
-    unsafe = [k for k in diffs if not _matches(k, RESUME_SAFE_KEYS)]
+    base = config_to_dict(config_from_stored(stored, source))
+    unsafe = _unsafe_overrides(stored, base, overrides)
     if unsafe:
         raise ConfigError(
-            f"--resume {source}: --opts may not change {', '.join(unsafe)} of a run "
-            f"({_describe(diffs, unsafe)}); a resumed run keeps its stored config except "
-            f"{', '.join(RESUME_SAFE_KEYS)}. Start a new run (without --resume) to change it"
+            f"--resume {source}: --opts may not change {'; '.join(unsafe)} of a run: a resumed "
+            f"run keeps its stored config except {', '.join(RESUME_SAFE_KEYS)}. Start a new run "
+            "(without --resume) to change it"
         )
+    try:
+        cfg = load_config(data=stored, overrides=overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume {source}: --opts: {exc}") from None
+    cfg.config_path = str(stored.get("config_path") or "")
     if config_file is not None:
         _check_config_file(config_file, overrides, config_to_dict(cfg), source)
     return cfg
+
+
+def _unsafe_overrides(stored: dict, base: dict, overrides: Sequence[str]) -> list[str]:
+    """'key: stored -> new' for each override outside RESUME_SAFE_KEYS that changes the run
+    (restating a stored value is fine; one the schema refuses counts as a change)."""
+    out = []
+    for text in overrides:
+        key = _override_keys([text])[0]
+        if _matches(key, RESUME_SAFE_KEYS) or key in IGNORED_KEYS:
+            continue
+        try:
+            diffs = diff_configs(base, config_to_dict(load_config(data=stored, overrides=[text])))
+        except ConfigError:  # e.g. an unknown key or a value the schema refuses
+            out.append(f"{key} (to {text.split('=', 1)[-1]!r})")
+            continue
+        out += [f"{k}: {a!r} -> {b!r}" for k, (a, b) in diffs.items()]
+    return out
 
 
 def _check_config_file(config_file: str, overrides: Sequence[str], run: dict, source: str) -> None:

@@ -1,0 +1,150 @@
+"""Self-contained resume (issue 15 items 1, 5, 8): the run is rebuilt from the config stored in
+its checkpoint, --opts on resume may change only the safe keys, the printed resume command
+works, a finished run says so, eval.py keeps the stored geometry, and damaged checkpoints give
+one clear error naming the file and key.
+
+One tiny run (4 training videos, batch 2: 2 epochs x 2 iterations) is trained with --opts,
+stopped by SIGINT after its first step and resumed with the command it printed.
+"""
+
+import json
+import os
+import re
+import shlex
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import process_state_restored
+from tests.test_resume_exact import make_tiny_config
+
+RUN_OPTS = ["opt.epochs=2", "model.n_mha_win_size=3", "opt.eval_start_epoch=0"]
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory):
+    """(config, run folder, the printed resume command, the resumed run's exit status)."""
+    import libs.engine.train_loop as tl
+    import train
+
+    root = tmp_path_factory.mktemp("resume_cfg")
+    config = make_tiny_config(root, num_train=4, opt={"ckpt_every_iters": 0})
+    real_step = tl.train_step
+
+    def step(state, *args, **kwargs):
+        out = real_step(state, *args, **kwargs)
+        if state.iteration == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
+        return out
+
+    with pytest.MonkeyPatch.context() as mp, process_state_restored(mp, threads=1):
+        mp.setattr(tl, "train_step", step)
+        err = _main_err(mp, [str(config), "--name", "r", "--device", "cpu", "--opts", *RUN_OPTS])
+        assert err[0] == 130, err[1][-2000:]
+        hint = re.search(r"resume with: (.+)$", err[1], re.M).group(1)
+        mp.setattr(tl, "train_step", real_step)
+        argv = shlex.split(hint)
+        assert argv[:3] == ["python", "train.py", "--resume"] and len(argv) == 4
+        status = train.main(argv[2:])
+    return config, root / "runs" / "tiny_r", hint, status
+
+
+def _main_err(mp, argv):
+    """train.main(argv) with stderr captured: (status, stderr text)."""
+    import io
+    import sys
+
+    import train
+
+    buf = io.StringIO()
+    mp.setattr(sys, "stderr", buf)
+    try:
+        return train.main(argv), buf.getvalue()
+    finally:
+        mp.setattr(sys, "stderr", sys.__stderr__)
+
+
+def _train(argv, capsys):
+    import train
+
+    status = train.main(argv)
+    return status, capsys.readouterr().err
+
+
+def test_the_printed_resume_command_continues_the_run_with_its_stored_config(stopped_and_resumed):
+    config, run, hint, status = stopped_and_resumed
+    assert status == 0 and hint.endswith(str(run / "last.pth"))
+    ckpt = torch.load(run / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 3  # opt.epochs=2 + 1 warmup: the --opts of the first command held
+    assert ckpt["config"]["model"]["n_mha_win_size"] == 3
+    history = [json.loads(line) for line in (run / "val_history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]  # opt.eval_start_epoch=0 held too
+
+
+def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(stopped_and_resumed, in_process, capsys):
+    _, run, _, _ = stopped_and_resumed
+    before = (run / "last.pth").read_bytes()
+    status, err = _train(["--resume", str(run), "--device", "cpu"], capsys)
+    assert status == 2 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: nothing left to train") and "opt.epochs=N (N > 2)" in line
+    assert f"python eval.py {run / 'config.yaml'} {run / 'last.pth'}" in line
+    assert (run / "last.pth").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, keys",
+    [
+        (["--opts", "model.embd_dim=16"], ["model.embd_dim"]),
+        (["--opts", "opt.learning_rate=0.5", "seed=3"], ["opt.learning_rate", "seed"]),
+        (["--opts", "dataset.max_seq_len=64"], ["dataset.max_seq_len", "model.max_seq_len"]),
+    ],
+)
+def test_resume_refuses_opts_outside_the_safe_keys(stopped_and_resumed, in_process, capsys, extra, keys):
+    _, run, _, _ = stopped_and_resumed
+    status, err = _train(["--resume", str(run), "--device", "cpu", *extra], capsys)
+    line = err.strip().splitlines()[-1]
+    assert status == 2 and line.startswith("error: --resume ") and "Traceback" not in err
+    assert all(k in line for k in keys) and "opt.epochs" in line and "Start a new run" in line
+
+
+def test_resume_with_a_config_that_disagrees_names_the_keys(stopped_and_resumed, in_process, capsys):
+    config, run, _, _ = stopped_and_resumed
+    status, err = _train([str(config), "--resume", str(run), "--device", "cpu"], capsys)
+    line = err.strip().splitlines()[-1]
+    assert status == 2 and "model.n_mha_win_size" in line and "leave CONFIG out" in line
+    # the same CONFIG with the run's --opts agrees (opt.epochs is the stored 2 either way)
+    status, err = _train([str(config), "--resume", str(run), "--device", "cpu",
+                          "--opts", *RUN_OPTS, "opt.epochs=1"], capsys)  # fmt: skip
+    assert status == 2 and "nothing left to train" in err  # checked, then no epoch left
+
+
+def test_eval_uses_the_stored_geometry_and_refuses_a_conflicting_override(
+    stopped_and_resumed, in_process, capsys, tmp_path
+):
+    import eval as eval_cli
+
+    config, run, _, _ = stopped_and_resumed
+    out = ["--out", str(tmp_path / "r.json"), "--json", str(tmp_path / "m.json"), "--device", "cpu"]
+    status = eval_cli.main([str(config), str(run), *out, "--opts", "dataset.feat_stride=4"])
+    err = capsys.readouterr().err
+    assert status == 2 and "dataset.feat_stride" in err.strip().splitlines()[-1]
+    assert "always come from the checkpoint" in err and not (tmp_path / "r.json").exists()
+    # CONFIG lacks the run's model.n_mha_win_size=3: the stored value is used, with a warning
+    assert eval_cli.main([str(config), str(run), *out, "--opts", "test.max_seg_num=5"]) == 0
+    err = capsys.readouterr().err
+    assert "model.n_mha_win_size: 3 -> 5" in err and "using the stored values" in err
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert results and all(len(v) <= 5 for v in results.values())  # test.* stays overridable
+
+
+def test_resume_with_more_epochs_trains_them(stopped_and_resumed, in_process, capsys):
+    _, run, _, _ = stopped_and_resumed
+    status, err = _train(["--resume", str(run), "--device", "cpu", "--opts", "opt.epochs=3",
+                          "opt.print_freq=5", "loader.num_workers=0"], capsys)  # fmt: skip
+    assert status == 0, err[-2000:]
+    ckpt = torch.load(run / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 4 and ckpt["config"]["opt"]["epochs"] == 3
+    assert "config differs from the one stored in" in (run / "log.txt").read_text()
