@@ -6,7 +6,7 @@
 
 Writes DIR/diagnosis.json, DIR/{false_positive,false_negative,sensitivity}_analysis.png and a
 self-contained DIR/report.html, and prints the headline numbers (%). RESULTS_JSON is an
-ActivityNet results JSON (eval.py --results, tools/infer.py), or a raw prediction cache
+ActivityNet results JSON (eval.py --out, tools/infer.py), or a raw prediction cache
 (eval.py --save-raw, a .pt file): it is post-processed with the test settings saved in it (or
 those of --config) and its config goes into the report. GT_JSON may be DETAD's augmented
 annotation file (characteristics per annotation) or the plain one (they are computed). Bad input

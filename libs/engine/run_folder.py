@@ -28,7 +28,7 @@ def run_folder_path(cfg: Config, name: Optional[str] = None) -> Path:
     """
     stem = Path(cfg.config_path).stem if cfg.config_path else "config"
     if name is not None:
-        check_file_name(name, "run name (--output)", fix="give a plain name; the folder is made in output_folder")
+        check_file_name(name, "run name (--name)", fix="give a plain name; the folder is made in output_folder")
     name = name or time.strftime("%Y%m%d_%H%M%S")
     return Path(cfg.output_folder) / f"{stem}_{name}"
 

@@ -111,7 +111,7 @@ class RunLock:
             return
         raise RunLockedError(
             f"run folder {self.folder} is in use by pid {owner['pid']} on {owner['host']} "
-            f"({owner.get('purpose', 'train')}); wait for it to finish or stop it, or use another --output "
+            f"({owner.get('purpose', 'train')}); wait for it to finish or stop it, or use another --name "
             f"(remove {self.path} only if that process is really gone)"
         )
 
