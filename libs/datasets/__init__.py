@@ -22,6 +22,7 @@ from libs.datasets import activitynet, fineaction, hacs, thumos14  # noqa: F401 
 from libs.datasets.base import DATASETS, ActivityNetFormatDataset
 from libs.datasets.collate import collate
 from libs.datasets.transforms import truncate_feats
+from libs.utils.workers import clamp_workers
 
 __all__ = ["DATASETS", "ActivityNetFormatDataset", "build_dataset", "build_loader", "collate",
            "truncate_feats", "worker_init_reset_seed"]
@@ -78,6 +79,7 @@ def build_loader(dataset: ActivityNetFormatDataset, *, batch_size: int, num_work
             engine turns it off for training so every epoch's workers are re-seeded, which makes
             a resumed run load exactly the same crops.
     """
+    num_workers = clamp_workers(num_workers)
     if not is_training and batch_size != 1:
         logger.info("evaluation loads one video per step; ignoring batch_size=%d", batch_size)
         batch_size = 1

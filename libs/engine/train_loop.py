@@ -111,7 +111,8 @@ def train_one_epoch(
     """Train one pass over `loader` (`epoch` is 0-based; logs show it 1-based, like checkpoints).
 
     An epoch has `len(loader) // opt.accumulate` optimizer steps; leftover micro-batches are
-    dropped. Logs at steps `i != 0` with `i % opt.print_freq == 0`; the logged learning rate is
+    dropped. Logs at steps `i != 0` with `i % opt.print_freq == 0`, and at the last step of an
+    epoch shorter than that (so every epoch reaches TensorBoard); the logged learning rate is
     the one the optimizer step of that iteration used. After every step: `_after_step`.
 
     Args:
@@ -140,10 +141,18 @@ def train_one_epoch(
             for key, value in values.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
             count += 1
-            if iter_idx != 0 and opt.print_freq > 0 and iter_idx % opt.print_freq == 0:
+            if _log_due(iter_idx, steps, opt.print_freq):
                 _log_iteration(run, values, lr, epoch, iter_idx, tic, count)
             _after_step(state, run)
     return {k: v.item() / max(count, 1) for k, v in sums.items()}
+
+
+def _log_due(iter_idx: int, steps: int, print_freq: int) -> bool:
+    """Log step `iter_idx` of `steps`: every print_freq-th, or the last one if none was due."""
+    if print_freq <= 0:
+        return False
+    return (iter_idx != 0 and iter_idx % print_freq == 0) or (
+        iter_idx == steps - 1 and steps - 1 < print_freq)
 
 
 def _after_step(state: TrainState, run: RunContext) -> None:
