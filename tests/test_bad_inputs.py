@@ -434,6 +434,67 @@ def deep_annotations(ws: Workspace) -> list:
     return ws.train()
 
 
+# data-side hostile inputs (issue 15: duplicates, overflow, dtypes, external scores, raw files) --
+
+
+def duplicate_video_id(ws: Workspace) -> list:
+    """The JSON text lists video 'vid1' twice in 'database' (json.dumps cannot write that)."""
+    items = [*ws.db.items(), ("vid1", ws.db["vid1"])]
+    body = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in items)
+    ws.json_file.write_text('{"version": "tiny", "database": {' + body + "}}")
+    return ws.train()
+
+
+def npy_features(vid: str, make: Callable[[int], np.ndarray]) -> Setup:
+    """Every video as .npy (dataset.file_ext), video `vid` replaced by make(T)."""
+
+    def setup(ws: Workspace) -> list:
+        for v in ws.db:
+            np.save(ws.feat_folder / f"{v}.npy", torch.load(ws.feature(v)).numpy())
+        np.save(ws.feat_folder / f"{vid}.npy", make(_num_feats(30.0, 30.0)))
+        ws.cfg["dataset"]["file_ext"] = ".npy"
+        return ws.train()
+
+    return setup
+
+
+def ext_scores(value: object = None, text: str = "") -> Setup:
+    """test.ext_score_file whose every video maps to `value` (or whose content is `text`)."""
+
+    def setup(ws: Workspace) -> list:
+        scores = ws.root / "scores.json"
+        scores.write_text(text or json.dumps({"results": {v: value for v in ws.db}}))
+        return ws.eval(ws.checkpoint(), f"test.ext_score_file={scores}")
+
+    return setup
+
+
+def raw_file(ids: tuple[str, ...], num: int = 3, config: Union[dict, None] = None) -> Setup:
+    """A raw-predictions file (eval.py --save-raw layout) of videos `ids`, `num` candidates each."""
+
+    def setup(ws: Workspace) -> Callable:
+        from libs.inference.raw import RawPredictions
+
+        videos = [{"video_id": v, "segments": torch.zeros(num, 2), "scores": torch.zeros(num),
+                   "labels": torch.zeros(num, dtype=torch.long), "fps": 30.0, "feat_stride": 8.0,
+                   "feat_num_frames": 16.0, "duration": 30.0} for v in ids]
+        path = ws.root / "raw.pt"
+        torch.save({"format": "raw_predictions", "version": 1, "videos": videos, "id_to_name": {},
+                    "config": config or {}}, path)
+        return lambda: RawPredictions.load(path)
+
+    return setup
+
+
+def overwrite_through_symlink(ws: Workspace) -> Callable:
+    from libs.utils.paths import check_inside
+
+    (ws.root / "out").mkdir()
+    (ws.root / "victim").mkdir()
+    os.symlink(ws.root / "victim", ws.root / "out" / "my_cfg_link")
+    return lambda: check_inside(ws.root / "out" / "my_cfg_link", ws.root / "out", "--overwrite: run folder")
+
+
 BOMB = "laughs:\n  a: &a [x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
 
 
@@ -470,7 +531,7 @@ CASES = [
     Case("annotations: file not found", "train", override("dataset.json_file=/nonexistent/anno.json"),
          ("annotation file not found", "/nonexistent/anno.json")),
     Case("annotations: not JSON", "train", json_text('{"database": {"vid0": '),
-         ("anno.json", "not valid JSON")),
+         ("anno.json' is not valid JSON: Expecting value",)),
     Case("annotations: no 'database'", "train", json_text('{"version": "1.3", "taxonomy": []}'),
          ("anno.json", "'database'")),
     Case("annotations: segment with end <= start", "train",
@@ -561,11 +622,11 @@ CASES = [
          ("anno.json", "no video of split ['testing']", "'training'")),
     # ---------------------------------------------------------------- library calls
     Case("ops: selective_scan(backend='cuda') on CPU tensors", "call", scan_cuda_on_cpu,
-         ("selective_scan", "backend 'cuda'", "CUDA tensors", "cpu")),
+         ("selective_scan: backend 'cuda' needs CUDA tensors, got cpu tensors",)),
     Case("ops: causal_conv1d(backend='cuda') on CPU tensors", "call", conv_cuda_on_cpu,
-         ("causal_conv1d", "backend 'cuda'", "CUDA tensors", "cpu")),
+         ("causal_conv1d: backend 'cuda' needs CUDA tensors, got cpu tensors",)),
     Case("ops: nms_1d(backend='cuda') on CPU tensors", "call", nms_cuda_on_cpu,
-         ("nms_1d", "backend 'cuda'", "cpu")),
+         ("nms_1d: backend 'cuda' cannot run on cpu tensors",)),
     Case("model: build_model with an unknown block type", "call", model_unknown_block,
          ("model.block.type", "'mamba2'", "available")),
     # ---------------------------------------------------------------- confined writes, run locks
@@ -602,9 +663,35 @@ CASES = [
     Case("results: a key twice in one object", "eval_results",
          results_text('{"version": "1.3", "results": {}, "results": {}}'), ("results.json", "key 'results' twice")),
     Case("results: a FIFO instead of a file", "eval_results", fifo_results, ("results.json", "is a FIFO")),
-    Case("annotations: a folder instead of a file", "eval_results", gt_folder, ("is a folder",)),
+    Case("annotations: a folder instead of a file", "eval_results", gt_folder,
+         ("is a folder; give the path of a file",)),
     Case("annotations: nested too deeply (RecursionError)", "train", deep_annotations,
          ("anno.json", "nested too deeply")),
+    # ---------------------------------------------------------------- data-side (issue 15)
+    Case("annotations: a video id twice in 'database'", "train", duplicate_video_id,
+         ("anno.json", "has the key 'vid1' twice in one object; keep one")),
+    Case("annotations: duration x fps overflows (1e308 s)", "train",
+         edit_json(lambda db: db["vid2"].update(duration=1e308)),
+         ("anno.json", "video 'vid2': 'duration' 1e+308 s at 30 fps is inf frames, more than any real video")),
+    Case("features: structured-dtype .npy (a record array)", "train",
+         npy_features("vid2", lambda t: np.zeros((t, DIM), dtype=[("a", "f4"), ("b", "f4")])),
+         ("vid2.npy", "holds an array of dtype [('a', '<f4'), ('b', '<f4')]", "plain numbers")),
+    Case("external scores: a scalar instead of a list", "eval", ext_scores(0.5),
+         ("scores.json", "expected a list of class scores (C finite numbers, or [[C numbers]]), got float 0.5")),
+    Case("external scores: nested too deep ([[[...]]])", "eval", ext_scores([[[0.3, 0.7]]]),
+         ("scores.json", "video 'vid", "got list [[[0.3, 0.7]]]")),
+    Case("external scores: NaN score", "eval",
+         ext_scores(text='{"results": {' + ", ".join(f'"vid{i}": [NaN, 0.5]' for i in range(7)) + "}}"),
+         ("scores.json", "expected a list of class scores", "got list [nan, 0.5]")),
+    Case("external scores: not JSON", "eval", ext_scores(text='{"results": '),
+         ("scores.json' is not valid JSON: Expecting value",)),
+    Case("raw predictions: a video listed twice", "call", raw_file(("vid4", "vid5", "vid4")),
+         ("raw.pt: video 'vid4' appears twice; each video may have one entry",)),
+    Case("raw predictions: more candidates than the model can produce", "call",
+         raw_file(("vid4",), num=21, config={"test": {"pre_nms_topk": 10}, "model": {"arch": [2, 1, 1]}}),
+         ("raw.pt: video 'vid4' holds 21 candidates, more than the model can produce (20: test.pre_nms_topk 10 x 2",)),
+    Case("outputs: --overwrite of a run folder reached through a symlink", "call", overwrite_through_symlink,
+         ("my_cfg_link resolves to", "victim, outside", "; refusing to touch it")),
 ]
 
 

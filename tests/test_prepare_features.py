@@ -222,7 +222,8 @@ def test_join_truncated_or_missing_parts(archive, capsys):
         pf.main(["join", str(folder / "nope.part1"), str(parts[0]), "--out", str(folder / "o3")])
         == 2
     )
-    assert "nope.part1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "archive part(s) not found: [" in err and "nope.part1" in err
 
 
 def test_verify_reads_one_hdf5_store_and_flags_a_1d_array(folder, capsys):
@@ -309,3 +310,29 @@ def test_join_renames_into_place_over_an_existing_tree(archive, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "feats"]
     assert (out / "feats" / "a.npy").stat().st_size == 3000
     assert "extracted 3 files" in capsys.readouterr().out
+
+
+def test_verify_reports_string_fps_overflowing_duration_and_record_arrays(folder, capsys):
+    """What training refuses is a problem here too (no false OK, no traceback)."""
+    json_file, feats = folder
+    anno = _annotations()
+    anno["database"]["v1"]["fps"] = "30"  # a string: not a number for training either
+    anno["database"]["v2"]["duration"] = 1e308  # overflows duration x fps
+    json_file.write_text(json.dumps(anno))
+    np.save(feats / "v3.npy", np.zeros((111, 16), dtype=[("a", "f4"), ("b", "f4")]))
+    assert _verify(json_file, feats, "--list") == 1
+    out = capsys.readouterr().out
+    assert "error: bad fps / duration: v1: 'fps' must be a positive number, got '30'" in out
+    assert "error: bad fps / duration: v2: 'duration' 1e+308 s at 30 fps is inf frames" in out
+    assert "error: not plain numbers: v3: dtype [('a', '<f4'), ('b', '<f4')], shape (111, 16)" in out
+    assert "FAILED: 3 problem(s)" in out and "3  of 6 videos" in out
+
+
+def test_verify_without_annotations_and_missing_parts_are_one_error_line(tmp_path, capsys):
+    assert pf.main(["verify", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1
+    assert "verify needs the annotations: --config CONFIG or --gt ANNOTATIONS.json" in err
+    assert pf.main(["join", str(tmp_path / "feats.tar.part"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no archive parts found: " in err and "feats.tar.part*" in err and err.count("error: ") == 1
