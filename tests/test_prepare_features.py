@@ -336,3 +336,17 @@ def test_verify_without_annotations_and_missing_parts_are_one_error_line(tmp_pat
     assert pf.main(["join", str(tmp_path / "feats.tar.part"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "no archive parts found: " in err and "feats.tar.part*" in err and err.count("error: ") == 1
+
+
+def test_verify_default_fps_replaces_a_bad_json_fps_and_a_bad_store_is_named(folder, capsys):
+    json_file, feats = folder
+    anno = _annotations()
+    anno["database"]["v1"]["fps"] = None  # training ignores it under dataset.default_fps
+    json_file.write_text(json.dumps(anno))
+    assert _verify(json_file, feats, "--default-fps", "30") == 0
+    assert "OK: nothing that would break training" in capsys.readouterr().out
+    store = feats.parent / "bad.h5"
+    store.write_text("not HDF5")
+    assert _verify(json_file, store) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and f"feature file {store}: cannot be read as HDF5 (" in err

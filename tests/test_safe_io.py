@@ -118,3 +118,31 @@ def test_override_value_with_alias_or_deep_nesting_refused(tmp_path):
     with pytest.raises(ConfigError, match="nesting deeper than"):
         load_config(path, ["model.block.args.x=" + "[" * 100 + "]" * 100])
     assert load_config(path, ["model.block.args.x=[1, {a: 2}]"]).model.block.args == {"x": [1, {"a": 2}]}
+
+
+# files the project writes itself and reads back line by line (JSON lines, the run lock); every
+# file a user hands over goes through safe_io.read_json / annotations.load_json_source
+PROJECT_WRITTEN_JSON = {"libs/engine/val_history.py", "libs/engine/run_lock.py", "libs/commands/paper_table.py"}
+
+
+def test_every_user_json_is_read_by_the_safe_reader():
+    """No direct json.load / json.loads in libs/ outside safe_io and the project's own files."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    direct = {
+        str(p.relative_to(repo))
+        for p in (repo / "libs").rglob("*.py")
+        if re.search(r"\bjson\.loads?\(", p.read_text(encoding="utf8"))
+    }
+    assert direct - {"libs/core/safe_io.py"} <= PROJECT_WRITTEN_JSON, sorted(direct)
+
+
+def test_duplicate_video_ids_are_refused_by_every_json_reader(tmp_path):
+    path = tmp_path / "anno.json"
+    path.write_text('{"database": {"v1": {"subset": "a"}, "v1": {"subset": "b"}}}')
+    with pytest.raises(UnsafeInputError, match="has the key 'v1' twice in one object"):
+        load_json_source(path, "ground truth")
+    with pytest.raises(UnsafeInputError, match="external score file .* has the key 'v1' twice"):
+        read_json(path, "external score")

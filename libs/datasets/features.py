@@ -240,7 +240,10 @@ def open_raw_reader(stack: contextlib.ExitStack, feat_folder: str, file_prefix: 
 
         if not os.path.isfile(feat_folder):
             raise FileNotFoundError(f"feature file not found: {feat_folder}")
-        store = stack.enter_context(h5py.File(feat_folder, "r"))
+        try:
+            store = stack.enter_context(h5py.File(feat_folder, "r"))
+        except OSError as exc:  # not an HDF5 file, truncated: h5py's message names no file
+            raise FeatureFileError(f"feature file {feat_folder}: cannot be read as HDF5 ({short_error(exc)})") from None
 
         def read_h5(video_id: str) -> np.ndarray:
             key = h5_key(video_id, file_prefix)

@@ -111,13 +111,14 @@ def _verify_video(
         return None
     if not _check_array(feats, video_id, s, report):
         return None
-    bad = [f"'{k}' must be a positive number, got {video[k]!r}" for k in ("fps", "duration")
+    keys = ("duration",) if s.fps else ("fps", "duration")  # --default-fps replaces the JSON's fps
+    bad = [f"'{k}' must be a positive number, got {video[k]!r}" for k in keys
            if k in video and not _positive(video[k])]
     if bad:  # what training refuses (a string "30" is not a number there either)
         report.add("bad fps / duration", video_id, "; ".join(bad))
         return None
     fps = s.fps or video.get("fps")
-    if s.fps and video.get("fps") and abs(video["fps"] - s.fps) > 1e-6:
+    if s.fps and _positive(video.get("fps")) and abs(video["fps"] - s.fps) > 1e-6:
         report.add("default fps overrides JSON", video_id, f"JSON fps {video['fps']}, used {s.fps}")
     if not fps:
         report.add("unknown fps", video_id, "no 'fps' in the JSON; set dataset.default_fps / --fps")
