@@ -42,11 +42,12 @@ from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from libs.engine.checkpoint_schema import check_training_checkpoint
+from libs.engine.early_log import EarlyLog
 from libs.engine.run_folder import CONFIG_NAME, make_run_folder
 from libs.engine.run_lock import RunLock
 from libs.engine.stored_config import resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
-from libs.engine.validation import check_validation_settings
+from libs.engine.validation import check_val_lengths, check_validation_settings
 from libs.evaluation import format_table
 from libs.modeling import build_model
 from libs.utils.logging import setup_logging
@@ -154,6 +155,33 @@ def build_train_loader(cfg: Config, train_set, generator: torch.Generator, **com
     )
 
 
+def build_inputs(cfg: Config, args: argparse.Namespace, device: torch.device):
+    """Both datasets and the model, checked, then the run folder (with log.txt) and its lock.
+
+    Every input comes before the folder, so a bad one leaves no empty folder behind; what was
+    logged meanwhile is written at the top of log.txt.
+
+    Returns:
+        (train_set, val_set, model on `device`, run folder).
+    """
+    early = EarlyLog(enabled=dist_utils.is_main_process())
+    try:
+        train_set = build_dataset(cfg.dataset, "train", is_training=True)
+        val_set = build_dataset(cfg.dataset, "val", is_training=False)
+        model = build_model(cfg.model, cfg.train, cfg.test).to(device)
+        check_val_lengths(cfg, val_set, model.size_divisor)
+        run_folder = prepare_run_folder(cfg, args)
+    except BaseException:
+        early.replay()  # nowhere to write: just detach the buffer
+        raise
+    if dist_utils.is_main_process():
+        setup_logging(run_folder)
+        early.replay()  # the lines above, at the top of log.txt
+    else:  # the other ranks only report problems, on the console
+        setup_logging(None, level=logging.WARNING)
+    return train_set, val_set, model, run_folder
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
@@ -161,14 +189,7 @@ def run(args: argparse.Namespace) -> int:
     # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
     # every rank rank 0's initial weights, and rank 0 matches a single-process run
     generator = fix_random_seed(cfg.seed + dist_utils.get_rank())
-    # both datasets before the run folder: a bad input leaves no empty folder behind
-    train_set = build_dataset(cfg.dataset, "train", is_training=True)
-    val_set = build_dataset(cfg.dataset, "val", is_training=False)
-    run_folder = prepare_run_folder(cfg, args)
-    if dist_utils.is_main_process():
-        setup_logging(run_folder)
-    else:  # the other ranks only report problems, on the console
-        setup_logging(None, level=logging.WARNING)
+    train_set, val_set, model, run_folder = build_inputs(cfg, args, device)
     if args.resume is not None and args.output is not None:
         logger.warning("--name is ignored with --resume: continuing in %s", run_folder)
     logger.info(
@@ -177,7 +198,6 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     logger.info("kernels: %s", libs.ops.report())
     logger.info("datasets: %d training, %d validation videos", len(train_set), len(val_set))
-    model = build_model(cfg.model, cfg.train, cfg.test).to(device)
     common = dict(
         num_workers=cfg.loader.num_workers,
         max_seq_len=cfg.dataset.max_seq_len,

@@ -29,6 +29,7 @@ resumes by first running that evaluation again (its checkpoint was written befor
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +39,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from libs.core.config import Config, ConfigError
 from libs.engine import distributed as dist_utils
+from libs.datasets.collate import padded_length
 from libs.engine.checkpoint import load_checkpoint, save_checkpoint
 from libs.engine.scheduler import total_epochs
 from libs.engine.val_history import TIMING_KEYS, ValHistory, make_record, record_result, summary
@@ -75,6 +77,36 @@ def check_validation_settings(cfg: Config) -> None:
             "dataset.val_split is empty: training evaluates on it (e.g. [test] for THUMOS-14, "
             "[validation] for ActivityNet)"
         )
+
+
+def check_val_lengths(cfg: Config, val_set, size_divisor: int) -> None:
+    """Before training: every validation video fits the model's point buffer.
+
+    The buffer covers `dataset.max_seq_len * model.max_buffer_len_factor` feature steps; an
+    evaluation video is padded to a multiple of `size_divisor`. Lengths are estimated from the
+    annotation's duration and fps; only videos estimated near or over the limit are read.
+
+    Raises:
+        ConfigError: naming the video, its length, the buffer and the keys to change.
+    """
+    records = getattr(val_set, "records", ())
+    if cfg.dataset.feat_sampling != "variable" or not records:
+        return  # resize: every video has max_seq_len features
+    max_len, factor = cfg.dataset.max_seq_len, cfg.model.max_buffer_len_factor
+    buffer_len = max_len * factor
+    stride = cfg.dataset.feat_stride * cfg.dataset.downsample_rate
+    for idx, rec in enumerate(records):
+        if rec.duration * rec.fps / stride < 0.8 * buffer_len:  # clearly shorter
+            continue
+        num = val_set[idx].num_feats
+        padded = padded_length(num, max_len, size_divisor, is_training=False)
+        if padded > buffer_len:
+            raise ConfigError(
+                f"validation video '{rec.video_id}' has {num} features (padded to {padded}), more "
+                f"than the model's point buffer of {buffer_len:g} (dataset.max_seq_len {max_len} x "
+                f"model.max_buffer_len_factor {factor:g}): set model.max_buffer_len_factor="
+                f"{math.ceil(padded / max_len)}, or add the video to dataset.ignore_videos"
+            )
 
 
 def is_due(cfg: Config, epoch: int) -> bool:
@@ -147,6 +179,9 @@ class Validator:
         record = make_record(epoch, step, result, time.time() - tic)
         best = self.history.best
         new_best = best is None or record["average_mAP"] > best["average_mAP"]
+        if best is not None and record["average_mAP"] == best["average_mAP"]:
+            logger.info("epoch %d ties the best average mAP %.4f of epoch %d: on a tie the "
+                        "earlier epoch stays best", epoch, best["average_mAP"], best["epoch"])  # fmt: skip
         if new_best and self.keep_best:
             best_record = {k: v for k, v in record.items() if k not in TIMING_KEYS}
             save_checkpoint(self.run_folder / "best.pth", {**ckpt, "best_on_val": best_record})
@@ -182,7 +217,8 @@ class Validator:
         if self.report_best:
             best = self.history.best
             logger.info(
-                "best-on-val: reporting epoch %d of %d (average mAP %.4f), weights %s",
+                "best-on-val: reporting epoch %d of %d (average mAP %.4f; the earliest epoch on "
+                "a tie), weights %s",
                 best["epoch"], total_epochs(self.cfg.opt), best["average_mAP"],
                 self.run_folder / "best.pth",
             )  # fmt: skip
