@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def resolve(cli=None, config=None, env=None, root=Path("/nonexistent"), affinity=4):
+    """resolve_threads on a fake root: no cgroup files, no /proc/stat (no load check)."""
     return th.resolve_threads(cli, config, env or {}, root=root, affinity=affinity)
 
 
@@ -191,3 +192,32 @@ class _Threads(torch.utils.data.Dataset):
 def test_dataloader_workers_run_one_thread():
     loader = torch.utils.data.DataLoader(_Threads(), num_workers=1, batch_size=None)
     assert list(loader) == [1, 1]
+
+
+def _stat(cpu0: tuple, cpu1: tuple) -> str:
+    row = lambda name, t: f"{name} {t[0]} 0 0 {t[1]} 0 0 0 0 0 0"  # user nice system idle ...
+    return "\n".join(["cpu 1 2 3 4", row("cpu0", cpu0), row("cpu1", cpu1), "intr 5"]) + "\n"
+
+
+def test_idle_cores_from_proc_stat(tmp_path):
+    """Over the sample, cpu0 is busy with another process and cpu1 is idle: 1 idle core."""
+    write(tmp_path, "proc/stat", _stat((100, 100), (100, 100)))
+
+    def sleep(_):  # the sample interval: cpu0 +100 user ticks, cpu1 +100 idle ticks
+        write(tmp_path, "proc/stat", _stat((200, 100), (100, 200)))
+
+    assert th.idle_cores(tmp_path, {0, 1}, 0.1, sleep) == pytest.approx(1.0)
+    write(tmp_path, "proc/stat", _stat((100, 100), (100, 100)))
+    assert th.idle_cores(tmp_path, {1}, 0.1, sleep) == pytest.approx(1.0)  # only our CPUs
+    assert th.idle_cores(tmp_path / "none", {0, 1}, 0.1, sleep) is None
+
+
+def test_auto_leaves_the_cores_other_processes_keep_busy(tmp_path, monkeypatch):
+    monkeypatch.setattr(th, "idle_cores", lambda root, cpus: 1.1)
+    choice = resolve(root=tmp_path, affinity=2)
+    assert choice.count == 1 and "1 kept busy by other processes" in choice.source
+    monkeypatch.setattr(th, "idle_cores", lambda root, cpus: 0.0)
+    assert resolve(root=tmp_path, affinity=2).count == 1  # never below one
+    monkeypatch.setattr(th, "idle_cores", lambda root, cpus: 1.6)
+    assert resolve(root=tmp_path, affinity=2).count == 2
+    assert resolve(cli=2, root=tmp_path, affinity=2).count == 2  # explicit: no load check

@@ -7,6 +7,7 @@
     python tools/benchmark.py eval     # vectorised mAP vs a per-prediction loop
     python tools/benchmark.py step     # full train step + inference of each THUMOS config, GFLOP/s vs GEMM
     python tools/benchmark.py diagnose # DETAD diagnosis, 40k THUMOS predictions, vs DETAD itself
+    python tools/benchmark.py threads  # training time quiet vs next to a busy process, thread setting vs none
     python tools/benchmark.py all      # every one of the above
     ... [--json OUT.json]              # also write the numbers as JSON
 
@@ -22,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SUITES = ("scan", "block", "nms", "eval", "step", "diagnose")
+SUITES = ("scan", "block", "nms", "eval", "step", "diagnose", "threads")
 
 
 def _module(name: str):

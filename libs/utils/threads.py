@@ -7,7 +7,10 @@ Where the count comes from, first match wins:
   4. auto: `OMP_NUM_THREADS` when set, else the cores this process may use, i.e. the CPU
      affinity mask (`os.sched_getaffinity`, what `taskset` / a cpuset restricts) capped by a
      cgroup CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, what
-     `docker --cpus` sets).
+     `docker --cpus` sets), less the cores that other processes keep busy at start (sampled
+     from /proc/stat for 0.15 s; never below 1). On 2 cores with one other busy process, two
+     threads spend their time waiting for each other (2.6x slower in tools/benchmark.py
+     threads, against 1.0x with one thread); a load that starts later is not seen.
 A value of 0 at steps 1-3 means "auto" (step 4).
 
 `apply_threads` gives the count to torch's intra-op pool (`torch.set_num_threads`), which is
@@ -28,13 +31,15 @@ import argparse
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "TAL_NUM_THREADS"
+LOAD_SAMPLE_S = 0.15  # how long auto watches /proc/stat for other processes' CPU use
 AUTO_HELP = "0 = auto: OMP_NUM_THREADS, else the CPU cores this process may use"
 
 
@@ -158,13 +163,60 @@ def usable_cores(root: Path = Path("/"), affinity: Optional[int] = None) -> tupl
     return count, f"cgroup CPU quota {quota:g} CPUs (affinity mask {affinity} CPUs)"
 
 
-def _auto(env: Mapping[str, str], root: Path, affinity: Optional[int]) -> ThreadChoice:
+def _cpu_times(root: Path, cpus: set[int]) -> Optional[tuple[int, int]]:
+    """(idle, total) jiffies summed over `cpus` from /proc/stat, None when unreadable."""
+    text = _read(root / "proc/stat")
+    if not text:
+        return None
+    idle = total = 0
+    for line in text.splitlines():
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+        idle += ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        total += sum(ticks)
+    return (idle, total) if total else None
+
+
+def idle_cores(
+    root: Path = Path("/"),
+    cpus: Optional[set[int]] = None,
+    interval: float = LOAD_SAMPLE_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Optional[float]:
+    """How many of `cpus` (default: the affinity mask) were idle over `interval` seconds.
+
+    This process sleeps meanwhile, so the busy part is other processes' load. None when
+    /proc/stat cannot be read (not Linux).
+    """
+    if cpus is None:
+        cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+    first = _cpu_times(root, cpus)
+    if first is None:
+        return None
+    sleep(interval)
+    second = _cpu_times(root, cpus)
+    if second is None or second[1] <= first[1]:
+        return None
+    return len(cpus) * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def _auto(
+    env: Mapping[str, str], root: Path, affinity: Optional[int], cap: Optional[int]
+) -> ThreadChoice:
     omp = env.get("OMP_NUM_THREADS", "").strip()
     if omp:  # "4" or a nested list "4,2": the outer level is what torch uses
         count = parse_count(omp.split(",")[0], "OMP_NUM_THREADS")
         if count > 0:
             return ThreadChoice(count, "auto: OMP_NUM_THREADS")
     count, how = usable_cores(root, affinity)
+    if cap is not None and cap < count:  # a caller that lowered torch's count keeps it
+        return ThreadChoice(cap, f"auto: kept the {cap} set before start ({how})")
+    idle = None if count == 1 else idle_cores(root, None if affinity is None else set(range(affinity)))
+    if idle is not None and round(idle) < count:
+        busy = count - max(1, round(idle))
+        count, how = count - busy, f"{how}; {busy} kept busy by other processes"
     return ThreadChoice(count, f"auto: {how}")
 
 
@@ -174,6 +226,7 @@ def resolve_threads(
     env: Optional[Mapping[str, str]] = None,
     root: Path = Path("/"),
     affinity: Optional[int] = None,
+    cap: Optional[int] = None,
 ) -> ThreadChoice:
     """The thread count by precedence --threads > TAL_NUM_THREADS > config > auto.
 
@@ -182,6 +235,7 @@ def resolve_threads(
         config: the config's `threads` (None or 0 = auto).
         env: the environment (default os.environ).
         root, affinity: for tests (a fake file-system root, a fake affinity size).
+        cap: auto gives at most this many (the count torch already has in this process).
     Raises:
         ValueError: a bad TAL_NUM_THREADS / config / OMP_NUM_THREADS value, named.
     """
@@ -193,7 +247,7 @@ def resolve_threads(
         return ThreadChoice(int(env_text), ENV_VAR)
     if config is not None and parse_count(config, "config key threads") > 0:
         return ThreadChoice(int(config), "config key threads")
-    return _auto(env, root, affinity)
+    return _auto(env, root, affinity, cap)
 
 
 def apply_threads(choice: ThreadChoice) -> None:
@@ -217,10 +271,8 @@ def setup_threads(cli: Optional[int] = None, config: Optional[int] = None) -> Th
     """
     import torch
 
-    choice = resolve_threads(cli, config)
-    current = torch.get_num_threads()
-    if choice.source.startswith("auto") and current < choice.count:
-        # a program that runs our main() in-process and lowered the count keeps its choice
-        choice = ThreadChoice(current, f"auto: kept the {current} set before start ({choice.source})")
+    # a fresh process has torch's default here (>= the usable cores); a program that lowered
+    # it before running our main() in-process (the tests) keeps its count
+    choice = resolve_threads(cli, config, cap=torch.get_num_threads())
     apply_threads(choice)
     return choice
