@@ -350,3 +350,18 @@ def test_verify_default_fps_replaces_a_bad_json_fps_and_a_bad_store_is_named(fol
     assert _verify(json_file, store) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 1 and f"feature file {store}: cannot be read as HDF5 (" in err
+
+
+def test_join_rename_failure_lists_what_is_in_place(archive, capsys):
+    """A file where the archive has a folder: the complete files already renamed are listed."""
+    folder, data = archive
+    (folder / "a.tar.gz").write_bytes(data)
+    out = folder / "out"
+    out.mkdir()
+    (out / "feats").write_text("a file, not a folder")
+    assert pf.main(["join", str(folder / "a.tar.gz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "cannot write the extracted files into" in err
+    assert "1 complete file(s) were already moved into place: ['README.txt']" in err
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "feats"]  # no staging folder left
+    assert (out / "feats").read_text() == "a file, not a folder"

@@ -200,13 +200,15 @@ def _extract_stream(reader: JoinedReader, staging: Path, parts: Sequence[Path]) 
     return files
 
 
-def _move_into(staging: Path, out: Path) -> None:
-    """Rename every extracted entry of `staging` to its place in `out` (folders are created)."""
+def _move_into(staging: Path, out: Path, moved: list) -> None:
+    """Rename every extracted entry of `staging` to its place in `out` (folders are created);
+    each complete file renamed is appended to `moved` (for the message should a rename fail)."""
     for root, dirs, names in os.walk(staging):
         rel = Path(root).relative_to(staging)
         (out / rel).mkdir(exist_ok=True)
         for name in [d for d in dirs if os.path.islink(os.path.join(root, d))] + names:
             os.replace(os.path.join(root, name), out / rel / name)
+            moved.append(rel / name)
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
 
 
@@ -217,7 +219,8 @@ def join_and_extract(
 
     Members go to a hidden staging folder inside `out` and are renamed into place only once the
     whole archive has been read and checked: a failure leaves nothing of this archive in `out`
-    (no torn file under a final name).
+    (no torn file under a final name; should a rename itself fail, the message lists the
+    complete files already in place).
 
     Returns:
         {"files": extracted regular files, "bytes": joined size, "sha256": hex digest}.
@@ -234,19 +237,21 @@ def join_and_extract(
     except OSError as exc:
         raise ValueError(f"cannot create the folder --out {out}: {exc.strerror or exc}") from None
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
-    reader = JoinedReader(parts)
+    reader, moved = JoinedReader(parts), []
     try:
         with tqdm(total=reader.total, unit="B", unit_scale=True, desc="extract", disable=disable) as bar:
             reader.progress = bar
             files = _extract_stream(reader, staging, parts)
-        _move_into(staging, out)
-    except ValueError as exc:
-        raise ValueError(f"{exc}. Nothing was extracted into {out}.") from None
-    except OSError as exc:
+        _move_into(staging, out, moved)
+    except (ValueError, OSError) as exc:
+        left = (f"{len(moved)} complete file(s) were already moved into place: "
+                f"{[str(m) for m in moved[:5]]}{' ...' if len(moved) > 5 else ''}; the rest was removed"
+                if moved else f"Nothing was extracted into {out}")
+        if isinstance(exc, ValueError):
+            raise ValueError(f"{exc}. {left}.") from None
         raise ValueError(
             f"cannot write the extracted files into {out}: {exc.strerror or exc} (errno "
-            f"{exc.errno}); free space there or choose another --out. Nothing was extracted "
-            f"into {out}."
+            f"{exc.errno}); free space there or choose another --out. {left}."
         ) from None
     finally:
         reader.close()
