@@ -22,6 +22,10 @@ File layout (`torch.save` of tensors and plain containers only, so `weights_only
 Knobs applied inside the model (`test.pre_nms_thresh`, `test.pre_nms_topk`,
 `test.duration_thresh`) are baked into the file; changing them needs a new eval.py run.
 Older files whose videos also hold a "num_feats" field load too (the field is ignored).
+`load` refuses a video listed twice, and a video with more candidates than the model that wrote
+the file can make (`candidate_bound`: test.pre_nms_topk per pyramid level of the stored config,
+else MAX_CANDIDATES_PER_VIDEO): a hand-made file with 2 M candidates in one video kept soft-NMS
+busy for minutes (143 s on 2 shared cores) before this check.
 """
 
 from __future__ import annotations
