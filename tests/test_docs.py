@@ -98,8 +98,8 @@ def script_of(words: list):
     """(script path, its arguments) of a project command line, or None for an external one."""
     head = words[0] if words else ""
     if head == "torchrun":
-        i = next(i for i, w in enumerate(words) if w.endswith(".py"))
-        return words[i], words[i + 1:]
+        i = next((i for i, w in enumerate(words) if w.endswith(".py")), None)
+        return ("torchrun", []) if i is None else (words[i], words[i + 1:])
     if head in ("python", ".venv/bin/python") and len(words) > 1 and words[1].endswith(".py"):
         return words[1], words[2:]
     if head == "bash" and len(words) > 1:
@@ -140,6 +140,8 @@ def check_command(doc: str, line: str) -> None:
             f"{doc}: `{line}`: not a project command and not a known external one")
         return
     script, args = target
+    if script == "torchrun":
+        return  # `torchrun ...` in prose: no script named
     if script == "make":
         targets = re.findall(r"^([a-z-]+):", doc_text("Makefile"), flags=re.M)
         assert all(a in targets for a in args), f"{doc}: `{line}`: no such make target"
