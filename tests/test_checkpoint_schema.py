@@ -134,3 +134,29 @@ def test_eval_of_a_damaged_checkpoint_is_one_error_line(good_checkpoint, tmp_pat
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err
     assert "key 'config' is a list, expected the config as a dict" in err.strip().splitlines()[-1]
+
+
+class _Tripwire:
+    """Unpickling this runs code (`str.upper` here): only with --allow-unsafe-checkpoint."""
+
+    def __reduce__(self):
+        return (str.upper, ("tripped",))
+
+
+def test_eval_allow_unsafe_checkpoint_is_explicit(good_checkpoint, tmp_path, capsys, in_process):
+    import yaml
+
+    import eval as eval_cli
+
+    path = tmp_path / "unsafe.pth"
+    torch.save({**good_checkpoint, "hook": _Tripwire()}, path)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in good_checkpoint["config"].items()
+                                      if k != "config_path"}))  # fmt: skip
+    argv = [str(config), str(path), "--device", "cpu",
+            "--out", str(tmp_path / "r.json"), "--json", str(tmp_path / "m.json")]  # fmt: skip
+    assert eval_cli.main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "If you trust the file" in line and "eval.py --allow-unsafe-checkpoint" in line
+    assert eval_cli.main([*argv, "--allow-unsafe-checkpoint"]) == 0
+    assert "with full unpickling (allow_unsafe): it can run code" in capsys.readouterr().err

@@ -90,6 +90,7 @@ def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(stopped_and_resu
     assert status == 2 and "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: nothing left to train") and "opt.epochs=N (N > 2)" in line
+    assert "has finished 3 epoch(s) and the config asks for 2 epochs + 1 warmup = 3 epochs" in line
     assert f"python eval.py {run / 'config.yaml'} {run / 'last.pth'}" in line
     assert (run / "last.pth").read_bytes() == before
 
@@ -97,8 +98,9 @@ def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(stopped_and_resu
 @pytest.mark.parametrize(
     "extra, keys",
     [
-        (["--opts", "model.embd_dim=16"], ["model.embd_dim"]),
-        (["--opts", "opt.learning_rate=0.5", "seed=3"], ["opt.learning_rate", "seed"]),
+        (["--opts", "model.embd_dim=16"], ["--opts may not change model.embd_dim (to '16') of a run"]),
+        (["--opts", "opt.learning_rate=0.5", "seed=3"],
+         ["--opts may not change opt.learning_rate: 0.01 -> 0.5; seed: 1234567891 -> 3 of a run"]),
         (["--opts", "dataset.max_seq_len=64"], ["dataset.max_seq_len", "model.max_seq_len"]),
     ],
 )
@@ -114,7 +116,8 @@ def test_resume_with_a_config_that_disagrees_names_the_keys(stopped_and_resumed,
     config, run, _, _ = stopped_and_resumed
     status, err = _train([str(config), "--resume", str(run), "--device", "cpu"], capsys)
     line = err.strip().splitlines()[-1]
-    assert status == 2 and "model.n_mha_win_size" in line and "leave CONFIG out" in line
+    assert status == 2 and "leave CONFIG out" in line
+    assert "differs from the config stored in the run in model.n_mha_win_size (model.n_mha_win_size: 3 -> 5)" in line
     # the same CONFIG with the run's --opts agrees (opt.epochs is the stored 2 either way)
     status, err = _train([str(config), "--resume", str(run), "--device", "cpu",
                           "--opts", *RUN_OPTS, "opt.epochs=1"], capsys)  # fmt: skip
@@ -148,3 +151,12 @@ def test_resume_with_more_epochs_trains_them(stopped_and_resumed, in_process, ca
     ckpt = torch.load(run / "last.pth", weights_only=True)
     assert ckpt["epoch"] == 4 and ckpt["config"]["opt"]["epochs"] == 3
     assert "config differs from the one stored in" in (run / "log.txt").read_text()
+
+
+def test_train_needs_a_config_or_resume(capsys):
+    import train
+
+    with pytest.raises(SystemExit) as info:
+        train.main([])
+    assert info.value.code == 2
+    assert "error: give a CONFIG to start a run, or --resume RUN to continue one" in capsys.readouterr().err
