@@ -843,18 +843,6 @@ def test_checkpoint_needing_full_unpickling_is_refused_without_running_code(tmp_
     TRIPPED.clear()
 
 
-def _has_unsafe_opt_in() -> bool:
-    import inspect
-
-    from libs.engine.checkpoint import load_checkpoint
-
-    return "allow_unsafe" in inspect.signature(load_checkpoint).parameters
-
-
-@pytest.mark.skipif(
-    not _has_unsafe_opt_in(),
-    reason="libs/engine/checkpoint.py has no `allow_unsafe` opt-in yet (docs/errors.md, 'Safe loading')",
-)
 def test_unsafe_opt_in_is_explicit_and_the_refusal_says_how(tmp_path):
     from libs.engine.checkpoint import load_checkpoint
 
