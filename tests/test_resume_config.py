@@ -160,3 +160,19 @@ def test_train_needs_a_config_or_resume(capsys):
         train.main([])
     assert info.value.code == 2
     assert "error: give a CONFIG to start a run, or --resume RUN to continue one" in capsys.readouterr().err
+
+
+def test_infer_uses_the_stored_geometry_and_refuses_a_conflicting_override(
+    stopped_and_resumed, in_process, capsys, caplog, tmp_path
+):
+    from libs.commands import infer
+
+    config, run, _, _ = stopped_and_resumed
+    feats = config.parent / "feats" / "v0.pt"
+    argv = [str(config), str(run), str(feats), "--default-fps", "30", "--device", "cpu",
+            "--out", str(tmp_path / "d.json")]  # fmt: skip
+    assert infer.main([*argv, "--opts", "model.n_mha_win_size=5"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--opts model.n_mha_win_size conflicts with the config stored in the checkpoint" in line
+    assert infer.main(argv) == 0 and (tmp_path / "d.json").is_file()
+    assert "model.n_mha_win_size: 3 -> 5" in caplog.text  # CONFIG's value replaced, with a warning

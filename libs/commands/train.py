@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -105,16 +106,24 @@ def run_config(args: argparse.Namespace) -> Config:
     if args.resume is None:
         return load_config(args.config, args.opts)
     args.resume = resolve_checkpoint(args.resume, "--resume checkpoint")
-    state = load_checkpoint(args.resume)
-    check_training_checkpoint(state, args.resume)
-    stored = state.get("config")
-    if stored is None:  # written before checkpoints held it: the run folder's copy
-        folder_config = args.resume.parent / CONFIG_NAME
-        if not folder_config.is_file():
-            raise ConfigError(f"--resume {args.resume}: the checkpoint stores no config and "
-                              f"{folder_config} does not exist")
-        stored = load_yaml(str(folder_config), "config")
-    return resume_config(stored, str(args.resume), args.opts, args.config)
+    # a run another process holds is refused before its files are read
+    rank0 = os.environ.get("RANK", "0") == "0"  # torchrun's rank; no process group yet
+    lock = RunLock(args.resume.parent).acquire() if rank0 else None
+    try:
+        state = load_checkpoint(args.resume)
+        check_training_checkpoint(state, args.resume)
+        stored = state.get("config")
+        if stored is None:  # written before checkpoints held it: the run folder's copy
+            folder_config = args.resume.parent / CONFIG_NAME
+            if not folder_config.is_file():
+                raise ConfigError(f"--resume {args.resume}: the checkpoint stores no config and "
+                                  f"{folder_config} does not exist")
+            stored = load_yaml(str(folder_config), "config")
+        return resume_config(stored, str(args.resume), args.opts, args.config)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def prepare_run_folder(cfg: Config, args: argparse.Namespace) -> Path:
