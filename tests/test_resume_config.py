@@ -176,3 +176,15 @@ def test_infer_uses_the_stored_geometry_and_refuses_a_conflicting_override(
     assert "--opts model.n_mha_win_size conflicts with the config stored in the checkpoint" in line
     assert infer.main(argv) == 0 and (tmp_path / "d.json").is_file()
     assert "model.n_mha_win_size: 3 -> 5" in caplog.text  # CONFIG's value replaced, with a warning
+
+
+def test_the_safe_keys_are_documented_where_users_look():
+    import libs.commands.train as train_cmd
+    from libs.commands.train import build_parser
+    from libs.engine.stored_config import RESUME_SAFE_KEYS
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    help_text = " ".join(build_parser().format_help().split())
+    for key in RESUME_SAFE_KEYS:
+        assert key in " ".join(train_cmd.__doc__.split()), key
+        assert f"`{key}`" in docs and key in help_text, key

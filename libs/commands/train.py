@@ -46,7 +46,7 @@ from libs.engine.checkpoint_schema import check_training_checkpoint
 from libs.engine.early_log import EarlyLog
 from libs.engine.run_folder import CONFIG_NAME, make_run_folder
 from libs.engine.run_lock import RunLock
-from libs.engine.stored_config import resume_config
+from libs.engine.stored_config import RESUME_SAFE_KEYS, resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
 from libs.engine.validation import check_val_lengths, check_validation_settings
 from libs.evaluation import format_table
@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CKPT",
         help="continue a run (a run folder, or its last.pth / epoch_NNN.pth / iter_*.pth) with "
-        "its stored config; --opts may then change only opt.epochs, opt.print_freq, "
-        "opt.eval_start_epoch, opt.eval_interval, opt.ckpt_freq, opt.ckpt_every_iters, "
-        "opt.keep_last, loader.num_workers, dataset.feat_folder",
+        f"its stored config; --opts may then change only {', '.join(RESUME_SAFE_KEYS)}",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="delete an existing run folder of the same name"

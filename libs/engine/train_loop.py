@@ -245,8 +245,7 @@ def train(
                 cfg, run_folder, device, generator, stop, writer, steps_per_epoch, max_epochs
             )
             validator = _start_validation(state, run, val_loader, val_dataset, resume)
-            if resume and state.epoch >= max_epochs and not getattr(validator, "caught_up", False):
-                raise NothingToTrain(_nothing_left(cfg, Path(resume), state.epoch))
+            _check_work_left(state, run, validator, resume)
             return _run_epochs(state, run, train_loader, validator, resume_rng)
     except FloatingPointError:
         last = run_folder / "last.pth"
@@ -258,6 +257,12 @@ def train(
     finally:
         if writer is not None:
             writer.close()
+
+
+def _check_work_left(state: TrainState, run: RunContext, validator, resume) -> None:
+    """A resume with no epoch left (and no evaluation a kill cut short) is an error."""
+    if resume and state.epoch >= run.max_epochs and not getattr(validator, "caught_up", False):
+        raise NothingToTrain(_nothing_left(run.cfg, Path(resume), state.epoch))
 
 
 def _nothing_left(cfg: Config, checkpoint: Path, done: int) -> str:
