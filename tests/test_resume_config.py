@@ -83,7 +83,9 @@ def test_the_printed_resume_command_continues_the_run_with_its_stored_config(sto
     assert [r["epoch"] for r in history] == [1, 2, 3]  # opt.eval_start_epoch=0 held too
 
 
-def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(stopped_and_resumed, in_process, capsys):
+def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(
+    stopped_and_resumed, in_process, capsys, tmp_path
+):
     _, run, _, _ = stopped_and_resumed
     before = (run / "last.pth").read_bytes()
     status, err = _train(["--resume", str(run), "--device", "cpu"], capsys)
@@ -93,6 +95,13 @@ def test_a_finished_run_says_nothing_is_left_and_exits_non_zero(stopped_and_resu
     assert "has finished 3 epoch(s) and the config asks for 2 epochs + 1 warmup = 3 epochs" in line
     assert f"python eval.py {run / 'config.yaml'} {run / 'last.pth'}" in line
     assert (run / "last.pth").read_bytes() == before
+    # the evaluation it points to works as printed
+    import eval as eval_cli
+
+    evaluate = shlex.split(line.split("to evaluate it: ")[1])
+    assert evaluate[:2] == ["python", "eval.py"]
+    out = ["--out", str(tmp_path / "r.json"), "--json", str(tmp_path / "m.json"), "--device", "cpu"]
+    assert eval_cli.main([*evaluate[2:], *out]) == 0 and (tmp_path / "m.json").is_file()
 
 
 @pytest.mark.parametrize(
