@@ -2,12 +2,14 @@
 # Both create a virtual environment in .venv (from nothing but Python 3.10+ and a C++ compiler),
 # install the pinned dependencies and build the C++ extension libs._C, then run.
 # `make gpu-check` (on a GPU machine): tools/gpu_check.sh, the GPU self-check (INSTALL.md).
+# `make demo-docs`: the demo from scratch, all three blocks, then the README's demo section and
+# docs/demo_last_run.json rewritten from its record (tests/test_demo_docs.py checks they agree).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench gpu-check clean
+.PHONY: install demo demo-docs test bench gpu-check clean
 
 install: $(STAMP)
 
@@ -21,6 +23,9 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/* csrc/cuda/*)
 
 demo: install
 	$(PY) tools/demo.py
+
+demo-docs: install
+	$(PY) tools/demo.py --fresh --budget 900 --update-readme
 
 test: install
 	$(PY) -m pytest

@@ -31,7 +31,7 @@ SCHEMA = 1
 README = os.path.join(REPO, "README.md")
 DOCS_RECORD = os.path.join(REPO, "docs", "demo_last_run.json")
 BEGIN, END = "<!-- demo:begin", "<!-- demo:end -->"
-REFRESH = ".venv/bin/python tools/demo.py --fresh --budget 900 --update-readme"
+REFRESH = "make demo-docs"  # = .venv/bin/python tools/demo.py --fresh --budget 900 --update-readme
 
 
 PENDING = (f"No demo run is recorded yet (`docs/demo_last_run.json` is missing): `{REFRESH}` "
