@@ -197,3 +197,18 @@ def test_the_safe_keys_are_documented_where_users_look():
     for key in RESUME_SAFE_KEYS:
         assert key in " ".join(train_cmd.__doc__.split()), key
         assert f"`{key}`" in docs and key in help_text, key
+
+
+def test_eval_geometry_rules_without_a_run(caplog):
+    """Published checkpoints (no stored config) and stored configs of another schema version
+    keep the command-line config; a CONFIG value is replaced by the stored one."""
+    from libs.core.config import config_to_dict, load_config
+    from libs.engine.stored_config import apply_stored_geometry
+
+    cfg = load_config(data={"dataset": {"feat_stride": 4}, "test": {"nms_sigma": 0.9}})
+    assert apply_stored_geometry(cfg, None, "published.pth.tar") is cfg
+    assert apply_stored_geometry(cfg, {"model": {"no_such_key": 1}}, "old.pth") is cfg
+    assert "old.pth: the config stored in it does not load" in caplog.text
+    stored = config_to_dict(load_config(data={"dataset": {"feat_stride": 8}}))
+    out = apply_stored_geometry(cfg, stored, "ours.pth")
+    assert out.dataset.feat_stride == 8 and out.test.nms_sigma == 0.9  # test.* stays the CLI's

@@ -13,7 +13,7 @@ from the config stored in the checkpoint (else RUN/config.yaml): CONFIG may be l
 given it must agree with the stored config. With --resume, `--opts` may change only
 libs/engine/stored_config.py RESUME_SAFE_KEYS (opt.epochs, opt.print_freq, opt.eval_start_epoch,
 opt.eval_interval, opt.ckpt_freq, opt.ckpt_every_iters, opt.keep_last, loader.num_workers,
-dataset.feat_folder); any other key is an error. A run with no epoch left to train is an error
+threads, dataset.feat_folder); any other key is an error. A run with no epoch left to train is an error
 (exit 2) that says how to train longer or to evaluate it with eval.py.
 Ctrl-C / SIGTERM writes last.pth, prints the resume command and exits with status 130.
 All inputs (config, checkpoint, both datasets) are checked before the run folder is created.

@@ -35,6 +35,7 @@ RESUME_SAFE_KEYS = (
     "opt.ckpt_every_iters",
     "opt.keep_last",
     "loader.num_workers",  # exact resume holds for any worker count
+    "threads",  # CPU threads of this machine
     "dataset.feat_folder",  # the same features, moved
 )
 
@@ -176,7 +177,11 @@ def apply_stored_geometry(
     """
     if not stored:
         return cfg
-    stored_cfg = config_to_dict(config_from_stored(stored, source))
+    try:
+        stored_cfg = config_to_dict(config_from_stored(stored, source))
+    except ConfigError as exc:  # e.g. written by another version of the schema
+        logger.warning("%s; using the command-line config as given", exc)
+        return cfg
     mine = config_to_dict(cfg)
     diffs = {k: v for k, v in diff_configs(stored_cfg, mine).items() if _matches(k, GEOMETRY_KEYS)}
     if not diffs:
