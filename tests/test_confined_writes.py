@@ -53,7 +53,7 @@ def _cfg(tmp_path):
 
 @pytest.mark.parametrize("name", ["x/../../../victim", "/abs", ".."])
 def test_run_names_are_plain(tmp_path, name):
-    with pytest.raises(ValueError, match=r"run name \(--output\)"):
+    with pytest.raises(ValueError, match=r"run name \(--name\)"):
         make_run_folder(_cfg(tmp_path), name)
 
 
