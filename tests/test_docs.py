@@ -89,7 +89,7 @@ def all_commands() -> list:
         for block in shell_blocks(text):
             found += [(name, line) for line in command_lines(block)]
         prose = re.sub(r"```.*?```", "", text, flags=re.S)
-        spans = [span for span in INLINE.findall(prose) if "<" not in span]  # not a template
+        spans = [span for span in INLINE.findall(prose) if not set(span) & set("<*")]  # templates
         found += [(name, line) for span in spans for line in command_lines(span)]
     return found
 
@@ -114,8 +114,10 @@ COMMAND_MODULES = {"train.py": "train", "eval.py": "eval"}
 
 def parse_with_real_parser(script: str, args: list) -> None:
     """Parse `args` with the command's own parser; fail on errors and deprecated flags."""
-    name = COMMAND_MODULES.get(script) or os.path.basename(script)[:-3].replace("tal-", "")
-    name = name.replace("-", "_")
+    if script.startswith("tal-"):  # a console script: tal-<name> runs libs.commands.<name>
+        name = script[4:].replace("-", "_")
+    else:
+        name = COMMAND_MODULES.get(script) or os.path.basename(script)[:-3]
     if script == "tools/demo.py":
         from tools import demo
 
