@@ -213,7 +213,8 @@ def _auto(
     count, how = usable_cores(root, affinity)
     if cap is not None and cap < count:  # a caller that lowered torch's count keeps it
         return ThreadChoice(cap, f"auto: kept the {cap} set before start ({how})")
-    idle = None if count == 1 else idle_cores(root, None if affinity is None else set(range(affinity)))
+    cpus = None if affinity is None else set(range(affinity))
+    idle = None if count == 1 else idle_cores(root, cpus)
     if idle is not None and round(idle) < count:
         busy = count - max(1, round(idle))
         count, how = count - busy, f"{how}; {busy} kept busy by other processes"

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/custom_example.yaml"
 SYNTHETIC = [  # the command of configs/custom_example.yaml's header, into a temporary folder
     "--gt", "data/custom_example/annotations.json", "--input-dim", "64", "--feat-stride", "8",
-    "--num-frames", "16", "--file-prefix", "kitchen_", "--feature-type", "_r21d", "--file-ext", ".npy",
+    "--num-frames", "16", "--file-prefix", "kitchen_", "--feature-type", "_r21d",
+    "--file-ext", ".npy",
 ]  # fmt: skip
 SPIN = "while True:\n    pass\n"
 # the old behaviour: the entry point runs with the thread setting switched off
@@ -40,7 +41,11 @@ OLD = (
     "from libs.commands.train import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
-NEW = "import sys; sys.path.insert(0, {repo!r})\nfrom libs.commands.train import main\nsys.exit(main(sys.argv[1:]))\n"
+NEW = (
+    "import sys; sys.path.insert(0, {repo!r})\n"
+    "from libs.commands.train import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +122,8 @@ def print_table(res: dict, args: argparse.Namespace, load_before: tuple) -> None
     print(f"train {args.config}, opt.epochs={args.epochs}, {os.cpu_count()} CPUs, "
           f"{len(os.sched_getaffinity(0))} in the affinity mask; load average before "
           f"{load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    print(f"{'mode':>6} {'threads q/b':>14} {'quiet s':>8} {f'busy({args.busy}) s':>10} {'ratio':>6}")
+    busy = f"busy({args.busy}) s"
+    print(f"{'mode':>6} {'threads q/b':>14} {'quiet s':>8} {busy:>10} {'ratio':>6}")
     for mode, r in res.items():
         threads = f"{r['threads_quiet']}/{r['threads_busy']}"
         print(f"{mode:>6} {threads:>14} {r['quiet']:8.1f} {r['busy']:10.1f} {r['ratio']:6.2f}")
