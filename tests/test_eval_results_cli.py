@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -55,14 +57,21 @@ def test_to_json_and_table():
     assert r.summary()["mAP@0.50"] == r.mAP[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, SCRIPT, *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_cli(*args: str, launcher: bool = False) -> subprocess.CompletedProcess:
+    """The CLI with these arguments: through tools/eval_results.py in a new interpreter
+    (launcher=True), else its main() in this process (fast; same output)."""
+    if launcher:
+        return subprocess.run([sys.executable, SCRIPT, *map(str, args)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    from libs.commands import eval_results
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = eval_results.main(list(map(str, args)))
+        except SystemExit as exc:  # argparse errors
+            status = exc.code
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -87,6 +96,7 @@ def test_cli_prints_table_and_writes_json(files):
         "--json",
         out,
         "--per-class",
+        launcher=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "66.67" in proc.stdout and "Jump" in proc.stdout
@@ -128,35 +138,48 @@ def test_cli_bad_input_one_line_error(files, mutate, message):
 
 
 def test_cli_missing_file_and_empty_split(files):
-    proc = run_cli(files / "nope.json", files / "res.json")
+    proc = run_cli(files / "res.json", "--gt", files / "nope.json")
     assert proc.returncode == 2 and "nope.json" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "training")
     assert proc.returncode == 2 and "'Test'" in proc.stderr and "'Validation'" in proc.stderr
 
 
-def test_cli_warns_about_videos_without_detections(files):
+def in_process(capsys, *args) -> tuple[int, str]:
+    """eval_results.main in this process (no interpreter start-up): (status, stderr)."""
+    from libs.commands import eval_results
+
+    capsys.readouterr()
+    try:
+        status = eval_results.main(list(map(str, args)))
+    except SystemExit as exc:  # argparse errors
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+def test_cli_warns_about_videos_without_detections(files, capsys):
     gt = json.loads((files / "gt.json").read_text())
     for v in "cdefg":  # five more test videos, none of them in the results
         gt["database"][v] = dict(gt["database"]["a"])
     (files / "gt.json").write_text(json.dumps(gt))
-    proc = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test")
-    assert proc.returncode == 0, proc.stderr
-    assert "warning: 5 of the 6 videos of the split have no detections" in proc.stderr
-    assert "e.g. c, d, e" in proc.stderr
-    alone = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test", "--exclude", *"cdefg")
-    assert "no detections" not in alone.stderr, alone.stderr
+    status, err = in_process(capsys, files / "res.json", "--gt", files / "gt.json", "--split", "test")
+    assert status == 0, err
+    assert "warning: 5 of the 6 videos of the split have no detections" in err
+    assert "e.g. c, d, e" in err
+    _, alone = in_process(capsys, files / "res.json", "--gt", files / "gt.json", "--split", "test",
+                          "--exclude", *"cdefg")
+    assert "no detections" not in alone, alone
 
 
-def test_cli_old_positional_form_still_works(files):
+def test_cli_old_positional_form_still_works(files, capsys):
     out_new, out_old = files / "new.json", files / "old.json"
-    new = run_cli(files / "res.json", "--gt", files / "gt.json", "--split", "test", "--json", out_new)
-    old = run_cli(files / "gt.json", files / "res.json", "--split", "test", "--json", out_old)
-    assert new.returncode == old.returncode == 0, old.stderr
-    assert "deprecated" not in new.stderr
-    assert "the form GT_JSON RESULTS is deprecated" in old.stderr
-    assert "use RESULTS --gt GT_JSON" in old.stderr
+    new = in_process(capsys, files / "res.json", "--gt", files / "gt.json", "--split", "test", "--json", out_new)
+    old = in_process(capsys, files / "gt.json", files / "res.json", "--split", "test", "--json", out_old)
+    assert new[0] == old[0] == 0, old[1]
+    assert "deprecated" not in new[1]
+    assert "the form GT_JSON RESULTS is deprecated" in old[1]
+    assert "use RESULTS --gt GT_JSON" in old[1]
     assert json.loads(out_new.read_text()) == json.loads(out_old.read_text())
-    both = run_cli(files / "gt.json", files / "res.json", "--gt", files / "gt.json")
-    assert both.returncode == 2 and "one positional input" in both.stderr
-    none = run_cli(files / "res.json")
-    assert none.returncode == 2 and "--gt GT_JSON" in none.stderr
+    both = in_process(capsys, files / "gt.json", files / "res.json", "--gt", files / "gt.json")
+    assert both[0] == 2 and "one positional input" in both[1]
+    none = in_process(capsys, files / "res.json")
+    assert none[0] == 2 and "--gt GT_JSON" in none[1]
