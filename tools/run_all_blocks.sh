@@ -16,7 +16,7 @@ DATASET=$2       # paper-table row for tools/paper_table.py
 BLOCKS=(winattn vim dbm)
 mkdir -p logs
 
-# train.py writes <output_folder>/<config name>_<--output>. If that folder exists it would pick a
+# train.py writes <output_folder>/<config name>_<--name>. If that folder exists it would pick a
 # new name (suffix _1), and the eval below would read the old checkpoint: refuse before training.
 declare -A RUN
 for BLOCK in "${BLOCKS[@]}"; do

@@ -42,7 +42,7 @@ def _delete_run_folder(folder: Path, output_folder: str) -> None:
     if not (folder / MARKER_NAME).is_file():
         raise ValueError(
             f"refusing to overwrite {folder}: it holds no {MARKER_NAME}, so it is not a run folder this project created; "
-            "delete it yourself or choose another --output"
+            "delete it yourself or choose another --name"
         )
     owner = is_locked(folder)
     if owner is not None:

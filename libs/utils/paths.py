@@ -21,7 +21,7 @@ def check_file_name(name: str, what: str, where: str = "", fix: str = "") -> str
 
     Args:
         name: the id / name to check.
-        what: how the error names it, e.g. "video id" or "run name (--output)".
+        what: how the error names it, e.g. "video id" or "run name (--name)".
         where: where it came from (an annotation file), added to the message.
         fix: what to do instead, added to the message.
     """
