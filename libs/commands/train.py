@@ -192,6 +192,7 @@ def build_inputs(cfg: Config, args: argparse.Namespace, device: torch.device):
 def run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
+    setup_threads(args.threads, cfg.threads)  # before any parallel work (libs/utils/threads.py)
     device = dist_utils.init_distributed(pick_device(args.device))
     # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
     # every rank rank 0's initial weights, and rank 0 matches a single-process run
