@@ -13,6 +13,7 @@ from libs.core.config import load_config
 from libs.utils import threads as th
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "custom_example.yaml")
 
 
 def resolve(cli=None, config=None, env=None, root=Path("/nonexistent"), affinity=4):
@@ -221,3 +222,38 @@ def test_auto_leaves_the_cores_other_processes_keep_busy(tmp_path, monkeypatch):
     monkeypatch.setattr(th, "idle_cores", lambda root, cpus: 1.6)
     assert resolve(root=tmp_path, affinity=2).count == 2
     assert resolve(cli=2, root=tmp_path, affinity=2).count == 2  # explicit: no load check
+
+
+class _Applied(Exception):
+    """Raised by the stand-in of setup_threads: the entry point got that far."""
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("train", [CONFIG]),
+        ("eval", [CONFIG, "ckpt.pth"]),
+        ("infer", [CONFIG, "ckpt.pth", "feats"]),
+        ("rescore", ["{raw}", CONFIG]),
+    ],
+)
+def test_entry_points_apply_the_setting_first(module, argv, in_process, tmp_path, monkeypatch):
+    """Each entry point hands --threads and the config's threads to setup_threads, before
+    loading any data or model."""
+    import importlib
+
+    mod = importlib.import_module(f"libs.commands.{module}")
+    calls = []
+
+    def fake(cli, config):
+        calls.append((cli, config))
+        raise _Applied
+
+    monkeypatch.setattr(mod, "setup_threads", fake)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(b"not read before the thread setting")
+    argv = [a.format(raw=raw) for a in argv]
+    args = mod.parse_args(argv + ["--threads", "3", "--opts", "threads=2"])
+    with pytest.raises(_Applied):
+        mod.run(args)
+    assert calls == [(3, 2)]
