@@ -111,6 +111,7 @@ def measure(args: argparse.Namespace, modes: list[str], work: Path, feats: Path)
                     wall, threads = time_run(train_command(mode, args, work, feats))
                     res[mode][load] = min(res[mode][load], wall)
                     res[mode][f"threads_{load}"] = threads
+                    print(f"  {mode} {load}: {wall:.1f} s, threads {threads}", flush=True)
             finally:
                 stop_spinners(spinners)
     for r in res.values():
