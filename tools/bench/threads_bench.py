@@ -76,15 +76,15 @@ def train_command(mode: str, args: argparse.Namespace, work: Path, feats: Path) 
     return cmd
 
 
-def time_run(cmd: list[str]) -> tuple[float, str]:
-    """(wall seconds, the thread count the run logged) of one training process."""
+def time_run(cmd: list[str], log: Path) -> tuple[float, str]:
+    """(wall seconds, the thread count the run logged in `log`) of one training process."""
     env = {k: v for k, v in os.environ.items() if k not in ("TAL_NUM_THREADS", "OMP_NUM_THREADS")}
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(f"training failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    found = re.search(r"CPU threads: (\d+)", out.stdout + out.stderr)
+    found = re.search(r"CPU threads: (\d+)", log.read_text() if log.is_file() else "")
     return wall, found.group(1) if found else "torch default"
 
 
@@ -108,7 +108,8 @@ def measure(args: argparse.Namespace, modes: list[str], work: Path, feats: Path)
             spinners = start_spinners(args.busy) if load == "busy" else []
             try:
                 for mode in modes:
-                    wall, threads = time_run(train_command(mode, args, work, feats))
+                    log = work / "runs" / f"{Path(args.config).stem}_bench" / "log.txt"
+                    wall, threads = time_run(train_command(mode, args, work, feats), log)
                     res[mode][load] = min(res[mode][load], wall)
                     res[mode][f"threads_{load}"] = threads
                     print(f"  {mode} {load}: {wall:.1f} s, threads {threads}", flush=True)
