@@ -192,12 +192,13 @@ def build_inputs(cfg: Config, args: argparse.Namespace, device: torch.device):
 def run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
-    setup_threads(args.threads, cfg.threads)  # before any parallel work (libs/utils/threads.py)
+    threads = setup_threads(args.threads, cfg.threads)  # before any parallel work
     device = dist_utils.init_distributed(pick_device(args.device))
     # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
     # every rank rank 0's initial weights, and rank 0 matches a single-process run
     generator = fix_random_seed(cfg.seed + dist_utils.get_rank())
     train_set, val_set, model, run_folder = build_inputs(cfg, args, device)
+    logger.info("CPU threads: %d (%s)", threads.count, threads.source)  # now in log.txt
     if args.resume is not None and args.output is not None:
         logger.warning("--name is ignored with --resume: continuing in %s", run_folder)
     logger.info(
