@@ -17,7 +17,7 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/* csrc/cuda/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 ninja
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	MAX_JOBS=2 $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
+	MAX_JOBS=2 $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --use-pep517 -e .
 	$(PY) -c "import libs.ops._ext as e; assert e.ext_available(), 'libs._C did not build'"
 	touch $(STAMP)
 

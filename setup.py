@@ -1,7 +1,7 @@
 """Build and install the `libs` package and its compiled kernels.
 
     pip install torch==2.13.0                     # first: the extensions build against it
-    pip install --no-build-isolation .            # or -e . (what `make install` runs)
+    pip install --no-build-isolation .            # or --use-pep517 -e . (what `make install` runs)
 
 Two extensions:
 - libs._C (csrc/*.cpp): the CPU kernels (NMS, soft-NMS, selective scan, causal conv1d). Always
