@@ -6,7 +6,7 @@ Trains configs/custom_example.yaml (synthetic features made first, in a temporar
 fresh process per run, quiet and then next to `--busy` pure-Python spin loops (each one
 process, pinned to nothing), and prints wall times and busy / quiet ratios for each mode:
   old   torch's own defaults: the thread setting is switched off (libs/utils/threads.py
-        `setup_threads` replaced by a no-op), i.e. the behaviour before the setting existed;
+        `setup_threads` replaced by one that changes nothing), i.e. the behaviour before the setting existed;
   auto  the default: no --threads, TAL_NUM_THREADS or config threads;
   N     --threads N (e.g. 2: as many threads as cores, whatever the load).
 Issue 16's target: with one competing busy process on 2 cores, training time grows <= 2.5x.
@@ -37,7 +37,8 @@ SPIN = "while True:\n    pass\n"
 OLD = (
     "import sys; sys.path.insert(0, {repo!r})\n"
     "import libs.utils.threads as t\n"
-    "t.setup_threads = lambda *a, **k: None\n"
+    "import torch\n"
+    "t.setup_threads = lambda *a, **k: t.ThreadChoice(torch.get_num_threads(), 'torch default')\n"
     "from libs.commands.train import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
