@@ -6,7 +6,7 @@ Trains configs/custom_example.yaml (synthetic features made first, in a temporar
 fresh process per run, quiet and then next to `--busy` pure-Python spin loops (each one
 process, pinned to nothing), and prints wall times and busy / quiet ratios for each mode:
   old   torch's own defaults: the thread setting is switched off (libs/utils/threads.py
-        `setup_threads` replaced by one that changes nothing), i.e. the behaviour before the setting existed;
+        `setup_threads` replaced by one that changes nothing), the behaviour before it existed;
   auto  the default: no --threads, TAL_NUM_THREADS or config threads;
   N     --threads N (e.g. 2: as many threads as cores, whatever the load).
 Issue 16's target: with one competing busy process on 2 cores, training time grows <= 2.5x.
