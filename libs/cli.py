@@ -113,6 +113,22 @@ def add_tiou_arg(parser: argparse.ArgumentParser, default: Optional[list], help:
                         help=help)
 
 
+def add_config_tiou_arg(parser: argparse.ArgumentParser) -> None:
+    """`--tiou T [T ...]` for a command that reads a config: it replaces dataset.tiou_thresholds."""
+    add_tiou_arg(parser, None, "tIoU thresholds to evaluate at (default: the config's "
+                               "dataset.tiou_thresholds)")
+
+
+def opts_with_tiou(opts: Sequence[str], tiou: Optional[Sequence[float]]) -> list[str]:
+    """The config overrides plus `--tiou` as `dataset.tiou_thresholds=[...]` (both at once is an error)."""
+    if tiou is None:
+        return list(opts)
+    if any(o.split("=", 1)[0].strip() == "dataset.tiou_thresholds" for o in opts):
+        raise ValueError("give the tIoU set once: --tiou or --opts dataset.tiou_thresholds=..., "
+                         "not both")
+    return [*opts, "dataset.tiou_thresholds=[" + ",".join(repr(t) for t in tiou) + "]"]
+
+
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     """`--device cpu|cuda` (default: cuda if available)."""
     parser.add_argument(

@@ -7,6 +7,7 @@
 - `tools/demo.py` end to end with a stand-in for train.py: Ctrl-C gives one line and status
   130, a rerun resumes the interrupted block, the next one reuses it.
 """
+import argparse
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 
@@ -147,3 +149,27 @@ def test_demo_interrupt_resume_and_reuse(tmp_path):
     assert record["blocks"]["dbm"]["resumed"] is True and record["total_seconds"] is not None
     third = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert third.returncode == 0 and "already trained" in third.stdout, third.stdout
+
+
+@pytest.mark.parametrize("budget, trained", [(330, ["dbm"]), (400, ["dbm", "winattn"]),
+                                             (600, ["dbm", "winattn", "vim"])])
+def test_default_budget_sentence_follows_the_demos_own_rule(budget, trained, monkeypatch):
+    """The README's 'with the default budget ... trains X' is what demo.run_blocks does with
+    these block times (a fake clock advanced by each block's recorded time)."""
+    from tools import demo
+
+    times = {"dbm": 171.0, "winattn": 182.0, "vim": 193.0}
+    clock = [0.0]
+
+    def fake_train(block, args, record):
+        clock[0] += times[block]
+        return {"train_eval_seconds": times[block]}
+
+    monkeypatch.setattr(demo, "train_block", fake_train)
+    monkeypatch.setattr(demo, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(demo, "atomic_write_json", lambda path, data: None)
+    record = {"blocks": {}}
+    demo.run_blocks(argparse.Namespace(blocks=list(times), budget=budget), record, "unused")
+    assert [b for b, r in record["blocks"].items() if "skipped" not in r] == trained
+    recorded = fabricated_record(blocks={b: {"train_eval_seconds": t} for b, t in times.items()})
+    assert demo_record.default_budget_blocks(recorded, budget) == trained

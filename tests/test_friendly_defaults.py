@@ -24,12 +24,16 @@ def test_print_freq_zero_logs_nothing():
 
 def test_num_workers_clamped_to_the_cores(monkeypatch, caplog):
     monkeypatch.setattr(workers, "usable_cores", lambda: (2, "2 CPUs in the affinity mask"))
+    monkeypatch.setattr(workers, "_warned", set())
     with caplog.at_level(logging.WARNING, logger=workers.__name__):
         assert workers.clamp_workers(4) == 2
-    assert "loader.num_workers=4 but this process may use 2 cores" in caplog.text
-    caplog.clear()
-    assert workers.clamp_workers(2) == 2 and workers.clamp_workers(0) == 0
-    assert not caplog.text
+        assert "loader.num_workers=4 but this process may use 2 cores" in caplog.text
+        caplog.clear()
+        assert workers.clamp_workers(4) == 2  # train and val loaders: one warning, not one each
+        assert workers.clamp_workers(2) == 2 and workers.clamp_workers(0) == 0
+        assert not caplog.text
+        assert workers.clamp_workers(5) == 2
+        assert "loader.num_workers=5" in caplog.text
 
 
 def test_build_loader_uses_the_clamp(monkeypatch):

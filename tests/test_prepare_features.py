@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -365,3 +366,22 @@ def test_join_rename_failure_lists_what_is_in_place(archive, capsys):
     assert "1 complete file(s) were already moved into place: ['README.txt']" in err
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", "feats"]  # no staging folder left
     assert (out / "feats").read_text() == "a file, not a folder"
+
+
+def test_join_removes_the_staging_folder_of_a_killed_join_only(archive, capsys):
+    """kill -9 during a join leaves `.extracting-<pid>-*`: the next join removes it (its pid is
+    gone) but leaves a live join's staging folder alone."""
+    folder, data = archive
+    (folder / "a.tar.gz").write_bytes(data)
+    out = folder / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".extracting-{dead.pid}-x1"
+    (stale / "feats").mkdir(parents=True)
+    (stale / "feats" / "a.npy").write_bytes(b"torn")
+    live = out / f".extracting-{os.getpid()}-x2"  # this test's own process: alive
+    live.mkdir()
+    assert pf.main(["join", str(folder / "a.tar.gz"), "--out", str(out)]) == 0
+    assert f"removed {stale}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(["README.txt", "feats", live.name])
+    assert (out / "feats" / "a.npy").stat().st_size == 3000

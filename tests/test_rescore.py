@@ -199,3 +199,22 @@ def test_old_results_flag_still_writes_detections(run, eval_main, tmp_path, caps
     capsys.readouterr()
     assert rescore.main([str(raw), str(run["config"]), "--results", str(tmp_path / "d.json")]) == 0
     assert "--results is deprecated" in capsys.readouterr().err and (tmp_path / "d.json").exists()
+
+
+def test_tiou_flag_replaces_the_config_set_in_eval_and_rescore(run, eval_main, tmp_path, capsys):
+    from libs.commands import rescore
+
+    raw = tmp_path / "raw.pt"
+    plain, _ = _eval(eval_main, run, tmp_path, "plain", "--save-raw", str(raw))
+    assert len(plain["tiou"]) != 2
+    picked, _ = _eval(eval_main, run, tmp_path, "picked", "--tiou", "0.5", "0.7")
+    assert picked["tiou"] == [0.5, 0.7]
+    at = {round(t, 2): m for t, m in zip(plain["tiou"], plain["mAP"])}
+    assert picked["mAP"] == [at[0.5], at[0.7]]  # the same detections, scored at the given set
+    rescored = tmp_path / "rescored.json"
+    assert rescore.main([str(raw), str(run["config"]), "--tiou", "0.5", "0.7",
+                         "--json", str(rescored)]) == 0
+    assert json.loads(rescored.read_text()) == picked
+    both = [str(raw), str(run["config"]), "--tiou", "0.5", "--opts", "dataset.tiou_thresholds=[0.3]"]
+    assert rescore.main(both) == 2
+    assert "--tiou or --opts dataset.tiou_thresholds" in capsys.readouterr().err

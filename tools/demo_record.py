@@ -32,6 +32,7 @@ README = os.path.join(REPO, "README.md")
 DOCS_RECORD = os.path.join(REPO, "docs", "demo_last_run.json")
 BEGIN, END = "<!-- demo:begin", "<!-- demo:end -->"
 REFRESH = "make demo-docs"  # = .venv/bin/python tools/demo.py --fresh --budget 900 --update-readme
+DEFAULT_BUDGET = 600.0  # tools/demo.py --budget: seconds of training + evaluation for all blocks
 
 
 PENDING = (f"No demo run is recorded yet (`docs/demo_last_run.json` is missing): `{REFRESH}` "
@@ -127,11 +128,41 @@ def _timings(record: dict) -> str:
             + ", ".join(parts) + f"; time budget {record['budget_seconds']:.0f} s.")
 
 
+def would_overrun(spent: List[float], elapsed: float, budget: float) -> bool:
+    """tools/demo.py's rule: skip the next block when the slowest one so far would overrun."""
+    return bool(spent) and elapsed + max(spent) > budget
+
+
+def default_budget_blocks(record: dict, budget: float = DEFAULT_BUDGET) -> List[str]:
+    """The blocks a plain `make demo` (default budget) would train, judged from the record's times."""
+    trained, spent, elapsed = [], [], 0.0
+    for block in record["order"]:
+        seconds = record["blocks"].get(block, {}).get("train_eval_seconds")
+        if seconds is None or would_overrun(spent, elapsed, budget):
+            break
+        trained.append(block)
+        spent.append(seconds)
+        elapsed += seconds
+    return trained
+
+
+def _default_budget_sentence(record: dict) -> str:
+    trained = default_budget_blocks(record)
+    skipped = [b for b in record["order"] if b not in trained]
+    if not skipped:
+        return (f"With the default budget ({DEFAULT_BUDGET:.0f} s) `make demo` on this machine trains "
+                f"every block (judged from these timings).")
+    return (f"With the default budget ({DEFAULT_BUDGET:.0f} s) `make demo` on this machine "
+            f"trains {', '.join(trained) or 'the first block'} and skips {', '.join(skipped)} "
+            f"(judged from these timings); `python tools/demo.py --budget 900` trains every block.")
+
+
 def render(record: dict) -> str:
     """The README text between the demo markers (without the markers)."""
     check_record(record)
     return "\n".join([_timings(record), "```", *side_by_side(record), "",
                       final_line(record), "```",
+                      _default_budget_sentence(record),
                       f"Refresh these numbers with `{REFRESH}` (about the time above)."])
 
 

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from libs.cli import (
-    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector_and_config,
-    pick_device,
-    run_cli,
+    add_config_tiou_arg, add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg,
+    load_detector_and_config, opts_with_tiou, pick_device, run_cli,
 )
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
@@ -54,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", dest="metrics", default=None,
                         help="metrics JSON (default: <ckpt dir>/metrics_eval.json)")
     parser.add_argument("--per-class", action="store_true", help="also print AP per class")
+    add_config_tiou_arg(parser)
     add_deprecated_alias(parser, "--results", "--out")
     add_deprecated_alias(parser, "--metrics", "--json")
     add_device_arg(parser)
@@ -91,6 +91,7 @@ def output_path(requested: Optional[str], default: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.opts = opts_with_tiou(args.opts, args.tiou)
     cfg = load_config(args.config, args.opts)
     device = pick_device(args.device)
     setup_logging()

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import add_deprecated_alias, add_opts_arg, add_threads_arg, run_cli
+from libs.cli import (
+    add_config_tiou_arg, add_deprecated_alias, add_opts_arg, add_threads_arg, opts_with_tiou, run_cli,
+)
 from libs.core.config import load_config
 from libs.evaluation import EvalResult, format_table
 from libs.inference import RawPredictions, score, write_eval_files
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="OUT", help="write the detections (ActivityNet JSON) here")
     p.add_argument("--json", metavar="OUT", help="write {'tiou', 'mAP', 'average_mAP'} here")
     p.add_argument("--per-class", action="store_true", help="also print AP per class")
+    add_config_tiou_arg(p)
     p.add_argument(
         "--sweep",
         action="append",
@@ -125,6 +128,7 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.opts = opts_with_tiou(args.opts, args.tiou)
     check_outputs([("RAW", args.raw), ("CONFIG", args.config)], [("--json", args.json), ("--out", args.out)])
     setup_threads(args.threads, load_config(args.config, args.opts).threads)
     raw = RawPredictions.load(args.raw)

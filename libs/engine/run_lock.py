@@ -17,6 +17,8 @@ import socket
 from pathlib import Path
 from typing import Optional, Union
 
+from libs.utils.processes import pid_alive
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
@@ -24,19 +26,6 @@ LOCK_NAME = ".lock"
 
 class RunLockedError(ValueError):
     """Another live process holds the run folder (a ValueError: one `error:` line in the CLIs)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process `pid` exists on this host (also when it belongs to another user)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_owner(folder: Union[str, os.PathLike]) -> Optional[dict]:
@@ -66,7 +55,7 @@ def _is_stale(owner: dict) -> bool:
     pid, host = owner.get("pid"), owner.get("host")
     if not isinstance(pid, int) or not isinstance(host, str):
         return True  # torn / foreign content: no process can be waiting on it
-    return host == socket.gethostname() and not _pid_alive(pid)
+    return host == socket.gethostname() and not pid_alive(pid)
 
 
 class RunLock:

@@ -27,6 +27,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from libs.utils.processes import pid_alive
+
 
 def natural_key(path: str) -> list:
     """'a.part10' sorts after 'a.part2' (digit runs compare as numbers)."""
@@ -212,6 +214,24 @@ def _move_into(staging: Path, out: Path, moved: list) -> None:
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
 
 
+STAGING_PREFIX = ".extracting-"  # + "<pid>-<random>": the folder one join extracts into
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders in `out` left by a join that was killed (its pid is gone).
+
+    A live join's staging folder (another process extracting into `out` now) is left alone.
+    Returns the folders removed.
+    """
+    removed = []
+    for path in sorted(out.glob(STAGING_PREFIX + "*")) if out.is_dir() else []:
+        pid = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if path.is_dir() and not path.is_symlink() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def join_and_extract(
     parts: Sequence[Path], out: Path, show_progress: Optional[bool] = None
 ) -> dict:
@@ -220,7 +240,8 @@ def join_and_extract(
     Members go to a hidden staging folder inside `out` and are renamed into place only once the
     whole archive has been read and checked: a failure leaves nothing of this archive in `out`
     (no torn file under a final name; should a rename itself fail, the message lists the
-    complete files already in place).
+    complete files already in place). A staging folder left by a join that was killed
+    (kill -9, power cut) is removed by the next join into the same `out`.
 
     Returns:
         {"files": extracted regular files, "bytes": joined size, "sha256": hex digest}.
@@ -231,9 +252,12 @@ def join_and_extract(
     from tqdm import tqdm
 
     check_out_folder(out)
+    for stale in remove_stale_staging(out):
+        print(f"removed {stale}: the staging folder of an earlier join that was stopped",
+              file=sys.stderr)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=out))
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
     except OSError as exc:
         raise ValueError(f"cannot create the folder --out {out}: {exc.strerror or exc}") from None
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
