@@ -27,11 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 TOTAL_ITERS = 8  # 2 epochs x (8 videos / batch 2)
 
 
-def make_tiny_config(root: Path, num_train: int = 8, **overrides) -> Path:
-    """Write synthetic features, annotations and a tiny config under `root`; returns the YAML.
-
-    `overrides` are top-level sections merged into the config (e.g. opt={...}).
-    """
+def _write_tiny_data(root: Path, num_train: int) -> tuple[Path, Path]:
+    """Annotations of num_train + 2 videos (2 validation) and their synthetic features."""
     from libs.commands.make_synthetic import make_synthetic
 
     database = {}
@@ -48,45 +45,40 @@ def make_tiny_config(root: Path, num_train: int = 8, **overrides) -> Path:
     make_synthetic(
         str(json_file), str(feats), dim=8, feat_stride=8, num_frames=16, ext=".pt", seed=0
     )
-    cfg = {
+    return json_file, feats
+
+
+def _tiny_config(json_file: Path, feats: Path, runs: Path) -> dict:
+    return {
         "dataset": {
-            "name": "activitynet_format",
-            "json_file": str(json_file),
-            "feat_folder": str(feats),
-            "file_ext": ".pt",
-            "feat_stride": 8,
-            "num_frames": 16,
-            "input_dim": 8,
-            "num_classes": 2,
-            "max_seq_len": 128,
-            "crop_ratio": [0.8, 1.0],
+            "name": "activitynet_format", "json_file": str(json_file), "feat_folder": str(feats),
+            "file_ext": ".pt", "feat_stride": 8, "num_frames": 16, "input_dim": 8,
+            "num_classes": 2, "max_seq_len": 128, "crop_ratio": [0.8, 1.0],
             "tiou_thresholds": [0.5],
         },
         "loader": {"batch_size": 2, "num_workers": 0},
         "model": {
-            "embd_dim": 8,
-            "fpn_dim": 8,
-            "head_dim": 8,
-            "arch": [1, 1, 1],
-            "regression_range": [[0, 4], [4, 10000]],
-            "n_mha_win_size": 5,
+            "embd_dim": 8, "fpn_dim": 8, "head_dim": 8, "arch": [1, 1, 1],
+            "regression_range": [[0, 4], [4, 10000]], "n_mha_win_size": 5,
             "block": {"type": "window_attn", "args": {"n_head": 2, "drop_path": 0.3}},
         },
         "train": {"init_loss_norm": 10, "clip_grad_l2norm": 1.0},
         "test": {"pre_nms_topk": 100, "max_seg_num": 20},
         "opt": {
-            "learning_rate": 1e-2,
-            "weight_decay": 0.05,
-            "epochs": 1,
-            "warmup_epochs": 1,
-            "ema_decay": 0.9,
-            "ckpt_freq": 1,
-            "print_freq": 0,
-            "ckpt_every_iters": 2,
+            "learning_rate": 1e-2, "weight_decay": 0.05, "epochs": 1, "warmup_epochs": 1,
+            "ema_decay": 0.9, "ckpt_freq": 1, "print_freq": 0, "ckpt_every_iters": 2,
             "keep_last": 2,
         },
-        "output_folder": str(root / "runs"),
-    }
+        "output_folder": str(runs),
+    }  # fmt: skip
+
+
+def make_tiny_config(root: Path, num_train: int = 8, **overrides) -> Path:
+    """Write synthetic features, annotations and a tiny config under `root`; returns the YAML.
+
+    `overrides` are top-level sections merged into the config (e.g. opt={...}).
+    """
+    cfg = _tiny_config(*_write_tiny_data(root, num_train), root / "runs")
     for section, values in overrides.items():
         if isinstance(values, dict):
             cfg.setdefault(section, {}).update(values)
