@@ -14,6 +14,11 @@ of them. The video id is the file name without the config's `dataset.file_prefix
     num_frames   --num-frames, else dataset.num_frames (frames per feature clip)
     duration     ((T - 1) * feat_stride + num_frames) / fps  (the frames the features cover)
 
+fps lies in (0, 1000], feat_stride and num_frames in (0, 10000], and a video may last at most
+1e7 s. With a checkpoint that stores its config (every one train.py writes), --feat-stride and
+--num-frames may only restate the stored values (the network was trained on that time axis); they
+are for published checkpoints. --default-fps stays free: new videos may have another frame rate.
+
 The output is an ActivityNet results JSON (`{"version", "results": {video_id: [{"label",
 "segment": [s, e], "score"}]}, "external_data"}`) plus `"video_info"` (duration, fps, stride,
 features, file per video). Labels are class names when the config's annotation JSON is readable,
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from collections import Counter
@@ -38,6 +44,7 @@ from libs.cli import (
     pick_device,
     positive_float, run_cli,
 )
+from libs.viz import pyplot
 from libs.core.annotations import read_annotations
 from libs.core.config import Config, DatasetCfg, load_config
 from libs.core.structures import Detections, VideoSample
@@ -51,6 +58,22 @@ from libs.utils.paths import check_outputs
 from libs.utils.threads import setup_threads
 
 logger = logging.getLogger("infer")
+
+MAX_FPS = 1000.0  # --default-fps: frames per second
+MAX_FRAMES = 1e4  # --feat-stride / --num-frames: frames
+MAX_DURATION = 1e7  # seconds (115 days): a longer video means a wrong fps / stride
+
+
+def bounded(high: float):
+    """argparse type: a finite number in (0, high]; otherwise one `error:` line, exit 2."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text!r}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,17 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config the checkpoint was trained with")
     p.add_argument("ckpt", help="checkpoint (.pth / published .pth.tar) or a run folder")
     p.add_argument("features", nargs="+", help="feature files (T x C) or folders of them")
-    p.add_argument("--default-fps", dest="fps", type=positive_float, default=None,
+    p.add_argument("--default-fps", dest="fps", type=bounded(MAX_FPS), default=None,
                    help="fps of every video (default: the config's dataset.default_fps)")
     p.add_argument(
         "--feat-stride",
-        type=positive_float,
+        type=bounded(MAX_FRAMES),
         default=None,
         help="frames between features (default: dataset.feat_stride)",
     )
     p.add_argument(
         "--num-frames",
-        type=positive_float,
+        type=bounded(MAX_FRAMES),
         default=None,
         help="frames per feature clip (default: dataset.num_frames)",
     )
@@ -129,6 +152,12 @@ def load_video(
     """One feature file as a VideoSample without ground truth; duration from the features."""
     feats = load_feature_file(str(path), cfg.dataset.input_dim)  # [C, T_raw], checked finite
     duration = ((feats.shape[-1] - 1) * feat_stride + num_frames) / fps  # seconds
+    if not math.isfinite(duration) or not 0 < duration <= MAX_DURATION:
+        raise ValueError(
+            f"{path}: {feats.shape[-1]} features at fps {fps:g}, feat_stride {feat_stride:g}, "
+            f"num_frames {num_frames:g} give a duration of {duration:g} s (allowed: up to "
+            f"{MAX_DURATION:g} s); check --default-fps / dataset.default_fps and the stride"
+        )
     d = cfg.dataset
     feats, stride, frames = feature_grid(
         feats, d.feat_sampling, feat_stride, num_frames, d.downsample_rate, d.max_seq_len
@@ -185,26 +214,54 @@ def plot_paths(plot: str, video_ids: Sequence[str]) -> dict[str, Path]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.opts)
-    setup_threads(args.threads, cfg.threads)  # before any parallel work
+def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[list[Path], list[str]]:
+    """Feature files and their video ids; every output checked before any work is done."""
     files = feature_files(args.features)
-    check_outputs([("feature file", f) for f in files] + [("CKPT", args.ckpt)], [("--out", args.out)])
     ids = [video_id_of(f, cfg.dataset) for f in files]
     dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
     if dupes:
         raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
-    device = pick_device(args.device)
-    # geometry keys (model.*, feat_stride, num_frames, default_fps, ...) from the checkpoint
-    cfg, model, _, _ = load_detector_and_config(cfg, args.ckpt, device, args.opts)
+    plots = plot_paths(args.plot, ids) if args.plot else {}
+    check_outputs(
+        [("CONFIG", args.config), ("CKPT", args.ckpt)] + [("feature file", f) for f in files],
+        [("--out", args.out)] + [("--plot", p) for p in plots.values()],
+    )
+    if args.plot:
+        pyplot("tools/infer.py --plot")  # matplotlib missing: say so before the inference
+    return files, ids
+
+
+def time_axis(args: argparse.Namespace, cfg: Config, stored: object, ckpt: Path) -> tuple:
+    """(fps, feat_stride, num_frames): the flags, else the config (stored geometry applied).
+
+    A checkpoint with a stored config fixes feat_stride and num_frames: a flag may only restate
+    them (as `--opts dataset.feat_stride=...` may not change them either)."""
+    for flag, value, key in (("--feat-stride", args.feat_stride, "feat_stride"),
+                             ("--num-frames", args.num_frames, "num_frames")):
+        kept = getattr(cfg.dataset, key)
+        if stored and value is not None and float(value) != float(kept):
+            raise ValueError(
+                f"{flag} {value:g} conflicts with dataset.{key} {kept:g} stored in the checkpoint "
+                f"{ckpt}: the network was trained on that time axis; drop {flag} (it is meant "
+                "for published checkpoints without a stored config)"
+            )
     fps = args.fps or cfg.dataset.default_fps
     if not fps or fps <= 0:
         raise ValueError(
             f"{args.config} has no dataset.default_fps: pass --default-fps (frames per second "
             "of the videos the features were extracted from)"
         )
-    feat_stride = args.feat_stride or cfg.dataset.feat_stride
-    num_frames = args.num_frames or cfg.dataset.num_frames
+    return fps, args.feat_stride or cfg.dataset.feat_stride, args.num_frames or cfg.dataset.num_frames
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.opts)
+    setup_threads(args.threads, cfg.threads)  # before any parallel work
+    files, ids = check_inputs(args, cfg)
+    device = pick_device(args.device)
+    # geometry keys (model.*, feat_stride, num_frames, default_fps, ...) from the checkpoint
+    cfg, model, ckpt, meta = load_detector_and_config(cfg, args.ckpt, device, args.opts)
+    fps, feat_stride, num_frames = time_axis(args, cfg, meta.get("config"), ckpt)
     dets, info = [], {}
     for path in files:  # one video at a time: only one video's features are in memory
         sample = load_video(path, cfg, fps, feat_stride, num_frames)
@@ -224,15 +281,20 @@ def run(args: argparse.Namespace) -> int:
     print_summary(results)
     print(f"detections: {args.out}")
     if args.plot:
-        from libs.commands.visualize import plot_timeline  # matplotlib is only needed here
-
-        paths = plot_paths(args.plot, ids)
-        for vid in ids:
-            entries = results["results"].get(vid, [])
-            duration = info[vid]["duration"]
-            plot_timeline(vid, duration, [], entries, paths[vid], top_k=args.plot_top_k)
-            print(f"plot: {paths[vid]}")
+        draw_plots(args, results, ids)
     return 0
+
+
+def draw_plots(args: argparse.Namespace, results: dict, ids: Sequence[str]) -> None:
+    """One timeline PNG per video (matplotlib checked in `check_inputs`)."""
+    from libs.commands.visualize import plot_timeline
+
+    paths = plot_paths(args.plot, ids)
+    for vid in ids:
+        entries = results["results"].get(vid, [])
+        duration = results["video_info"][vid]["duration"]
+        plot_timeline(vid, duration, [], entries, paths[vid], top_k=args.plot_top_k)
+        print(f"plot: {paths[vid]}")
 
 
 def print_summary(results: dict) -> None:

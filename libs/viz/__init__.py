@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, or a one-line install hint."""
+def pyplot(command: str = "tools/visualize.py"):
+    """matplotlib.pyplot on the file-only Agg backend, or a one-line install hint naming
+    `command` (what the user ran, e.g. "tools/infer.py --plot")."""
     try:
         import matplotlib
     except ImportError:
-        raise ValueError("tools/visualize.py needs matplotlib: pip install matplotlib") from None
+        raise ValueError(f"{command} needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,105 @@
+"""Hostile and mistaken inputs to tools/infer.py, tools/visualize.py, tools/paper_table.py,
+tools/rescore.py's raw files and the run lock: each is one clear `error:` line (exit 2) or a
+sane result, never a traceback, a hang or a destroyed input.
+
+The infer cases reuse test_infer.py's tiny trained run (`tiny_run`); a copy of its checkpoint
+that stores its config stands for a checkpoint train.py wrote.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.test_infer import tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """tiny_run's paths plus `stored`: its checkpoint with the config stored in it."""
+    paths = dict(tiny_run(tmp_path_factory))
+    stored = paths["root"] / "stored.pth"
+    if not stored.is_file():
+        state = torch.load(paths["ckpt"], weights_only=True)
+        state["config"] = yaml.safe_load(paths["config"].read_text())
+        torch.save(state, stored)
+    paths["stored"] = stored
+    paths["video"] = sorted(paths["feats"].glob("*.pt"))[0]
+    return paths
+
+
+def _infer(run, tmp_path, *extra, ckpt="ckpt"):
+    from libs.commands import infer
+
+    out = tmp_path / "dets.json"
+    argv = [str(run["config"]), str(run[ckpt]), str(run["video"]), "--out", str(out), *extra]
+    if "--default-fps" not in extra:
+        argv += ["--default-fps", "30"]
+    return infer.main(argv), out
+
+
+def test_infer_out_equal_to_the_config_is_refused(run, tmp_path, capsys):
+    before = run["config"].read_text()
+    code, _ = _infer(run, tmp_path, "--out", str(run["config"]))
+    assert code == 2
+    assert "is also the input CONFIG" in capsys.readouterr().err
+    assert run["config"].read_text() == before
+
+
+def test_infer_plot_equal_to_an_input_is_refused(run, tmp_path, capsys):
+    code, out = _infer(run, tmp_path, "--plot", str(run["config"]))
+    assert code == 2
+    assert "--plot" in capsys.readouterr().err and not out.exists()
+
+
+def test_infer_stride_flags_may_not_change_a_stored_config(run, tmp_path, capsys):
+    code, out = _infer(run, tmp_path, "--feat-stride", "4", ckpt="stored")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "--feat-stride 4 conflicts with dataset.feat_stride 8 stored in the checkpoint" in err
+    code, _ = _infer(run, tmp_path, "--num-frames", "32", ckpt="stored")
+    assert code == 2 and "--num-frames 32 conflicts with dataset.num_frames 16" in capsys.readouterr().err
+    code, out = _infer(run, tmp_path, "--feat-stride", "8", "--num-frames", "16", ckpt="stored")
+    assert code == 0 and out.is_file()  # restating the stored values is fine
+
+
+def test_infer_stride_flag_works_for_checkpoints_without_a_config(run, tmp_path):
+    code, out = _infer(run, tmp_path, "--feat-stride", "4")  # a bare state dict: the flag counts
+    assert code == 0
+    info = next(iter(json.loads(out.read_text())["video_info"].values()))
+    assert info["feat_stride"] == 4
+
+
+@pytest.mark.parametrize(
+    "flag,value,fragment",
+    [
+        ("--default-fps", "1e308", "must be at most 1000"),
+        ("--feat-stride", "99999999999999999999", "must be at most 10000"),
+        ("--num-frames", "99999999999999999", "must be at most 10000"),
+        ("--default-fps", "nan", "must be a finite number > 0"),
+    ],
+)
+def test_infer_extreme_numbers_are_refused(flag, value, fragment, capsys):
+    from libs.commands.infer import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["c.yaml", "k.pth", "f.pt", flag, value])
+    assert exc.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_infer_absurd_duration_is_refused(run, tmp_path, capsys):
+    code, out = _infer(run, tmp_path, "--default-fps", "1e-300")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "give a duration of" in err and "check --default-fps" in err
+
+
+def test_infer_plot_without_matplotlib_fails_before_inference(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, out = _infer(run, tmp_path, "--plot", str(tmp_path / "t.png"))
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()  # nothing written
+    assert "tools/infer.py --plot needs matplotlib: pip install matplotlib" in err
