@@ -212,3 +212,17 @@ def test_eval_geometry_rules_without_a_run(caplog):
     stored = config_to_dict(load_config(data={"dataset": {"feat_stride": 8}}))
     out = apply_stored_geometry(cfg, stored, "ours.pth")
     assert out.dataset.feat_stride == 8 and out.test.nms_sigma == 0.9  # test.* stays the CLI's
+
+
+def test_the_run_stores_its_thread_count_and_the_resume_uses_it(stopped_and_resumed):
+    """Float sums depend on the thread count: the run stores the count it used (config.yaml and
+    the checkpoint), so its resume continues with that count whatever the load is then."""
+    import yaml
+
+    _, run, _, status = stopped_and_resumed
+    assert status == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["threads"] == 1
+    state = torch.load(run / "last.pth", weights_only=True)
+    assert state["config"]["threads"] == 1
+    log = (run / "log.txt").read_text()
+    assert "CPU threads: 1 (config key threads)" in log  # the resume took the stored count

@@ -1,5 +1,6 @@
 """The CPU thread setting (libs/utils/threads.py): resolution, cgroup quotas, applying it, flags."""
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -257,3 +258,15 @@ def test_entry_points_apply_the_setting_first(module, argv, in_process, tmp_path
     with pytest.raises(_Applied):
         mod.run(args)
     assert calls == [(3, 2)]
+
+
+def test_resume_with_another_thread_count_warns(caplog):
+    from libs.utils.threads import ThreadChoice, warn_thread_change
+
+    with caplog.at_level(logging.WARNING, logger="libs.utils.threads"):
+        warn_thread_change(2, ThreadChoice(2, "config key threads"))
+        warn_thread_change(0, ThreadChoice(1, "auto: test"))  # a run from before counts were stored
+        assert not caplog.text
+        warn_thread_change(2, ThreadChoice(1, "--threads"))
+    assert "trained with 2 CPU threads and resumes with 1 (--threads)" in caplog.text
+    assert "give --threads 2 for an exact continuation" in caplog.text

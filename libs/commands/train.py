@@ -53,7 +53,7 @@ from libs.evaluation import format_table
 from libs.modeling import build_model
 from libs.utils.logging import setup_logging
 from libs.utils.seeding import fix_random_seed
-from libs.utils.threads import setup_threads
+from libs.utils.threads import setup_threads, warn_thread_change
 
 logger = logging.getLogger("train")
 
@@ -193,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
     threads = setup_threads(args.threads, cfg.threads)  # before any parallel work
+    if args.resume is not None:
+        warn_thread_change(cfg.threads, threads)
+    cfg.threads = threads.count  # stored with the run: its resume uses the same count
     device = dist_utils.init_distributed(pick_device(args.device))
     # before anything that draws random numbers; ranks differ (crops, dropout) but DDP gives
     # every rank rank 0's initial weights, and rank 0 matches a single-process run

@@ -277,3 +277,17 @@ def setup_threads(cli: Optional[int] = None, config: Optional[int] = None) -> Th
     choice = resolve_threads(cli, config, cap=torch.get_num_threads())
     apply_threads(choice)
     return choice
+
+
+def warn_thread_change(stored: int, choice: ThreadChoice) -> None:
+    """On resume: a warning when the run was trained with another thread count than now.
+
+    Float sums split across threads round differently, so the continued run then differs
+    slightly from an uninterrupted one; `stored` 0 (a run from before counts were stored) is
+    not checked.
+    """
+    if stored > 0 and choice.count != stored:
+        logger.warning(
+            "this run was trained with %d CPU threads and resumes with %d (%s): its numbers will "
+            "differ slightly from an uninterrupted run's; give --threads %d for an exact "
+            "continuation", stored, choice.count, choice.source, stored)
