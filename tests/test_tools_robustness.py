@@ -103,3 +103,51 @@ def test_infer_plot_without_matplotlib_fails_before_inference(run, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()  # nothing written
     assert "tools/infer.py --plot needs matplotlib: pip install matplotlib" in err
+
+
+@pytest.mark.parametrize(
+    "make,why",
+    [
+        (lambda p: __import__("os").mkfifo(p), "is not a regular file"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a symbolic link"),
+        (lambda p: p.mkdir(), "is a folder"),
+        (lambda p: p.write_bytes(b" " * 5000), "is larger than 4096 bytes"),
+        (lambda p: p.write_text('{"pid": true, "host": "h"}'), "without an integer pid > 0"),
+        (lambda p: p.write_text('{"pid": -3, "host": "h"}'), "without an integer pid > 0"),
+        (lambda p: p.write_text("[1, 2]"), "without an integer pid > 0"),
+    ],
+)
+def test_foreign_lock_files_are_refused_not_read(tmp_path, make, why):
+    """A FIFO would hang the read, /dev/zero exhaust memory, `pid: true` pass for pid 1."""
+    from libs.engine.run_lock import LOCK_NAME, RunLock, RunLockedError
+
+    make(tmp_path / LOCK_NAME)
+    with pytest.raises(RunLockedError) as exc:
+        RunLock(tmp_path).acquire()
+    assert why in str(exc.value)
+    assert "it is not a lock this project wrote; if no run is active" in str(exc.value)
+    assert (tmp_path / LOCK_NAME).exists() or (tmp_path / LOCK_NAME).is_symlink()  # left alone
+
+
+def test_torn_lock_is_still_taken_over(tmp_path):
+    from libs.engine.run_lock import LOCK_NAME, RunLock
+
+    (tmp_path / LOCK_NAME).write_text('{"pid": 12')  # a writer died mid-write
+    with RunLock(tmp_path) as lock:
+        assert lock.held
+
+
+def test_resume_with_a_fifo_lock_is_one_error_line(tmp_path, capsys, in_process):
+    import os
+
+    import train
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "last.pth").write_bytes(b"unused: the lock is checked first")
+    os.mkfifo(folder / ".lock")
+    repo = Path(__file__).resolve().parents[1]
+    rc = train.main([str(repo / "configs/demo_thumos_dbm.yaml"), "--resume", str(folder), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"lock file {folder / '.lock'} is not a regular file" in err

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Optional, Union
 
@@ -28,17 +29,66 @@ class RunLockedError(ValueError):
     """Another live process holds the run folder (a ValueError: one `error:` line in the CLIs)."""
 
 
-def read_owner(folder: Union[str, os.PathLike]) -> Optional[dict]:
-    """The {"pid", "host"} of the lock in `folder`, {} for an unreadable lock, None for no lock."""
+class ForeignLockError(RunLockedError):
+    """`.lock` is not a lock file this project wrote (a folder, FIFO, link, device, huge file or
+    a record with a bad pid): refused rather than read, trusted or deleted."""
+
+
+MAX_LOCK_BYTES = 4096  # a record is about 80 bytes
+
+
+def _foreign(path: Path, why: str) -> ForeignLockError:
+    return ForeignLockError(
+        f"lock file {path} is {why}: it is not a lock this project wrote; if no run is active "
+        f"in {path.parent}, remove it (rm -r {path}) and try again"
+    )
+
+
+def _read_lock_bytes(path: Path) -> Optional[bytes]:
+    """The lock's bytes (at most MAX_LOCK_BYTES), None when absent; only a regular file is read
+    (never a link, FIFO, device or folder: they could hang or exhaust memory)."""
     try:
-        text = (Path(folder) / LOCK_NAME).read_text(encoding="utf-8")
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISDIR: "a folder"}
+        raise _foreign(path, next((k for test, k in kinds.items() if test(mode)), "not a regular file"))
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        owner = json.loads(text)
-        return owner if isinstance(owner, dict) else {}
-    except ValueError:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None  # released meanwhile
+    try:
+        data = os.read(fd, MAX_LOCK_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_LOCK_BYTES:
+        raise _foreign(path, f"larger than {MAX_LOCK_BYTES} bytes")
+    return data
+
+
+def read_owner(folder: Union[str, os.PathLike]) -> Optional[dict]:
+    """The {"pid", "host"} of the lock in `folder`, {} for a torn lock (not JSON: a writer died
+    mid-write), None for no lock.
+
+    Raises:
+        ForeignLockError: the lock is not a regular file, is too large, or its record is not ours
+            (not an object, a pid that is not an integer > 0, a host that is not a string).
+    """
+    path = Path(folder) / LOCK_NAME
+    data = _read_lock_bytes(path)
+    if data is None:
+        return None
+    try:
+        owner = json.loads(data.decode("utf-8"))
+    except ValueError:  # also UnicodeDecodeError
         return {}
+    pid = owner.get("pid") if isinstance(owner, dict) else None
+    ours = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
+    if not ours or not isinstance(owner.get("host"), str):
+        raise _foreign(path, "a record without an integer pid > 0 and a host name")
+    return owner
 
 
 def is_locked(folder: Union[str, os.PathLike]) -> Optional[dict]:
@@ -110,7 +160,10 @@ class RunLock:
             return
         self.held = False
         atexit.unregister(self.release)
-        owner = read_owner(self.folder)
+        try:
+            owner = read_owner(self.folder)
+        except RunLockedError:  # replaced by something else meanwhile: not ours to remove
+            return
         if owner and owner.get("pid") == os.getpid():
             try:
                 os.unlink(self.path)
