@@ -26,11 +26,12 @@ from libs.cli import (
 from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine.checkpoint import resolve_checkpoint
+from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME
 from libs.evaluation import format_table
 from libs.inference import evaluate
 from libs.utils.io import unique_path
 from libs.utils.logging import setup_logging
-from libs.utils.paths import check_outputs
+from libs.utils.paths import check_outputs, check_outside
 from libs.utils.seeding import fix_random_seed
 from libs.utils.threads import setup_threads
 
@@ -79,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the files of a run folder the project needs: eval.py never writes over them (issue 15)
+RUN_FILES = (CONFIG_NAME, "log.txt", "val_history.jsonl", MARKER_NAME)
+
+
+def read_paths(cfg, config: str, ckpt: Path) -> list[tuple[str, Optional[Path]]]:
+    """What eval.py reads, and the checkpoint's run-folder files: no output may be one of them."""
+    inputs = [("CKPT", ckpt), ("config", config), ("dataset.json_file", cfg.dataset.json_file or None),
+              ("test.ext_score_file", cfg.test.ext_score_file or None)]
+    if cfg.dataset.feat_folder and Path(cfg.dataset.feat_folder).is_file():
+        inputs.append(("dataset.feat_folder", cfg.dataset.feat_folder))  # one .h5 file
+    run_files = [ckpt.parent / name for name in RUN_FILES] + sorted(ckpt.parent.glob("*.pth"))
+    inputs += [(f"run file {p.name} of the checkpoint's folder", p) for p in run_files]
+    return inputs
+
+
+def check_eval_outputs(cfg, args: argparse.Namespace) -> None:
+    """Refuse outputs that are inputs (ground truth, features, checkpoint, run files) or each other."""
+    outputs = [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)]
+    check_outputs(read_paths(cfg, args.config, resolve_checkpoint(args.ckpt)), outputs)
+    check_outside(outputs, cfg.dataset.feat_folder, "feature folder (dataset.feat_folder)")
+
+
 def output_path(requested: Optional[str], default: Path) -> Path:
     """An explicit path is used as given (a replaced file is logged); a default never replaces."""
     if requested is None:
@@ -97,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     setup_threads(args.threads, cfg.threads)  # before any parallel work
     fix_random_seed(cfg.seed)
-    check_outputs([("CKPT", resolve_checkpoint(args.ckpt)), ("config", args.config)],  # before any load
-                  [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)])
+    check_eval_outputs(cfg, args)  # before any load or write
     # geometry keys (model.*, feat_stride, ...) from the checkpoint's stored config
     cfg, model, ckpt, meta = load_detector_and_config(
         cfg, args.ckpt, device, args.opts, args.allow_unsafe_checkpoint

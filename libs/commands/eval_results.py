@@ -24,6 +24,7 @@ from libs.core.annotations import load_json_source
 from libs.evaluation import format_table
 from libs.evaluation.protocol import ProtocolEvaluator
 from libs.utils.io import atomic_write_json
+from libs.utils.paths import check_outputs
 
 logger = logging.getLogger("eval_results")
 
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "blocked_videos": list(dict.fromkeys(args.blocked)),
         "exclude_videos": list(dict.fromkeys(args.exclude)),
     }
+    check_outputs([("RESULTS", args.results), ("--gt", args.gt)], [("--json", args.json)])
     evaluator = ProtocolEvaluator(args.gt, args.split, args.tiou, protocol)
     video_ids = evaluator.detection_map.gt.video_ids
     data, source = load_json_source(args.results, "predictions")

@@ -129,12 +129,15 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     args.opts = opts_with_tiou(args.opts, args.tiou)
-    check_outputs([("RAW", args.raw), ("CONFIG", args.config)], [("--json", args.json), ("--out", args.out)])
-    setup_threads(args.threads, load_config(args.config, args.opts).threads)
+    cfg = load_config(args.config, args.opts)
+    check_outputs([("RAW", args.raw), ("CONFIG", args.config),
+                   ("dataset.json_file", cfg.dataset.json_file or None),
+                   ("test.ext_score_file", cfg.test.ext_score_file or None)],
+                  [("--json", args.json), ("--out", args.out)])
+    setup_threads(args.threads, cfg.threads)
     raw = RawPredictions.load(args.raw)
     if args.sweep:
         return run_sweep(raw, args)
-    cfg = load_config(args.config, args.opts)
     for out in (args.out, args.json):
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ Every writer goes through `atomic_write`: the data goes to a temporary file in t
 folder (so `os.replace` is a rename on one file system, which POSIX makes atomic), is flushed
 and fsync'ed, and only then replaces the target. If anything fails before the rename, the
 temporary file is removed and the previous version of the target is untouched. A target that
-is a symbolic link is refused, and the file gets the permissions a plain `open` would (umask).
+is a symbolic link or an existing non-regular file (FIFO, device) is refused, and the file gets the permissions a plain `open` would (umask).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
-from libs.utils.paths import refuse_symlink
+from libs.utils.paths import refuse_special, refuse_symlink
 
 PathLike = Union[str, os.PathLike]
 
@@ -40,6 +40,7 @@ def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO]:
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     refuse_symlink(path)  # os.replace would replace the link, but refuse to be misled by one
+    refuse_special(path)  # nor replace a FIFO or a device (/dev/null as root) by a regular file
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:

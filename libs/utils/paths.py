@@ -4,16 +4,21 @@
   not absolute, not empty, no NUL) — otherwise a write could land outside its folder.
 - `check_inside`: a path whose real location (symlinks resolved) lies under a given root.
 - `check_outputs`: no output of a command is one of its inputs (or an existing folder).
+- `check_outside`: no output of a command lies inside an input folder (features, a run folder).
 - `refuse_symlink`: a write target that is a symbolic link is refused (never written through).
+- `refuse_special`: a write target that exists but is no regular file (FIFO, device) is refused.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 PathLike = Union[str, os.PathLike]
+
+NAME_MAX_BYTES = 255  # the longest file name (one component, UTF-8 bytes) common file systems take
 
 
 def check_file_name(name: str, what: str, where: str = "", fix: str = "") -> str:
@@ -36,6 +41,9 @@ def check_file_name(name: str, what: str, where: str = "", fix: str = "") -> str
         why = "it contains a path separator"
     elif name in (".", ".."):
         why = f"it is {name!r}"
+    elif len(name.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+        why = (f"it is {len(name.encode('utf-8', 'surrogateescape'))} bytes long, over the "
+               f"{NAME_MAX_BYTES}-byte file-name limit")
     if why is None:
         return name
     origin = f"{where}: " if where else ""
@@ -56,6 +64,33 @@ def refuse_symlink(path: PathLike, what: str = "output file", action: str = "wri
     if os.path.islink(path):
         raise ValueError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to {action} "
                          "through it: remove the link or choose another path")
+
+
+def refuse_special(path: PathLike, what: str = "output file") -> None:
+    """ValueError when `path` exists but is not a regular file (a FIFO, a device, a socket):
+    replacing it by a file (or blocking on it) is never what the user meant."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode):
+        raise ValueError(f"{what} {path} exists and is not a regular file (a device, FIFO or socket); "
+                         "refusing to replace it: choose a file path")
+
+
+def check_outside(outputs: Iterable[tuple[str, Optional[PathLike]]], folder: Optional[PathLike],
+                  what: str) -> None:
+    """Refuse outputs whose real location lies inside the input folder `folder` (named `what`)."""
+    if not folder or not os.path.isdir(folder):
+        return
+    real_root = Path(os.path.realpath(folder))
+    for name, path in outputs:
+        if path is None:
+            continue
+        real = Path(os.path.realpath(path))
+        if real == real_root or real_root in real.parents:
+            raise ValueError(f"{name} {os.fspath(path)} lies inside the {what} {os.fspath(folder)}: "
+                             "writing there could replace or add an input; choose a path outside it")
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -81,6 +116,7 @@ def check_outputs(inputs: Iterable[tuple[str, Optional[PathLike]]],
         if os.path.isdir(path):
             raise ValueError(f"{name} {path} is a folder; give a file name")
         refuse_symlink(path, name)
+        refuse_special(path, name)
         for other, src in ins:
             if _same_file(path, src):
                 raise ValueError(f"{name} {path} is also the input {other}: writing it would destroy "

@@ -1,0 +1,126 @@
+"""Confined writes, part 2 (issue 15): outputs never overwrite the inputs of the same command
+(ground truth, features, results, the checkpoint's run files), special files are never replaced,
+and over-long names are refused with a clear line."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from libs.utils.io import atomic_write_json
+from libs.utils.paths import check_file_name
+from tests.tiny import tiny_annotations, tiny_config_dict
+
+
+def _workspace(tmp_path) -> dict:
+    """A config, its GT, one feature file, a run folder with a (fake) checkpoint and its files."""
+    gt = tmp_path / "anno.json"
+    gt.write_text(json.dumps(tiny_annotations()))
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    torch.save(torch.zeros(10, 16), feats / "vid0.pt")
+    scores = tmp_path / "ext.json"
+    scores.write_text("{}")
+    cfg = tiny_config_dict(gt, feats, tmp_path / "runs", {"test": {"ext_score_file": str(scores)}})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "runs" / "tiny_base"
+    run.mkdir(parents=True)
+    for name in ("last.pth", "epoch_001.pth", "log.txt", "val_history.jsonl", "config.yaml"):
+        (run / name).write_bytes(b"keep " + name.encode())
+    return dict(config=str(config), gt=gt, feat=feats / "vid0.pt", scores=scores, run=run)
+
+
+def _one_error(capsys, call, fragment) -> None:
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(call())
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "Traceback" not in err and err.count("error:") == 1 and fragment in err, err
+
+
+def _snapshot(ws: dict) -> dict:
+    files = [ws["gt"], ws["feat"], ws["scores"], *sorted(ws["run"].iterdir())]
+    return {str(p): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize("target,flag,fragment", [
+    ("gt", "--out", "is also the input dataset.json_file"),
+    ("scores", "--json", "is also the input test.ext_score_file"),
+    ("feat", "--out", "lies inside the feature folder (dataset.feat_folder)"),
+    ("new_feat", "--out", "lies inside the feature folder (dataset.feat_folder)"),
+    ("log.txt", "--out", "is also the input run file log.txt of the checkpoint's folder"),
+    ("val_history.jsonl", "--json", "is also the input run file val_history.jsonl"),
+    ("config.yaml", "--out", "is also the input run file config.yaml"),
+    ("epoch_001.pth", "--save-raw", "is also the input run file epoch_001.pth"),
+])
+def test_eval_outputs_never_overwrite_inputs(tmp_path, capsys, in_process, target, flag, fragment):
+    import eval as eval_cli
+
+    ws = _workspace(tmp_path)
+    before = _snapshot(ws)
+    path = {"gt": ws["gt"], "scores": ws["scores"], "feat": ws["feat"],
+            "new_feat": ws["feat"].parent / "new.json"}.get(target, ws["run"] / target)
+    _one_error(capsys, lambda: eval_cli.main([ws["config"], str(ws["run"] / "last.pth"), flag, str(path)]),
+               fragment)
+    assert _snapshot(ws) == before and not (ws["feat"].parent / "new.json").exists()
+
+
+@pytest.mark.parametrize("target,fragment", [("gt", "--json {} is also the input --gt"),
+                                             ("results", "--json {} is also the input RESULTS")])
+def test_eval_results_json_never_overwrites_inputs(tmp_path, capsys, target, fragment):
+    from libs.commands import eval_results
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps(tiny_annotations()))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"results": {}}))
+    path = gt if target == "gt" else results
+    _one_error(capsys, lambda: eval_results.main([str(results), "--gt", str(gt), "--json", str(path)]),
+               fragment.format(path))
+    assert json.loads(gt.read_text()) == tiny_annotations()
+    assert json.loads(results.read_text()) == {"results": {}}
+
+
+def test_rescore_out_never_overwrites_gt(tmp_path, capsys, in_process):
+    from libs.commands import rescore
+
+    ws = _workspace(tmp_path)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(b"raw")
+    before = _snapshot(ws)
+    _one_error(capsys, lambda: rescore.main([str(raw), ws["config"], "--out", str(ws["gt"])]),
+               "--out {} is also the input dataset.json_file".format(ws["gt"]))
+    assert _snapshot(ws) == before and raw.read_bytes() == b"raw"
+
+
+# ------------------------------------------------------------------ special files are never replaced
+def test_atomic_write_refuses_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="exists and is not a regular file"):
+        atomic_write_json(fifo, {"a": 1})
+    assert not fifo.is_file() and Path(fifo).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temporary file left
+
+
+def test_eval_out_fifo_is_refused(tmp_path, capsys, in_process):
+    import eval as eval_cli
+
+    ws = _workspace(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    _one_error(capsys, lambda: eval_cli.main([ws["config"], str(ws["run"] / "last.pth"), "--out", str(fifo)]),
+               f"--out {fifo} exists and is not a regular file")
+    assert not fifo.is_file()
+
+
+# ------------------------------------------------------------------ over-long names
+def test_over_long_names_are_refused():
+    with pytest.raises(ValueError, match="over the 255-byte file-name limit"):
+        check_file_name("v" * 256, "video id")
+    with pytest.raises(ValueError, match="is 300 bytes long"):
+        check_file_name("é" * 150, "video id")
+    assert check_file_name("v" * 255, "video id") == "v" * 255
