@@ -151,3 +151,82 @@ def test_resume_with_a_fifo_lock_is_one_error_line(tmp_path, capsys, in_process)
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert f"lock file {folder / '.lock'} is not a regular file" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/paper_table.py: malformed run files
+
+GOOD = {"tiou": [0.3, 0.5, 0.7], "mAP": [0.5, 0.4, 0.3], "average_mAP": 0.4}
+
+
+def _paper_run(tmp_path, metrics_text, config=None, name="run"):
+    folder = tmp_path / name
+    folder.mkdir()
+    config = config if config is not None else {"dataset": {"name": "thumos14"},
+                                                "model": {"block": {"type": "dbm"}}}
+    (folder / "config.yaml").write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    (folder / "metrics.json").write_text(metrics_text)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "metrics,fragment",
+    [
+        ("[1, 2]", "expected a metrics object (train.py / eval.py), got [1, 2]"),
+        (json.dumps({**GOOD, "tiou": 5}), "'tiou' must be a list of numbers, got 5"),
+        (json.dumps({**GOOD, "protocol": "x"}), "'protocol' must be an object, got 'x'"),
+        (json.dumps(GOOD)[:-1] + ', "epoch": 1e400}', "'epoch': expected a finite number, got inf"),
+        (json.dumps({**GOOD, "epoch": 2.5}), "'epoch': expected a whole number >= 0, got 2.5"),
+        (json.dumps({**GOOD, "mAP": ["x", 1, 2]}), "metrics.json 'mAP': expected a finite number, got 'x'"),
+    ],
+)
+def test_paper_table_malformed_metrics_are_one_error_naming_the_file(tmp_path, capsys, metrics, fragment):
+    from libs.commands import paper_table
+
+    folder = _paper_run(tmp_path, metrics)
+    assert paper_table.main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and str(folder) in err and "Traceback" not in err
+
+
+def test_paper_table_malformed_config_and_history(tmp_path, capsys):
+    from libs.commands import paper_table
+
+    folder = _paper_run(tmp_path, json.dumps(GOOD), config="dataset: [1]\n")
+    assert paper_table.main([str(folder)]) == 2
+    assert "config.yaml: 'dataset' must be a mapping, got [1]" in capsys.readouterr().err
+    best_on_val = {**GOOD, "protocol": {"checkpoint": "best-on-val"}}
+    folder = _paper_run(tmp_path, json.dumps({"last": GOOD}), name="fifo")
+    import os
+
+    os.mkfifo(folder / "val_history.jsonl")  # a plain open() would hang here
+    assert paper_table.main([str(folder)]) == 2
+    assert "is a FIFO (named pipe), not a regular file" in capsys.readouterr().err
+    folder = _paper_run(tmp_path, json.dumps({"last": GOOD}), name="torn")
+    (folder / "val_history.jsonl").write_text(json.dumps(best_on_val) + "\n{\"tiou\n")
+    assert paper_table.main([str(folder)]) == 2
+    assert "val_history.jsonl line 2: not a JSON record" in capsys.readouterr().err
+
+
+def test_paper_table_custom_and_demo_runs_say_why(tmp_path, capsys):
+    from libs.commands import paper_table
+
+    custom = {"dataset": {"name": "activitynet_format"}, "model": {"block": {"type": "dbm"}}}
+    folder = _paper_run(tmp_path, json.dumps(GOOD), config=custom, name="custom")
+    with pytest.raises(SystemExit):
+        paper_table.main([str(folder)])
+    err = capsys.readouterr().err
+    assert "dataset 'activitynet_format' of its config.yaml is not a paper dataset (one of thumos14" in err
+    demo = {"dataset": {"name": "thumos14", "feat_folder": "./data/synthetic_thumos"},
+            "model": {"block": {"type": "dbm"}}, "config_path": "configs/demo_thumos_dbm.yaml"}
+    folder = _paper_run(tmp_path, json.dumps(GOOD), config=demo, name="demo")
+    assert paper_table.main([str(folder)]) == 0
+    assert "it was trained on synthetic features; its comparison to the paper's numbers is not" in capsys.readouterr().err
+    demo["dataset"]["feat_folder"] = "./data/thumos/features"
+    folder = _paper_run(tmp_path, json.dumps(GOOD), config=demo, name="demo2")
+    assert paper_table.main([str(folder)]) == 0
+    assert "configs/demo_thumos_dbm.yaml is not one of the paper's configs" in capsys.readouterr().err
+    paper = {**demo, "config_path": "configs/thumos_internvideo2_6b_dbm.yaml"}
+    folder = _paper_run(tmp_path, json.dumps(GOOD), config=paper, name="paper")
+    assert paper_table.main([str(folder)]) == 0
+    assert "warning" not in capsys.readouterr().err

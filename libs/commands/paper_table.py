@@ -21,13 +21,15 @@ values in %; the average is over THUMOS-14's 0.3:0.1:0.7, or all ten of 0.50:0.0
 
 import argparse
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 
-from libs.core.safe_io import load_yaml, read_json
+from libs.core.safe_io import check_regular_file, load_yaml, read_json
 
 # README of OpenGVLab/video-mamba-suite temporal-action-localization (commit ec9108b), mAP %.
 # Keys: tIoU -> mAP, plus "avg". The HACS "winattn" row repeats ANet's 0.75 / 0.95 numbers in the
@@ -54,17 +56,8 @@ PAPER: dict[str, dict[str, dict]] = {
         "dbm": {0.5: 45.44, 0.75: 28.82, 0.95: 6.79, "avg": 29.04},
     },
 }
-DATASET_NAMES = {
-    "thumos": "THUMOS-14",
-    "anet": "ActivityNet-1.3",
-    "hacs": "HACS",
-    "fineaction": "FineAction",
-}
-BLOCK_NAMES = {
-    "winattn": "ActionFormer (Win Attn)",
-    "vim": "ActionMamba (ViM)",
-    "dbm": "ActionMamba (DBM)",
-}
+DATASET_NAMES = {"thumos": "THUMOS-14", "anet": "ActivityNet-1.3", "hacs": "HACS", "fineaction": "FineAction"}
+BLOCK_NAMES = {"winattn": "ActionFormer (Win Attn)", "vim": "ActionMamba (ViM)", "dbm": "ActionMamba (DBM)"}
 # config.yaml values -> table keys
 CONFIG_DATASETS = {"thumos14": "thumos", "anet": "anet", "hacs": "hacs", "fineaction": "fineaction"}
 CONFIG_BLOCKS = {"window_attn": "winattn", "vim": "vim", "dbm": "dbm"}
@@ -74,7 +67,6 @@ METRICS_FILES = ("metrics.json", "eval_metrics.json")  # train.py's, then run_al
 @dataclass
 class Numbers:
     """One evaluation in %: {tIoU (2 decimals): mAP, "avg": average mAP}, and its epoch."""
-
     maps: dict
     epoch: Optional[int] = None
 
@@ -86,18 +78,40 @@ class Numbers:
 @dataclass
 class Run:
     """One run's numbers: the best and the last evaluated epoch (either may be unknown)."""
-
     source: str
     dataset: Optional[str]
     block: Optional[str]
     best: Optional[Numbers]
     last: Optional[Numbers]
     reported: str  # "best" | "last": which of the two the run calls its result
+    config_dataset: Optional[str] = None  # dataset.name of its config.yaml
+    not_paper: Optional[str] = None  # why the run is not a paper setup (a warning)
 
     @property
     def result(self) -> Numbers:
         chosen = self.best if self.reported == "best" else self.last
         return chosen or self.last or self.best
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite JSON number (not a bool), else a ValueError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _epoch(data: dict, where: str) -> Optional[int]:
+    """`epoch` (or `protocol.epoch`): a whole number >= 0, or None."""
+    protocol = data.get("protocol")
+    if protocol is not None and not isinstance(protocol, dict):
+        raise ValueError(f"{where}: 'protocol' must be an object, got {protocol!r}")
+    epoch = data.get("epoch", (protocol or {}).get("epoch"))
+    if epoch is None:
+        return None
+    value = _number(epoch, f"{where} 'epoch'")
+    if value < 0 or value != int(value):
+        raise ValueError(f"{where} 'epoch': expected a whole number >= 0, got {epoch!r}")
+    return int(value)
 
 
 def parse_numbers(data: Any, where: str) -> Numbers:
@@ -107,14 +121,19 @@ def parse_numbers(data: Any, where: str) -> Numbers:
     for key in ("tiou", "mAP", "average_mAP"):
         if key not in data:
             raise ValueError(f"{where}: missing key '{key}' (expected train.py / eval.py metrics)")
+    for key in ("tiou", "mAP"):
+        if not isinstance(data[key], list):
+            raise ValueError(f"{where}: '{key}' must be a list of numbers, got {data[key]!r}")
     if len(data["tiou"]) != len(data["mAP"]):
         raise ValueError(
             f"{where}: 'tiou' has {len(data['tiou'])} values but 'mAP' has {len(data['mAP'])}"
         )
-    maps = {round(float(t), 2): 100.0 * float(m) for t, m in zip(data["tiou"], data["mAP"])}
-    maps["avg"] = 100.0 * float(data["average_mAP"])
-    epoch = data.get("epoch", (data.get("protocol") or {}).get("epoch"))
-    return Numbers(maps, None if epoch is None else int(epoch))
+    maps = {
+        round(_number(t, f"{where} 'tiou'"), 2): 100.0 * _number(m, f"{where} 'mAP'")
+        for t, m in zip(data["tiou"], data["mAP"])
+    }
+    maps["avg"] = 100.0 * _number(data["average_mAP"], f"{where} 'average_mAP'")
+    return Numbers(maps, _epoch(data, where))
 
 
 def best_from_history(path: Path) -> Optional[Numbers]:
@@ -123,17 +142,21 @@ def best_from_history(path: Path) -> Optional[Numbers]:
     The rule of `libs.engine.val_history.best_record`, not imported: that module pulls in torch.
     """
     best = None
-    with open(path) as f:
+    with open(check_regular_file(path, "validation history"), encoding="utf-8") as f:  # no FIFO
         for i, line in enumerate(f, 1):
-            if line.strip():
-                numbers = parse_numbers(json.loads(line), f"{path} line {i}")
-                if best is None or numbers.avg > best.avg:
-                    best = numbers
+            try:
+                record = json.loads(line) if line.strip() else None
+            except (ValueError, RecursionError) as exc:
+                raise ValueError(f"{path} line {i}: not a JSON record ({type(exc).__name__})") from None
+            numbers = None if record is None else parse_numbers(record, f"{path} line {i}")
+            best = numbers if best is None or (numbers and numbers.avg > best.avg) else best
     return best
 
 
-def _numbers_of(data: dict, where: str) -> tuple[Optional[Numbers], Optional[Numbers], str]:
+def _numbers_of(data: Any, where: str) -> tuple[Optional[Numbers], Optional[Numbers], str]:
     """(best, last, reported) of a metrics.json in either schema."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a metrics object (train.py / eval.py), got {data!r}")
     if isinstance(data.get("last"), dict) or isinstance(data.get("best"), dict):
         best = parse_numbers(data["best"], f"{where} 'best'") if data.get("best") else None
         last = parse_numbers(data["last"], f"{where} 'last'") if data.get("last") else None
@@ -146,36 +169,62 @@ def _numbers_of(data: dict, where: str) -> tuple[Optional[Numbers], Optional[Num
     return None, single, "last"
 
 
-def _run_config(folder: Path) -> tuple[Optional[str], Optional[str]]:
-    """(dataset, block) table keys from a run folder's config.yaml, or (None, None)."""
+# the paper's configs (configs/<dataset>_internvideo2_<size>_<block>.yaml) on real features
+PAPER_CONFIG = re.compile(r"^(thumos|anet|hacs|fineaction)_internvideo2_\w+_(dbm|vim|winattn)\.ya?ml$")
+
+
+def _section(tree: dict, key: str, where: str) -> dict:
+    """`tree[key]` when it is a mapping ({} when absent), else a ValueError naming the key."""
+    value = tree.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{where}: '{key}' must be a mapping, got {value!r}")
+    return value or {}
+
+
+def _not_paper_setup(cfg: dict, dataset: dict) -> Optional[str]:
+    """Why the run is not one of the paper's setups (None: it may be; unknown: no claim)."""
+    config_path = str(cfg.get("config_path") or "")
+    if "synthetic" in str(dataset.get("feat_folder") or ""):
+        return "it was trained on synthetic features"
+    if config_path and not PAPER_CONFIG.match(Path(config_path).name):
+        return f"its config {config_path} is not one of the paper's configs"
+    return None
+
+
+def _run_config(folder: Path) -> tuple[Optional[str], Optional[str], Optional[str], Optional[str]]:
+    """(dataset, block) table keys from a run folder's config.yaml, its dataset.name, and why it
+    is not a paper setup; all None without a config.yaml."""
     path = folder / "config.yaml"
     if not path.is_file():
-        return None, None
+        return None, None, None, None
     cfg = load_yaml(path, "run config") or {}
-    name = (cfg.get("dataset") or {}).get("name")
-    block = ((cfg.get("model") or {}).get("block") or {}).get("type")
-    return CONFIG_DATASETS.get(name), CONFIG_BLOCKS.get(block)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of config sections, got {cfg!r}")
+    dataset = _section(cfg, "dataset", str(path))
+    block = _section(_section(cfg, "model", str(path)), "block", f"{path} 'model'").get("type")
+    name = dataset.get("name")
+    return (CONFIG_DATASETS.get(name) if isinstance(name, str) else None,
+            CONFIG_BLOCKS.get(block) if isinstance(block, str) else None,
+            None if name is None else str(name), _not_paper_setup(cfg, dataset))  # fmt: skip
 
 
 def read_run(path: str) -> Run:
     """A run folder or a metrics JSON -> Run (dataset / block from config.yaml when present)."""
     given = Path(path)
     if given.is_dir():
-        folder = given
-        found = [folder / name for name in METRICS_FILES if (folder / name).is_file()]
+        found = [given / name for name in METRICS_FILES if (given / name).is_file()]
         if not found:
-            raise ValueError(f"{folder}: no {' or '.join(METRICS_FILES)} in this run folder")
-        metrics = found[0]
+            raise ValueError(f"{given}: no {' or '.join(METRICS_FILES)} in this run folder")
+        folder, metrics = given, found[0]
     elif given.is_file():
         folder, metrics = given.parent, given
     else:
         raise ValueError(f"{path}: no such run folder or metrics file")
     best, last, reported = _numbers_of(read_json(metrics, "metrics"), str(metrics))
-    history = folder / "val_history.jsonl"
-    if best is None and history.is_file():
-        best = best_from_history(history)
-    dataset, block = _run_config(folder)
-    return Run(str(given), dataset, block, best, last, reported)
+    if best is None and (folder / "val_history.jsonl").exists():  # a FIFO: refused, not read
+        best = best_from_history(folder / "val_history.jsonl")
+    dataset, block, config_dataset, not_paper = _run_config(folder)
+    return Run(str(given), dataset, block, best, last, reported, config_dataset, not_paper)
 
 
 def _cell(value: Optional[float]) -> str:
@@ -191,9 +240,8 @@ def _signed(value: Optional[float]) -> str:
 
 
 def _with_epoch(numbers: Optional[Numbers]) -> str:
-    if numbers is None:
-        return "-"
-    return _cell(numbers.avg) + ("" if numbers.epoch is None else f" (ep {numbers.epoch})")
+    epoch = "" if numbers is None or numbers.epoch is None else f" (ep {numbers.epoch})"
+    return "-" if numbers is None else _cell(numbers.avg) + epoch
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -298,6 +346,11 @@ def _label_runs(parser: argparse.ArgumentParser, args: argparse.Namespace, runs:
             run.block = args.blocks[i]
         elif run.block is None and default_blocks is not None:
             run.block = default_blocks[i]  # the paper's order, as the inputs were given
+        if run.dataset is None and run.config_dataset is not None:
+            parser.error(
+                f"{run.source}: dataset '{run.config_dataset}' of its config.yaml is not a paper "
+                f"dataset (one of {', '.join(CONFIG_DATASETS)}); pass --dataset to compare anyway"
+            )
         if run.dataset is None:
             parser.error(f"{run.source}: no config.yaml beside it names the dataset; pass --dataset")
         if run.block is None:
@@ -329,6 +382,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _label_runs(parser, args, runs)
+    for run in runs:
+        if run.not_paper:
+            print(f"warning: {run.source}: {run.not_paper}; its comparison to the paper's numbers "
+                  "is not meaningful", file=sys.stderr)
     runs = sort_runs(runs)
     text = render(runs)
     print(text)
