@@ -48,4 +48,4 @@ def test_imports_without_extension_or_mamba():
     assert proc.stdout.strip().endswith("ok")
     # exactly one warning about the missing extension, with the build command
     assert proc.stderr.count("libs._C is not built") == 1, proc.stderr
-    assert "pip install -e . --no-build-isolation" in proc.stderr
+    assert "pip install --no-build-isolation --use-pep517 -e ." in proc.stderr

@@ -146,7 +146,10 @@ class ActivityNetFormatDataset(Dataset):
     def _read_annotations(self) -> AnnotationFile:
         """The checked JSON, by the shared parser (every annotation needs a label_id here)."""
         if not os.path.isfile(self.json_file):
-            raise FileNotFoundError(f"annotation file not found: {self.json_file}")
+            raise FileNotFoundError(
+                f"annotation file not found: {self.json_file} (relative paths are read from the "
+                f"current folder {os.getcwd()}; run from the folder the config expects or give "
+                "--opts dataset.json_file=PATH)")
         return read_annotations(self.json_file, require_label_ids=True)
 
     def _check_labels(self) -> None:

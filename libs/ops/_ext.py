@@ -1,9 +1,10 @@
 """The single import point of the compiled extension `libs._C`.
 
-`libs._C` (CPU kernels) is built by `pip install -e . --no-build-isolation` from csrc/. When it
-is missing (not built, or built for another torch), every op falls back to its pure-PyTorch
-reference and one warning says how to build it. `libs._C_cuda` (the CUDA NMS, csrc/cuda/) is a
-separate extension, present only where setup.py could compile CUDA; None elsewhere.
+`libs._C` (CPU kernels) is built by `pip install --no-build-isolation --use-pep517 -e .` from
+csrc/. When it is missing (not built, or built for another torch), every op falls back to its
+pure-PyTorch reference and one warning says how to build it. `libs._C_cuda` (the CUDA NMS,
+csrc/cuda/) is a separate extension, present only where setup.py could compile CUDA; None
+elsewhere.
 """
 import importlib
 import os
@@ -14,7 +15,7 @@ import torch  # noqa: F401  (loads libc10 etc. before the extension)
 logger = logging.getLogger(__name__)
 
 DIST_NAME = "actionmamba-tal"
-BUILD_CMD = "pip install -e . --no-build-isolation"  # builds libs._C (and libs._C_cuda where CUDA is)
+BUILD_CMD = "pip install --no-build-isolation --use-pep517 -e ."  # builds libs._C (and libs._C_cuda where CUDA is)
 
 
 def _installed_copy(name: str):

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from libs.ops import _ext
 from libs.ops.scan import ext_has_scan, selective_scan, set_default_backend
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ def run(args: argparse.Namespace) -> dict:
     if ext_has_scan():
         result["ext"] = _measure("ext", inputs, args.rounds)
     else:
-        logger.warning("libs._C has no selective scan (pip install -e . --no-build-isolation); "
-                       "timing the reference only")
+        logger.warning("libs._C has no selective scan (%s); timing the reference only",
+                       _ext.BUILD_CMD)
     result["torch"] = _measure("torch", inputs, args.ref_rounds)
     if "ext" in result:
         ext, ref = result["ext"], result["torch"]
