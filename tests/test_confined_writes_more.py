@@ -124,3 +124,58 @@ def test_over_long_names_are_refused():
     with pytest.raises(ValueError, match="is 300 bytes long"):
         check_file_name("é" * 150, "video id")
     assert check_file_name("v" * 255, "video id") == "v" * 255
+
+
+# ------------------------------------------------------------------ make_synthetic stays inside --out
+def _synthetic(tmp_path, ids=("vid0",)) -> Path:
+    db = {v: {"subset": "training", "duration": 10.0, "fps": 30.0, "annotations": []} for v in ids}
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"database": db}))
+    return ann
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--file-prefix", "../outside/"], "--file-prefix '../outside/' must be part of a file name: it contains '/'"),
+    (["--feature-type", "/../../x"], "--feature-type '/../../x' must be part of a file name"),
+    (["--feature-type", ".."], "--feature-type '..' must be part of a file name: it is '..'"),
+])
+def test_make_synthetic_name_parts_are_plain(tmp_path, capsys, argv, fragment):
+    from libs.commands import make_synthetic
+
+    ann = _synthetic(tmp_path)
+    _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann), "--out", str(tmp_path / "o"), *argv]),
+               fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json"]
+
+
+def test_make_synthetic_refuses_symlinks_and_the_gt(tmp_path, capsys):
+    from libs.commands import make_synthetic
+
+    ann = _synthetic(tmp_path, ("vid0", "vid1"))
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"keep")
+    os.symlink(victim, out / "vid1.pt")
+    _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann), "--out", str(out)]),
+               f"feature file of video 'vid1' {out / 'vid1.pt'} is a symbolic link")
+    assert victim.read_bytes() == b"keep" and not (out / "vid0.pt").exists()
+    before = ann.read_bytes()
+    ann2 = tmp_path / "vid0.npy"  # the GT named like a feature file
+    ann2.write_bytes(before)
+    _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann2), "--out", str(tmp_path),
+                                                    "--file-ext", ".npy"]),
+               f"feature file {ann2} of video 'vid0' is also the input --gt")
+    assert ann.read_bytes() == before and ann2.read_bytes() == before
+
+
+def test_make_synthetic_over_long_id(tmp_path, capsys):
+    from libs.commands import make_synthetic
+
+    ann = _synthetic(tmp_path, ("v" * 300,))
+    _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann), "--out", str(tmp_path / "o")]),
+               "cannot be used as a file name: it is 300 bytes long, over the 255-byte file-name limit")
+    ann = _synthetic(tmp_path, ("v" * 250,))
+    _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann), "--out", str(tmp_path / "o"),
+                                                    "--feature-type", "_spatial_feature"]),
+               "use a shorter video id, --file-prefix or --feature-type")

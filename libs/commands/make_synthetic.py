@@ -35,7 +35,7 @@ import torch
 from libs.cli import add_deprecated_alias, run_cli
 from libs.core.annotations import read_annotations
 from libs.core.segments import seconds_to_grid
-from libs.datasets.features import feature_path, save_features
+from libs.datasets.features import output_feature_path, save_features
 from libs.utils.paths import check_file_name
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,22 @@ def _select_videos(
     return ids[:max_videos] if max_videos is not None else ids
 
 
+def output_paths(json_file: str, out_dir: str, videos: Sequence[str], file_prefix: str,
+                 feature_type: str, ext: str) -> dict[str, str]:
+    """Every video's output file, all checked before the first write: plain names, no symbolic
+    link or special file, and never the --gt file itself."""
+    gt = os.path.realpath(json_file)
+    paths = {}
+    for video_id in videos:
+        check_file_name(video_id, "video id", json_file, "video ids become file names in --out")
+        path = output_feature_path(out_dir, video_id, file_prefix, feature_type, ext)
+        if os.path.realpath(path) == gt:
+            raise ValueError(f"feature file {path} of video {video_id!r} is also the input --gt: writing "
+                             "it would destroy the input; choose another --out or --file-prefix")
+        paths[video_id] = path
+    return paths
+
+
 def make_synthetic(
     json_file: str,
     out_dir: str,
@@ -191,11 +207,10 @@ def make_synthetic(
     annotations = read_annotations(json_file, require_label_ids=True)
     database = annotations.database
     prototypes = class_prototypes(max(annotations.id_to_name, default=0) + 1, dim, seed)  # [K, C]
-    os.makedirs(out_dir, exist_ok=True)
     totals = {"videos": 0, "features": 0, "segments": 0, "distractors": 0}
     videos = list(_select_videos(database, subsets, max_videos))
-    for video_id in videos:  # all checked before the first write
-        check_file_name(video_id, "video id", json_file, "video ids become file names in --out")
+    paths = output_paths(json_file, out_dir, videos, file_prefix, feature_type, ext)
+    os.makedirs(out_dir, exist_ok=True)  # after the checks: a refused run leaves nothing behind
     for video_id in videos:
         value = database[video_id]
         if "duration" not in value:
@@ -206,7 +221,7 @@ def make_synthetic(
         feats, distractors = synth_video(
             _video_rng(seed, video_id), num_feats, segments, labels, prototypes
         )
-        save_features(feature_path(out_dir, video_id, file_prefix, feature_type, ext), feats)
+        save_features(paths[video_id], feats)
         for key, n in zip(totals, (1, num_feats, len(segments), distractors)):
             totals[key] += n
     summary = dict(

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from libs.utils.paths import check_file_name
+from libs.utils.io import atomic_write
+from libs.utils.paths import check_file_name, refuse_special, refuse_symlink
 
 FILE_EXTS = (".pt", ".npy", ".npz")
 H5_EXTS = (".h5", ".hdf5")
@@ -59,6 +60,33 @@ def feature_path(feat_folder: str, video_id: str, file_prefix: str = "", feature
     """
     check_file_name(video_id, "video id", fix="video ids must be plain names inside feat_folder")
     return os.path.join(feat_folder, f"{file_prefix}{video_id}{feature_type}{file_ext}")
+
+
+def check_name_part(part: str, option: str) -> str:
+    """`part` unchanged if it can be a piece of a file name (a prefix, suffix or extension)."""
+    bad = [sep for sep in ("/", os.sep, os.altsep, "\x00") if sep and sep in part]
+    if bad or part == "..":
+        why = "it is '..'" if part == ".." else f"it contains {bad[0]!r}"
+        raise ValueError(f"{option} {part!r} must be part of a file name: {why}; give a plain "
+                         "prefix/suffix without '/' (the files are written into --out)")
+    return part
+
+
+def output_feature_path(out_dir: str, video_id: str, file_prefix: str = "", feature_type: str = "",
+                        file_ext: str = ".pt") -> str:
+    """`feature_path` for a file about to be WRITTEN: prefix, suffix and extension must be plain
+    name parts, the whole name one file name (<= 255 bytes), and an existing target a regular file
+    (not a symbolic link, FIFO or device)."""
+    check_name_part(file_prefix, "--file-prefix")
+    check_name_part(feature_type, "--feature-type")
+    check_name_part(file_ext, "--file-ext")
+    path = feature_path(out_dir, video_id, file_prefix, feature_type, file_ext)
+    check_file_name(os.path.basename(path), f"feature file name of video {video_id!r}",
+                    fix="use a shorter video id, --file-prefix or --feature-type")
+    what = f"feature file of video {video_id!r}"
+    refuse_symlink(path, what)
+    refuse_special(path, what)
+    return path
 
 
 def h5_key(video_id: str, file_prefix: str = "") -> str:
@@ -279,14 +307,16 @@ def h5_keys(h5_file: str) -> set[str]:
 
 
 def save_features(path: str, feats: np.ndarray) -> None:
-    """Write a T x C float32 array in the format given by the path's extension (.pt / .npy / .npz)."""
+    """Write a T x C float32 array in the format given by the path's extension (.pt / .npy / .npz),
+    atomically; a symbolic link, FIFO or device at `path` is refused, never written through."""
     file_ext = os.path.splitext(path)[1].lower()
     feats = np.ascontiguousarray(feats, dtype=np.float32)  # [T, C]
-    if file_ext == ".pt":
-        torch.save(torch.from_numpy(feats), path)
-    elif file_ext == ".npy":
-        np.save(path, feats)
-    elif file_ext == ".npz":
-        np.savez(path, feats=feats)
-    else:
+    if file_ext not in (".pt", ".npy", ".npz"):
         raise ValueError(f"cannot write features to {path}: extension must be one of {FILE_EXTS}")
+    with atomic_write(path, "wb") as f:
+        if file_ext == ".pt":
+            torch.save(torch.from_numpy(feats), f)
+        elif file_ext == ".npy":
+            np.save(f, feats)
+        else:
+            np.savez(f, feats=feats)
