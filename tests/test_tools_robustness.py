@@ -230,3 +230,50 @@ def test_paper_table_custom_and_demo_runs_say_why(tmp_path, capsys):
     folder = _paper_run(tmp_path, json.dumps(GOOD), config=paper, name="paper")
     assert paper_table.main([str(folder)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# raw prediction files (tools/rescore.py): every field checked, the message names file and video
+
+
+def _raw_file(tmp_path, config=None, **changes):
+    video = {"video_id": "v1", "segments": torch.tensor([[1.0, 4.0], [2.0, 6.0]]),
+             "scores": torch.tensor([0.9, 0.5]), "labels": torch.tensor([0, 1]),
+             "fps": 30.0, "feat_stride": 8.0, "feat_num_frames": 16.0, "duration": 30.0, **changes}
+    path = tmp_path / "raw.pt"
+    torch.save({"format": "raw_predictions", "version": 1, "videos": [video],
+                "id_to_name": {0: "Jump", 1: "Run"}, "config": {} if config is None else config}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"segments": torch.zeros(2, 3)}, "expected segments [K, 2], scores [K] and labels [K], got segments [2, 3]"),
+        ({"scores": torch.zeros(2, 1)}, "got segments [2, 2], scores [2, 1], labels [2]"),
+        ({"labels": torch.tensor([0, 1, 1])}, "scores [2], labels [3]"),
+        ({"segments": torch.tensor([[1.0, float("nan")], [2.0, 6.0]])}, "'segments' holds a non-finite value (NaN or Inf)"),
+        ({"scores": torch.tensor([0.9, float("inf")])}, "'scores' holds a non-finite value (NaN or Inf)"),
+        ({"labels": torch.tensor([0.5, 1.0])}, "'labels' must hold integer class ids, got torch.float32"),
+        ({"labels": torch.tensor([0, -1])}, "'labels' holds a negative class id -1"),
+        ({"scores": torch.tensor([1, 0])}, "'scores' must hold floating-point numbers, got torch.int64"),
+    ],
+)
+def test_raw_file_fields_are_checked_naming_file_and_video(tmp_path, changes, fragment):
+    from libs.inference.raw import RawPredictions
+
+    path = _raw_file(tmp_path, **changes)
+    with pytest.raises(ValueError) as exc:
+        RawPredictions.load(path)
+    assert str(exc.value).startswith(f"{path}: video 'v1': ") and fragment in str(exc.value)
+
+
+def test_raw_file_config_must_be_a_dict(tmp_path):
+    from libs.inference.raw import RawPredictions
+
+    path = _raw_file(tmp_path, config="x")
+    with pytest.raises(ValueError, match="'config' must be a dict \\(as eval.py --save-raw writes it\\), got str 'x'"):
+        RawPredictions.load(path)
+    assert len(RawPredictions.load(_raw_file(tmp_path))) == 1  # the well-formed file loads
+    empty = _raw_file(tmp_path, segments=torch.zeros(0, 2), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))
+    assert len(RawPredictions.load(empty).detections[0]) == 0

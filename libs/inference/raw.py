@@ -166,14 +166,16 @@ class RawPredictions:
             )
         if not isinstance(data.get("videos"), list):
             raise ValueError(f"{path}: 'videos' must be a list")
+        for key in ("config", "id_to_name"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise ValueError(f"{path}: '{key}' must be a dict (as eval.py --save-raw writes it), "
+                                 f"got {type(data[key]).__name__} {data[key]!r:.60}")
         parsed = [_parse_video(v, i, str(path)) for i, v in enumerate(data["videos"])]
-        _check_sizes([d for d, _ in parsed], dict(data.get("config") or {}), str(path))
+        config = dict(data.get("config") or {})
+        _check_sizes([d for d, _ in parsed], config, str(path))
         return RawPredictions(
-            [d for d, _ in parsed],
-            [m for _, m in parsed],
-            dict(data.get("id_to_name") or {}),
-            dict(data.get("config") or {}),
-            str(path),
+            [d for d, _ in parsed], [m for _, m in parsed], dict(data.get("id_to_name") or {}),
+            config, str(path),
         )
 
     def postprocess(self, cfg: TestCfg) -> list[Detections]:
@@ -195,16 +197,14 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
     if not isinstance(entry, dict) or not isinstance(entry.get("video_id"), str):
         raise ValueError(f"{source}: videos[{index}] must be a dict with a string 'video_id'")
     where = f"{source}: video '{entry['video_id']}'"
-    for key in ("segments", "scores", "labels"):
-        if not isinstance(entry.get(key), torch.Tensor):
-            raise ValueError(f"{where}: '{key}' must be a tensor")
+    _check_candidates(entry, where)
     for key in _META_FLOATS:
         value = entry.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{where}: '{key}' must be a positive number, got {value!r}")
     det = Detections(
         entry["video_id"],
-        entry["segments"].float().reshape(-1, 2),
+        entry["segments"].float().reshape(-1, 2),  # [K, 2]; [0] or [0, 2] when empty
         entry["scores"].float(),
         entry["labels"].long(),
         unit="grid",
@@ -214,6 +214,30 @@ def _parse_video(entry: Any, index: int, source: str) -> tuple[Detections, Video
         *(float(entry[k]) for k in ("fps", "duration", "feat_stride", "feat_num_frames")),
     )
     return det, meta
+
+
+def _check_candidates(entry: dict, where: str) -> None:
+    """segments [K, 2] and scores [K]: finite floats; labels [K]: integers >= 0."""
+    for key in ("segments", "scores", "labels"):
+        if not isinstance(entry.get(key), torch.Tensor):
+            raise ValueError(f"{where}: '{key}' must be a tensor")
+    segments, scores, labels = entry["segments"], entry["scores"], entry["labels"]
+    k = len(scores) if scores.ndim == 1 else -1  # K candidates
+    segments_ok = tuple(segments.shape) == (k, 2) or (k == 0 and segments.numel() == 0)
+    if k < 0 or tuple(labels.shape) != (k,) or not segments_ok:
+        raise ValueError(
+            f"{where}: expected segments [K, 2], scores [K] and labels [K], got segments "
+            f"{list(segments.shape)}, scores {list(scores.shape)}, labels {list(labels.shape)}"
+        )
+    for key, tensor in (("segments", segments), ("scores", scores)):
+        if not tensor.is_floating_point():
+            raise ValueError(f"{where}: '{key}' must hold floating-point numbers, got {tensor.dtype}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{where}: '{key}' holds a non-finite value (NaN or Inf)")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{where}: 'labels' must hold integer class ids, got {labels.dtype}")
+    if k and int(labels.min()) < 0:
+        raise ValueError(f"{where}: 'labels' holds a negative class id {int(labels.min())}")
 
 
 def candidate_bound(config: dict) -> tuple[int, str]:
