@@ -107,10 +107,20 @@ def resolve_gt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return args
 
 
+class _DistinctTious(argparse.Action):
+    """`--tiou`: each threshold once (a repeated one would be evaluated, and averaged, twice)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                parser.error(f"{option_string} gives {value!r} twice; give each threshold once")
+        setattr(namespace, self.dest, values)
+
+
 def add_tiou_arg(parser: argparse.ArgumentParser, default: Optional[list], help: str) -> None:
-    """`--tiou T [T ...]`: a list of tIoU thresholds in (0, 1], in every command that takes one."""
+    """`--tiou T [T ...]`: distinct tIoU thresholds in (0, 1], in every command that takes one."""
     parser.add_argument("--tiou", nargs="+", type=tiou_threshold, default=default, metavar="T",
-                        help=help)
+                        action=_DistinctTious, help=help)
 
 
 def add_config_tiou_arg(parser: argparse.ArgumentParser) -> None:

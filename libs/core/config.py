@@ -28,6 +28,7 @@ import yaml
 
 from libs.core.config_merge import ConfigError, apply_override, merge, resolve_bases
 from libs.core.config_files import locate_config, packaged_config_dirs
+from libs.core.config_values import check_values
 from libs.core.safe_io import UnsafeInputError, load_yaml
 from libs.utils.io import atomic_write_text
 
@@ -219,7 +220,8 @@ class Config:
 
 
 def _finalize(cfg: Config) -> Config:
-    """The single place for derived fields and cross-field checks."""
+    """The single place for derived fields and cross-field checks (value ranges first)."""
+    check_values(cfg)
     d, m = cfg.dataset, cfg.model
     m.input_dim, m.num_classes, m.max_seq_len = d.input_dim, d.num_classes, d.max_seq_len
     levels = m.arch[2] + 1
@@ -299,7 +301,17 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
         cfg.config_path = path or cfg.config_path
         return _finalize(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
+        raise ConfigError(f"{_source(exc, path, overrides)}: {exc}") from None
+
+
+def _source(exc: ConfigError, path: Optional[str], overrides: typing.Sequence[str]) -> str:
+    """Where a bad value came from: the last --opts override that set its key, else the file."""
+    key = getattr(exc, "key", None)
+    for text in reversed(list(overrides) if key else []):
+        name = text.split("=", 1)[0].strip()
+        if key == name or key.startswith(name + "."):
+            return f"--opts {text}"
+    return path or "config"
 
 
 def config_to_dict(cfg: Config) -> dict:
