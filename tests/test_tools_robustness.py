@@ -277,3 +277,39 @@ def test_raw_file_config_must_be_a_dict(tmp_path):
     assert len(RawPredictions.load(_raw_file(tmp_path))) == 1  # the well-formed file loads
     empty = _raw_file(tmp_path, segments=torch.zeros(0, 2), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))
     assert len(RawPredictions.load(empty).detections[0]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/visualize.py pr and the install hints
+
+
+def test_pr_chart_of_results_without_true_positives(tmp_path):
+    from libs.commands import visualize
+
+    gt = {"database": {"v1": {"subset": "validation", "duration": 30.0, "fps": 30.0, "annotations": [
+        {"label": "Jump", "label_id": 0, "segment": [1.0, 5.0]},
+        {"label": "Run", "label_id": 1, "segment": [10.0, 15.0]}]}}}
+    results = {"results": {"v1": [{"label": "Jump", "segment": [20.0, 25.0], "score": 0.9}]}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(results))
+    out = tmp_path / "pr.png"
+    argv = ["pr", str(tmp_path / "res.json"), "--gt", str(tmp_path / "gt.json"), "--out", str(out)]
+    assert visualize.main(argv) == 0  # was: x and y must have same first dimension
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pr_out_has_help_and_default():
+    from libs.commands.visualize import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["pr"]
+    assert "the PNG to write (default: pr.png)" in " ".join(sub.format_help().split())
+
+
+def test_diagnosis_figures_hint_is_a_command_that_works(monkeypatch):
+    from libs.diagnosis import figures
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ValueError) as exc:
+        figures._figure((4, 3))
+    assert str(exc.value) == ("the diagnosis figures need matplotlib: pip install matplotlib, or skip "
+                              "them with --no-figures")

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pr", parents=[common], help="PR curves + per-class AP bar chart")
     pr.add_argument("--curve-tiou", type=tiou_threshold, default=None,
                     help="tIoU of the PR curves, one of the set (default: 0.5, else the first)")
-    pr.add_argument("--out", default="pr.png")
+    pr.add_argument("--out", default="pr.png", help="the PNG to write (default: %(default)s)")
     return parser
 
 

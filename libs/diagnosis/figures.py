@@ -1,7 +1,8 @@
 """DETAD's three figures as PNG, drawn with matplotlib's object API (no pyplot state, no LaTeX).
 
 matplotlib is the ``[viz]`` extra: it is imported when a figure is drawn, and its absence is a
-clear error that says how to install it or how to skip the figures.
+clear error that says how to install it (`pip install matplotlib`, which always works; a bare
+`pip install -e .[viz]` does not, see INSTALL.md) or how to skip the figures.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _figure(size: tuple[float, float]) -> Any:
         from matplotlib.figure import Figure
     except ImportError:
         raise ValueError(
-            "the diagnosis figures need matplotlib: pip install matplotlib (the [viz] extra: "
-            "pip install -e .[viz]), or skip them with --no-figures"
+            "the diagnosis figures need matplotlib: pip install matplotlib, or skip them with "
+            "--no-figures"
         ) from None
     return Figure(figsize=size, dpi=110, layout="constrained")
 

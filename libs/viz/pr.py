@@ -76,6 +76,8 @@ def _draw_pr_panel(ax, result: EvalResult, curves, num_gt: np.ndarray, t_index: 
         recall, precision = curves[c]
         hit = np.diff(np.r_[0.0, recall]) > 0  # true positives: where the recall steps up
         recall, precision = recall[hit], precision[hit]  # the staircase whose area is the AP
+        if not len(recall):  # no true positive (or no detection): precision 0 at every recall
+            recall, precision = np.array([1.0]), np.array([0.0])
         ax.plot(np.r_[0.0, recall], np.r_[precision[:1], precision], drawstyle="steps-pre",
                 label=f"{result.class_names[c]} (AP {100 * result.ap[t_index, c]:.1f})")
     ax.set_xlim(0, 1)
