@@ -179,3 +179,41 @@ def test_make_synthetic_over_long_id(tmp_path, capsys):
     _one_error(capsys, lambda: make_synthetic.main(["--gt", str(ann), "--out", str(tmp_path / "o"),
                                                     "--feature-type", "_spatial_feature"]),
                "use a shorter video id, --file-prefix or --feature-type")
+
+
+# ------------------------------------------------------------------ --resume writes only into run folders
+@pytest.fixture
+def downloaded_checkpoint(tmp_path) -> Path:
+    """A valid training checkpoint in a folder train.py did not make (no .actionmamba_run)."""
+    from libs.core.config import load_config
+    from libs.engine.resume import checkpoint_state
+    from libs.engine.train_loop import _build_state
+    from libs.modeling import build_model
+    from tests.test_resume_exact import make_tiny_config
+
+    cfg = load_config(str(make_tiny_config(tmp_path, num_train=2)))
+    model = build_model(cfg.model, cfg.train, cfg.test)
+    state = _build_state(cfg, model, 1, torch.device("cpu"))
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    torch.save(checkpoint_state(state, cfg, torch.Generator()), folder / "last.pth")
+    return folder / "last.pth"
+
+
+def test_resume_outside_a_run_folder_is_refused(downloaded_checkpoint, capsys, in_process):
+    import train
+
+    folder = downloaded_checkpoint.parent
+    _one_error(capsys, lambda: train.main(["--resume", str(folder), "--device", "cpu"]),
+               f"--resume {downloaded_checkpoint}: {folder} holds no .actionmamba_run, so it is not a "
+               "run folder train.py created")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pth"]  # no log, results, lock
+
+
+def test_train_help_names_the_run_name_metavar(capsys):
+    import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--name NAME" in out and "--name OUTPUT" not in out

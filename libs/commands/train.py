@@ -44,7 +44,7 @@ from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from libs.engine.checkpoint_schema import check_training_checkpoint
 from libs.engine.early_log import EarlyLog
-from libs.engine.run_folder import CONFIG_NAME, make_run_folder
+from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME, make_run_folder
 from libs.engine.run_lock import RunLock
 from libs.engine.stored_config import RESUME_SAFE_KEYS, resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", nargs="?", default=None,
         help="YAML config file (optional with --resume: the run's stored config is used)",
     )
-    parser.add_argument("--name", dest="output", default=None,
+    parser.add_argument("--name", dest="output", default=None, metavar="NAME",
                         help="run name: the run folder is <output_folder>/<config name>_<NAME> "
                         "(default: a timestamp)")
     parser.add_argument("--per-class", action="store_true",
@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_arg(parser)
     add_deprecated_alias(parser, "--output", "--name")
     return parser
+
+
+def check_resume_folder(ckpt: Path) -> None:
+    """A resumed run writes log.txt, checkpoints, results.json and metrics.json next to its
+    checkpoint: that folder must be a run folder train.py created (it holds MARKER_NAME)."""
+    folder = ckpt.parent
+    if (folder / MARKER_NAME).is_file():
+        return
+    raise ConfigError(
+        f"--resume {ckpt}: {folder} holds no {MARKER_NAME}, so it is not a run folder train.py created, "
+        "and resuming would write log.txt, checkpoints, results.json and metrics.json there; to continue "
+        f"training from this checkpoint, copy it into a folder of its own and mark that folder (mkdir RUN "
+        f"&& cp {ckpt} RUN/ && touch RUN/{MARKER_NAME}), then --resume RUN; for a run folder made by an "
+        f"older version: touch {folder / MARKER_NAME}"
+    )
 
 
 def run_config(args: argparse.Namespace) -> Config:
@@ -117,7 +132,9 @@ def run_config(args: argparse.Namespace) -> Config:
                 raise ConfigError(f"--resume {args.resume}: the checkpoint stores no config and "
                                   f"{folder_config} does not exist")
             stored = load_yaml(str(folder_config), "config")
-        return resume_config(stored, str(args.resume), args.opts, args.config)
+        cfg = resume_config(stored, str(args.resume), args.opts, args.config)
+        check_resume_folder(args.resume)  # after the checkpoint's own checks: the input first
+        return cfg
     except BaseException:
         if lock is not None:
             lock.release()
