@@ -35,7 +35,7 @@ def _error(ws: Workspace, *opts: str) -> str:
     ("[-1, 5]", "dataset.tiou_thresholds must be numbers in (0, 1], got -1.0"),
     ("[0.5, 5]", "dataset.tiou_thresholds must be numbers in (0, 1], got 5.0"),
     ("[0, 0.5]", "dataset.tiou_thresholds must be numbers in (0, 1], got 0.0"),
-    ("[.nan]", "dataset.tiou_thresholds must be numbers in (0, 1], got nan"),
+    ("[.nan]", "dataset.tiou_thresholds[0] must be a finite number, got nan"),
     ("[]", "dataset.tiou_thresholds must not be empty"),
     ("[0.5, 0.7, 0.5]", "dataset.tiou_thresholds has 0.5 twice"),
 ])
@@ -97,3 +97,73 @@ def test_shipped_configs_pass_the_value_checks(path):
     cfg = load_config(path)
     assert all(0 < t <= 1 for t in cfg.dataset.tiou_thresholds)
     assert math.isfinite(cfg.opt.learning_rate)
+
+
+# ---------------------------------------------------------------- F10: numeric ranges
+
+
+@pytest.mark.parametrize("override, what", [
+    ("test.nms_sigma=.nan", "test.nms_sigma must be a finite number, got nan"),
+    ("test.nms_sigma=0", "test.nms_sigma must be > 0, got 0.0"),
+    ("opt.learning_rate=.inf", "opt.learning_rate must be a finite number, got inf"),
+    ("opt.learning_rate=.nan", "opt.learning_rate must be a finite number, got nan"),
+    ("opt.learning_rate=-0.1", "opt.learning_rate must be > 0, got -0.1"),
+    ("loader.batch_size=0", "loader.batch_size must be >= 1, got 0"),
+    ("loader.num_workers=-1", "loader.num_workers must be >= 0, got -1"),
+    ("opt.epochs=-1", "opt.epochs must be >= 0, got -1"),
+    ("opt.warmup_epochs=-2", "opt.warmup_epochs must be >= 0, got -2"),
+    ("opt.weight_decay=-1", "opt.weight_decay must be >= 0, got -1.0"),
+    ("opt.ema_decay=1.5", "opt.ema_decay must be in [0, 1], got 1.5"),
+    ("opt.schedule_steps=[5, -1]", "opt.schedule_steps[1] must be >= 0, got -1"),
+    ("dataset.feat_stride=-8", "dataset.feat_stride must be > 0, got -8.0"),
+    ("dataset.num_frames=0", "dataset.num_frames must be > 0, got 0.0"),
+    ("dataset.default_fps=0", "dataset.default_fps must be > 0, got 0.0"),
+    ("dataset.default_fps=.inf", "dataset.default_fps must be a finite number, got inf"),
+    ("dataset.trunc_thresh=2", "dataset.trunc_thresh must be in [0, 1], got 2.0"),
+    ("dataset.crop_ratio=[0.9, 1.5]", "dataset.crop_ratio must be [low, high] with 0 < low <= high <= 1, got [0.9, 1.5]"),
+    ("dataset.crop_ratio=[1.0, 0.5]", "dataset.crop_ratio must be [low, high] with 0 < low <= high <= 1, got [1.0, 0.5]"),
+    ("dataset.max_seq_len=0", "dataset.max_seq_len must be an integer in 1 .. 1048576, got 0"),
+    ("dataset.num_classes=0", "dataset.num_classes must be an integer in 1 .. 65536, got 0"),
+    ("test.iou_threshold=1.5", "test.iou_threshold must be in [0, 1], got 1.5"),
+    ("test.min_score=-0.1", "test.min_score must be in [0, 1], got -0.1"),
+    ("test.pre_nms_thresh=2", "test.pre_nms_thresh must be in [0, 1], got 2.0"),
+    ("test.voting_thresh=-1", "test.voting_thresh must be in [0, 1], got -1.0"),
+    ("test.max_seg_num=0", "test.max_seg_num must be >= 1, got 0"),
+    ("test.pre_nms_topk=0", "test.pre_nms_topk must be >= 1, got 0"),
+    ("test.duration_thresh=-1", "test.duration_thresh must be >= 0, got -1.0"),
+    ("train.cls_prior_prob=1", "train.cls_prior_prob must be in (0, 1), got 1.0"),
+    ("train.init_loss_norm=0", "train.init_loss_norm must be > 0, got 0.0"),
+    ("train.label_smoothing=1", "train.label_smoothing must be in [0, 1), got 1.0"),
+    ("train.loss_weight=.nan", "train.loss_weight must be a finite number, got nan"),
+    ("train.head_empty_cls=[5]", "train.head_empty_cls must be class ids in 0 .. 1 (dataset.num_classes = 2), got 5"),
+    ("model.max_buffer_len_factor=0", "model.max_buffer_len_factor must be in (0, 1000], got 0.0"),
+    ("model.regression_range=[[0, 4], [8, 4]]", "model.regression_range must be [min, max] pairs with 0 <= min <= max, got [8.0, 4.0]"),
+    ("model.regression_range=[[0, 4], [4, .inf]]", "model.regression_range[1][1] must be a finite number, got inf"),
+    ("model.embd_dim=0", "model.embd_dim must be an integer in 1 .. 16384, got 0"),
+    ("model.arch=[1, 1, -1]", "model.arch[2] must be an integer in 0 .. 64, got -1"),
+    ("threads=-1", "threads must be an integer in 0 .. 4096, got -1"),
+])
+def test_bad_numbers_name_the_key_and_the_override(ws, override, what):
+    message = _error(ws, override)
+    assert message.startswith(f"--opts {override}: "), message
+    assert what in message, message
+
+
+def test_bad_number_in_the_file_names_the_file(ws):
+    ws.cfg["dataset"]["feat_stride"] = float("nan")
+    assert _error(ws) == f"{ws.config()}: dataset.feat_stride must be a finite number, got nan"
+
+
+def test_a_later_override_fixes_the_file(ws):
+    ws.cfg["opt"]["learning_rate"] = -1
+    assert load_config(ws.config(), ["opt.learning_rate=0.01"]).opt.learning_rate == 0.01
+
+
+@pytest.mark.parametrize("opt", ["test.nms_sigma=.nan", "opt.learning_rate=.inf", "loader.batch_size=0",
+                                 "opt.epochs=-1"])
+def test_train_refuses_bad_numbers_before_the_run_folder(ws, capsys, in_process, opt):
+    import train
+
+    err = _run(train.main, ws.train(opt), capsys)
+    assert f"error: --opts {opt}: {opt.split('=')[0]} must be" in err
+    assert not (ws.root / "runs").exists()

@@ -249,8 +249,6 @@ def _finalize(cfg: Config) -> Config:
         )
     if m.fpn_type == "identity" and m.fpn_dim != m.embd_dim:
         raise ConfigError(f"model.fpn_type identity needs model.fpn_dim == model.embd_dim ({m.fpn_dim} != {m.embd_dim})")
-    if d.downsample_rate < 1:
-        raise ConfigError(f"dataset.downsample_rate must be >= 1, got {d.downsample_rate}")
     return cfg
 
 
