@@ -161,13 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--config", help="take the file naming, dim, fps, stride and splits from it")
     ver.add_argument("--gt", dest="json", metavar="GT_JSON",
                      help="annotation JSON (default: the config's)")
-    ver.add_argument("--file-prefix", dest="prefix", help="file-name prefix (dataset.file_prefix)")
-    ver.add_argument("--feature-type", dest="suffix",
+    ver.add_argument("--file-prefix", dest="prefix", metavar="FILE_PREFIX",
+                     help="file-name prefix (dataset.file_prefix)")
+    ver.add_argument("--feature-type", dest="suffix", metavar="FEATURE_TYPE",
                      help="file-name suffix before the extension (dataset.feature_type)")
     ver.add_argument("--file-ext", dest="ext", choices=(".pt", ".npy", ".npz"),
                      help="file extension (dataset.file_ext)")
-    ver.add_argument("--input-dim", dest="dim", type=int, help="expected channels C")
-    ver.add_argument("--default-fps", dest="fps", type=float,
+    ver.add_argument("--input-dim", dest="dim", type=int, metavar="INPUT_DIM", help="expected channels C")
+    ver.add_argument("--default-fps", dest="fps", type=float, metavar="DEFAULT_FPS",
                      help="fps of every video (default: the JSON's)")
     ver.add_argument("--feat-stride", type=float, help="frames between features")
     ver.add_argument("--num-frames", type=float, help="frames per feature clip")

@@ -166,6 +166,25 @@ def _describe(exc: BaseException) -> str:
     return f"{name} ({exc})"
 
 
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
+    """Extract one member with tarfile's "data" filter; an absolute name, a `..` component, a link
+    out of the archive or a device / FIFO is refused as a ValueError naming the member."""
+    name = member.name
+    why = None
+    if name.startswith(("/", "\\")) or os.path.isabs(name):
+        why = "it has an absolute path"
+    elif ".." in re.split(r"[/\\]", name):
+        why = "its path contains '..'"
+    else:
+        try:
+            tar.extract(member, staging, filter="data")
+        except tarfile.FilterError as exc:
+            why = f"{type(exc).__name__}: {exc}"
+    if why is not None:
+        raise ValueError(f"archive member {name!r} refused: {why} (it would land outside --out or "
+                         "is a link, device or FIFO); this archive is not one to extract here")
+
+
 def _extract_stream(reader: JoinedReader, staging: Path, parts: Sequence[Path]) -> int:
     """Extract the joined stream into `staging`; returns the regular files extracted.
 
@@ -179,7 +198,7 @@ def _extract_stream(reader: JoinedReader, staging: Path, parts: Sequence[Path]) 
         stream = CountingReader(_decompressed(raw))
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                tar.extract(member, staging, filter="data")
+                _extract_member(tar, member, staging)
                 files += member.isfile()
             stream.end = tar.offset  # where the end-of-archive blocks start
         # read to the very end: the decompressor verifies its CRC, and tarfile, which stops
@@ -202,16 +221,49 @@ def _extract_stream(reader: JoinedReader, staging: Path, parts: Sequence[Path]) 
     return files
 
 
-def _move_into(staging: Path, out: Path, moved: list) -> None:
-    """Rename every extracted entry of `staging` to its place in `out` (folders are created);
-    each complete file renamed is appended to `moved` (for the message should a rename fail)."""
+def _symlink_on_the_way(out: Path, rel: Path) -> Optional[Path]:
+    """The first existing folder of `out/rel` (below `out`) that is a symbolic link, or None."""
+    path = out
+    for part in rel.parts:
+        path = path / part
+        if path.is_symlink():
+            return path
+    return None
+
+
+def _plan_moves(staging: Path, out: Path, parts: Sequence[Path]) -> list[tuple[Path, list[str]]]:
+    """[(folder relative to out, entry names)] of the staging folder, checked before anything moves:
+    no entry goes through a symbolic link inside `out` (it would land outside), none replaces an
+    input part. Raises ValueError naming the member."""
+    plan = []
     for root, dirs, names in os.walk(staging):
         rel = Path(root).relative_to(staging)
-        (out / rel).mkdir(exist_ok=True)
-        for name in [d for d in dirs if os.path.islink(os.path.join(root, d))] + names:
-            os.replace(os.path.join(root, name), out / rel / name)
-            moved.append(rel / name)
+        link = _symlink_on_the_way(out, rel)
+        if link is not None:
+            raise ValueError(f"archive folder {rel} would be written through the symbolic link {link} "
+                             f"(to {os.readlink(link)}), outside --out {out}; remove the link or "
+                             "extract into another --out")
+        entries = [d for d in dirs if os.path.islink(os.path.join(root, d))] + names
+        for name in entries:
+            target = out / rel / name
+            hit = [p for p in parts if target.exists() and os.path.samefile(target, p)]
+            if hit:
+                raise ValueError(f"archive member {rel / name} would replace the input part {hit[0]}: "
+                                 "extract into another --out (not the folder of the parts)")
+        plan.append((rel, entries))
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    return plan
+
+
+def _move_into(staging: Path, out: Path, moved: list, parts: Sequence[Path] = ()) -> None:
+    """Rename every extracted entry of `staging` to its place in `out` (folders are created),
+    after `_plan_moves` checked them all; each complete file renamed is appended to `moved` (for
+    the message should a rename fail)."""
+    for rel, entries in _plan_moves(staging, out, parts):
+        (out / rel).mkdir(exist_ok=True)
+        for name in entries:
+            os.replace(staging / rel / name, out / rel / name)
+            moved.append(rel / name)
 
 
 STAGING_PREFIX = ".extracting-"  # + "<pid>-<random>": the folder one join extracts into
@@ -266,7 +318,7 @@ def join_and_extract(
         with tqdm(total=reader.total, unit="B", unit_scale=True, desc="extract", disable=disable) as bar:
             reader.progress = bar
             files = _extract_stream(reader, staging, parts)
-        _move_into(staging, out, moved)
+        _move_into(staging, out, moved, parts)
     except (ValueError, OSError) as exc:
         left = (f"{len(moved)} complete file(s) were already moved into place: "
                 f"{[str(m) for m in moved[:5]]}{' ...' if len(moved) > 5 else ''}; the rest was removed"
