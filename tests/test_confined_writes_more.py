@@ -217,3 +217,26 @@ def test_train_help_names_the_run_name_metavar(capsys):
         train.main(["--help"])
     out = capsys.readouterr().out
     assert "--name NAME" in out and "--name OUTPUT" not in out
+
+
+def test_an_over_long_run_name_is_one_clear_error(tmp_path):
+    from libs.core.config import load_config
+    from libs.engine.run_folder import make_run_folder
+
+    cfg = load_config(data={"output_folder": str(tmp_path / "out")}, path="configs/my_cfg.yaml")
+    with pytest.raises(ValueError, match=r"run name \(--name\) 'nnn.* it is 300 bytes long"):
+        make_run_folder(cfg, "n" * 300)
+    assert not (tmp_path / "out").exists()
+
+
+def test_rescore_logs_its_cpu_threads_once(tmp_path, caplog, in_process):
+    import logging
+
+    from libs.commands import rescore
+
+    ws = _workspace(tmp_path)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(b"not a raw file")
+    logging.getLogger("libs.utils.threads").setLevel(logging.NOTSET)  # as in a fresh process
+    assert rescore.main([str(raw), ws["config"], "--threads", "1"]) == 2
+    assert caplog.text.count("CPU threads: 1 (--threads)") == 1, caplog.text

@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("libs.utils.threads").setLevel(logging.INFO)  # its `CPU threads` line, as eval.py
     return run_cli(lambda: run(args))
 
 
