@@ -11,7 +11,7 @@ from typing import Any, Union
 
 import yaml
 
-from libs.core.safe_io import StrictYamlLoader, UnsafeInputError
+from libs.core.safe_io import StrictYamlLoader, UnsafeInputError, unreadable_value
 
 
 class ConfigError(ValueError):
@@ -112,9 +112,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override '{text}': the value is not valid YAML ({problem})") from None
     except UnsafeInputError as exc:
         raise ConfigError(str(exc)) from None
+    except ValueError as exc:  # an int over Python's digit limit, a bad date
+        raise ConfigError(f"override '{_clip(text)}': the value {unreadable_value(exc)}") from None
     finally:
         loader.dispose()
     return key.strip().split("."), value
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """An override as typed, shortened when it is very long (a 5000-digit number)."""
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def apply_override(cfg: Any, text: str) -> None:

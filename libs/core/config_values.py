@@ -133,6 +133,7 @@ SCALARS: dict[str, Range] = {
     "opt.ckpt_every_iters": ge(0),
     "opt.accumulate": ge(1),
     "threads": count(0, MAX_THREADS),
+    "seed": Range(lambda v: 0 <= v < 2**63, "an integer in 0 .. 2**63 - 1"),  # + rank < 2**64
 }
 
 # every element of a list key

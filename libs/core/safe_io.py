@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from typing import Any, Union
 
 import yaml
@@ -106,10 +107,23 @@ def load_yaml(path: PathLike, kind: str = "config") -> Any:
     loader = StrictYamlLoader(text, source=path)
     try:
         return loader.get_single_data()
+    except UnsafeInputError:
+        raise
     except yaml.YAMLError as exc:
         raise UnsafeInputError(f"{path}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # an int over Python's digit limit, a bad date
+        raise UnsafeInputError(f"{path}: {unreadable_value(exc)}") from None
     finally:
         loader.dispose()
+
+
+def unreadable_value(exc: ValueError) -> str:
+    """A ValueError raised while building a parsed value (an int over Python's digit limit, a
+    YAML date like 2020-13-01), in words that follow the file name."""
+    if "digits" in str(exc):
+        return (f"holds a number with more than {sys.get_int_max_str_digits()} digits; "
+                "is it the right file?")
+    return f"holds a value that cannot be read: {exc}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +161,8 @@ def read_json(path: PathLike, kind: str) -> Any:
         raise UnsafeInputError(f"cannot read {kind} file '{path}': {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UnsafeInputError(f"{kind} file '{path}' is not valid JSON: {exc}") from None
+    except ValueError as exc:  # an int over Python's 4300-digit limit for int(str)
+        raise UnsafeInputError(f"{kind} file '{path}' {unreadable_value(exc)}") from None
     except RecursionError:
         raise UnsafeInputError(f"{kind} file '{path}' is nested too deeply to parse; "
                                "is it the right file?") from None

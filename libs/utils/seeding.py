@@ -23,10 +23,16 @@ def fix_random_seed(seed: int, deterministic: bool = True) -> torch.Generator:
         seed: the config's `seed`.
         deterministic: request deterministic kernels (cheap on CPU; slightly slower on GPU).
 
+    Raises:
+        ValueError: `seed` is not an integer in 0 .. 2**64 - 1.
+
     Returns:
         A `torch.Generator` seeded with `seed`, owned by the training loader so that shuffling
         does not depend on how much of the global RNG model construction consumed.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in 0 .. 2**64 - 1 (what torch.manual_seed "
+                         f"takes), got {seed!r:.40}")
     random.seed(seed)
     np.random.seed(seed % 2**32)  # NumPy only accepts 32-bit seeds
     torch.manual_seed(seed)  # also seeds every CUDA device
