@@ -226,3 +226,18 @@ def test_the_run_stores_its_thread_count_and_the_resume_uses_it(stopped_and_resu
     assert state["config"]["threads"] == 1
     log = (run / "log.txt").read_text()
     assert "CPU threads: 1 (config key threads)" in log  # the resume took the stored count
+
+
+def test_moved_annotations_may_be_given_on_resume(stopped_and_resumed, tmp_path):
+    """A run with a relative json_file resumed from another folder: --opts dataset.json_file
+    points at the same annotations (like feat_folder for moved features)."""
+    import shutil
+
+    from libs.engine.stored_config import resume_config
+
+    _, run, _, _ = stopped_and_resumed
+    stored = torch.load(run / "last.pth", weights_only=True)["config"]
+    moved = tmp_path / "anno.json"
+    shutil.copyfile(stored["dataset"]["json_file"], moved)
+    cfg = resume_config(stored, str(run / "last.pth"), [f"dataset.json_file={moved}"])
+    assert cfg.dataset.json_file == str(moved) and cfg.opt.epochs == stored["opt"]["epochs"]

@@ -13,8 +13,8 @@ from the config stored in the checkpoint (else RUN/config.yaml): CONFIG may be l
 given it must agree with the stored config. With --resume, `--opts` may change only
 libs/engine/stored_config.py RESUME_SAFE_KEYS (opt.epochs, opt.print_freq, opt.eval_start_epoch,
 opt.eval_interval, opt.ckpt_freq, opt.ckpt_every_iters, opt.keep_last, loader.num_workers,
-threads, dataset.feat_folder); any other key is an error. A run with no epoch left to train is an error
-(exit 2) that says how to train longer or to evaluate it with eval.py.
+threads, dataset.feat_folder, dataset.json_file); any other key is an error. A run with no epoch
+left to train is an error (exit 2) that says how to train longer or to evaluate it with eval.py.
 Ctrl-C / SIGTERM writes last.pth, prints the resume command and exits with status 130.
 All inputs (config, checkpoint, both datasets) are checked before the run folder is created.
 `loader.batch_size` is the global batch under torchrun and with `opt.accumulate` (see
@@ -44,7 +44,7 @@ from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from libs.engine.checkpoint_schema import check_training_checkpoint
 from libs.engine.early_log import EarlyLog
-from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME, make_run_folder
+from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME, make_run_folder, run_folder_path
 from libs.engine.run_lock import RunLock
 from libs.engine.stored_config import RESUME_SAFE_KEYS, resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
@@ -52,6 +52,7 @@ from libs.engine.validation import check_val_lengths, check_validation_settings
 from libs.evaluation import format_table
 from libs.modeling import build_model
 from libs.utils.logging import setup_logging
+from libs.utils.paths import check_file_name
 from libs.utils.seeding import fix_random_seed
 from libs.utils.threads import setup_threads, warn_thread_change
 
@@ -109,6 +110,13 @@ def check_resume_folder(ckpt: Path) -> None:
         f"&& cp {ckpt} RUN/ && touch RUN/{MARKER_NAME}), then --resume RUN; for a run folder made by an "
         f"older version: touch {folder / MARKER_NAME}"
     )
+
+
+def check_run_name(cfg: Config, args: argparse.Namespace) -> None:
+    """`--name` plain, and the folder `<config name>_<NAME>` one file name (<= 255 bytes)."""
+    if args.resume is None and args.output is not None:
+        check_file_name(run_folder_path(cfg, args.output).name, "run folder name",
+                        fix="give a shorter --name (the folder is <config name>_<NAME>)")
 
 
 def run_config(args: argparse.Namespace) -> Config:
@@ -209,6 +217,7 @@ def build_inputs(cfg: Config, args: argparse.Namespace, device: torch.device):
 def run(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_validation_settings(cfg)  # before any folder, dataset or process group
+    check_run_name(cfg, args)
     threads = setup_threads(args.threads, cfg.threads)  # before any parallel work
     if args.resume is not None:
         warn_thread_change(cfg.threads, threads)

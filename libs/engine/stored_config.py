@@ -7,7 +7,8 @@ the run folder holds the same as `config.yaml`. Two policies, each in one place 
   rebuilds the run from the stored config; changing anything else (the model, the data, the
   optimiser, the seed, ...) would no longer continue the same run, so it is an error naming
   the key(s). The safe keys change how long the run goes on, how often it logs, checkpoints and
-  evaluates, how many loader workers read the data, and where the features now live.
+  evaluates, how many loader workers read the data, and where the features and the annotation
+  file now live.
 - `GEOMETRY_KEYS`: the keys that change the network or how feature positions map to seconds.
   eval.py / tools/infer.py take them from the checkpoint's stored config: a different value
   from the CONFIG file is replaced with a warning, one asked for with `--opts` is an error (it
@@ -37,6 +38,7 @@ RESUME_SAFE_KEYS = (
     "loader.num_workers",  # exact resume holds for any worker count
     "threads",  # CPU threads of this machine
     "dataset.feat_folder",  # the same features, moved
+    "dataset.json_file",  # the same annotations, moved (or a relative path from another folder)
 )
 
 # never compared: where the config came from and where new runs go (resume keeps its folder)
