@@ -240,3 +240,12 @@ def test_rescore_logs_its_cpu_threads_once(tmp_path, caplog, in_process):
     logging.getLogger("libs.utils.threads").setLevel(logging.NOTSET)  # as in a fresh process
     assert rescore.main([str(raw), ws["config"], "--threads", "1"]) == 2
     assert caplog.text.count("CPU threads: 1 (--threads)") == 1, caplog.text
+
+
+def test_train_refuses_a_run_folder_name_over_255_bytes(tmp_path, capsys, in_process):
+    import train
+
+    ws = _workspace(tmp_path)
+    _one_error(capsys, lambda: train.main([ws["config"], "--name", "n" * 252, "--device", "cpu"]),
+               "it is 257 bytes long, over the 255-byte file-name limit; give a shorter --name")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny_base"]  # nothing new
