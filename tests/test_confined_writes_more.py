@@ -55,6 +55,7 @@ def _snapshot(ws: dict) -> dict:
     ("val_history.jsonl", "--json", "is also the input run file val_history.jsonl"),
     ("config.yaml", "--out", "is also the input run file config.yaml"),
     ("epoch_001.pth", "--save-raw", "is also the input run file epoch_001.pth"),
+    ("epoch_002.pth", "--out", "is named like a checkpoint in the checkpoint's folder"),
 ])
 def test_eval_outputs_never_overwrite_inputs(tmp_path, capsys, in_process, target, flag, fragment):
     import eval as eval_cli

@@ -98,8 +98,14 @@ def read_paths(cfg, config: str, ckpt: Path) -> list[tuple[str, Optional[Path]]]
 def check_eval_outputs(cfg, args: argparse.Namespace) -> None:
     """Refuse outputs that are inputs (ground truth, features, checkpoint, run files) or each other."""
     outputs = [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)]
-    check_outputs(read_paths(cfg, args.config, resolve_checkpoint(args.ckpt)), outputs)
+    ckpt = resolve_checkpoint(args.ckpt)
+    check_outputs(read_paths(cfg, args.config, ckpt), outputs)
     check_outside(outputs, cfg.dataset.feat_folder, "feature folder (dataset.feat_folder)")
+    folder = ckpt.parent.resolve()
+    for flag, path in outputs:  # a new *.pth there would later be taken for a checkpoint
+        if path and path.endswith((".pth", ".pth.tar")) and Path(path).parent.resolve() == folder:
+            raise ValueError(f"{flag} {path} is named like a checkpoint in the checkpoint's folder "
+                             f"{ckpt.parent}: it would be taken for one; choose another output path")
 
 
 def output_path(requested: Optional[str], default: Path) -> Path:
