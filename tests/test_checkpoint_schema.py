@@ -85,6 +85,7 @@ def test_a_damaged_training_checkpoint_is_one_clear_error(name, good_checkpoint,
     mutate(ckpt)
     path = tmp_path / "last.pth"
     torch.save(ckpt, path)
+    (tmp_path / ".actionmamba_run").write_text("")  # a run folder: --resume writes only into one
     capsys.readouterr()
     status = train.main(["--resume", str(path), "--device", "cpu"])
     err = capsys.readouterr().err

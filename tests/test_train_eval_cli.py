@@ -152,9 +152,8 @@ def test_resume_continues_identically(tiny_config, tmp_path, in_process):
     full = tmp_path / "tiny_cli_full"
     half = tmp_path / "half"
     half.mkdir()
-    shutil.copy(
-        full / "epoch_001.pth", half / "epoch_001.pth"
-    )  # as if the run had died after epoch 1
+    shutil.copy(full / "epoch_001.pth", half / "epoch_001.pth")  # as if it died after epoch 1
+    shutil.copy(full / ".actionmamba_run", half)  # a run folder: --resume writes only into one
     assert train.main([str(tiny_config), "--resume", str(half / "epoch_001.pth"), *opts]) == 0
 
     a = torch.load(full / "last.pth", weights_only=True)
