@@ -167,3 +167,51 @@ def test_train_refuses_bad_numbers_before_the_run_folder(ws, capsys, in_process,
     err = _run(train.main, ws.train(opt), capsys)
     assert f"error: --opts {opt}: {opt.split('=')[0]} must be" in err
     assert not (ws.root / "runs").exists()
+
+
+# ---------------------------------------------------------------- F12: keys and sizes
+
+
+@pytest.mark.parametrize("text, what", [
+    ("1: 2\n", "top level: keys must be strings, got int 1"),
+    ("opt:\n  1: 2\n", "opt: keys must be strings, got int 1"),
+    ("model:\n  block:\n    args:\n      3: 4\n", "model.block.args: keys must be strings, got int 3"),
+])
+def test_a_non_string_key_is_named(tmp_path, text, what):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == f"{path}: {what}"
+
+
+def test_a_non_string_key_in_opts_names_the_override(ws):
+    message = _error(ws, "model.block.args={1: 2}")
+    assert message == "--opts model.block.args={1: 2}: model.block.args: keys must be strings, got int 1"
+
+
+@pytest.mark.parametrize("override, what", [
+    ("model.block.args.d_state=99999999999999999999",
+     "model.block.args.d_state must be an integer in 1 .. 1024, got 99999999999999999999"),
+    ("model.block.args.d_conv=0", "model.block.args.d_conv must be an integer in 1 .. 64, got 0"),
+    ("model.block.args.expand=1000", "model.block.args.expand must be an integer in 1 .. 16, got 1000"),
+    ("model.block.args.drop_path=1.5", "model.block.args.drop_path must be in [0, 1), got 1.5"),
+    ("model.block.args.drop_path=.nan", "model.block.args.drop_path must be a finite number, got nan"),
+    ("model.embd_dim=99999999999999999999", "model.embd_dim must be an integer in 1 .. 16384"),
+    ("model.n_mha_win_size=[9, 99999999999]", "model.n_mha_win_size[1] must be an integer in -1 .. 1048576"),
+    ("opt.print_freq=99999999999999999999", "opt.print_freq must be an integer in -2**63 .. 2**63 - 1"),
+    ("opt.learning_rate=" + "9" * 400, "opt.learning_rate: 999999999999... (400 digits) is too large for a number"),
+])
+def test_sizes_are_capped_with_the_key_named(ws, override, what):
+    ws.cfg["model"]["block"] = {"type": "dbm", "args": {"d_state": 16}}
+    message = _error(ws, override)
+    assert what in message, message
+
+
+def test_train_refuses_a_huge_block_size_without_a_traceback(ws, capsys, in_process):
+    import train
+
+    ws.cfg["model"]["block"] = {"type": "dbm", "args": {}}
+    err = _run(train.main, ws.train("model.block.args.d_state=99999999999999999999"), capsys)
+    assert "error: --opts model.block.args.d_state=99999999999999999999: model.block.args.d_state must be" in err
+    assert not (ws.root / "runs").exists()

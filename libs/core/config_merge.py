@@ -54,11 +54,17 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        check_keys(value, where)
         return dict(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            digits = str(value)
+            raise ConfigError(f"{where}: {digits[:12]}... ({len(digits)} digits) is too large "
+                              "for a number") from None
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
@@ -78,9 +84,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported schema type {hint}")
 
 
+def check_keys(values: dict, where: str) -> None:
+    """YAML allows `1: 2`; a config key is a name."""
+    for key in values:
+        if not isinstance(key, str):
+            exc = ConfigError(f"{where or 'top level'}: keys must be strings, got "
+                              f"{type(key).__name__} {key!r}")
+            exc.key = where  # load_config names the --opts override that set it
+            raise exc
+
+
 def merge(node: Any, values: dict, where: str) -> Any:
     """Recursively merge a dict into a dataclass instance; unknown keys are errors."""
     hints = _type_hints(type(node))
+    check_keys(values, where)
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
         if key not in hints:

@@ -81,8 +81,12 @@ def ge(lo: float) -> Range:
 
 def within(lo: float, hi: float, left: str = "[", right: str = "]") -> Range:
     """The interval between lo and hi; "(" / ")" leave an end out."""
-    return Range(lambda v: (v > lo if left == "(" else v >= lo) and (v < hi if right == ")" else v <= hi),
-                 f"in {left}{lo}, {hi}{right}")
+    def check(v: Any) -> bool:
+        above = v > lo if left == "(" else v >= lo
+        below = v < hi if right == ")" else v <= hi
+        return above and below
+
+    return Range(check, f"in {left}{lo}, {hi}{right}")
 
 
 def count(lo: int, hi: int) -> Range:
@@ -90,6 +94,7 @@ def count(lo: int, hi: int) -> Range:
 
 
 UNIT = within(0, 1)
+INT64 = Range(lambda v: -2**63 <= v < 2**63, "an integer in -2**63 .. 2**63 - 1")
 
 # one number per key (None, where the schema allows it, is not checked)
 SCALARS: dict[str, Range] = {
@@ -194,6 +199,37 @@ def check_head_empty_cls(classes: Any, num_classes: int, key: str = "train.head_
                                    f"(dataset.num_classes = {num_classes}), got {c!r}")
 
 
+# model.block.args that size tensors (an int) or are drop rates; the block checks names and types
+BLOCK_SIZES = {"d_state": 1024, "d_conv": 64, "expand": 16, "n_head": 1024,
+               "kernel_size": MAX_KERNEL, "expansion_factor": 16}
+BLOCK_RATES = ("drop_path", "attn_pdrop", "proj_pdrop")
+
+
+def check_block_args(args: dict, key: str = "model.block.args") -> None:
+    for name, value in args.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # a wrong type is the block's error (libs.modeling._check_block_args)
+        if name in BLOCK_SIZES and isinstance(value, int):
+            check_range(f"{key}.{name}", value, count(1, BLOCK_SIZES[name]))
+        elif name in BLOCK_RATES:
+            check_range(f"{key}.{name}", value, within(0, 1, "[", ")"))
+
+
+def check_int64(key: str, value: Any) -> None:
+    """Every other integer fits torch's int64 (a bigger one ends in "Overflow when unpacking")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_range(key, value, INT64)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_int64(f"{key}[{i}]", item)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            check_int64(f"{key}.{name}", item)
+    elif dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            check_int64(f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+
+
 def check_windows(window: Any, key: str = "model.n_mha_win_size") -> None:
     """-1 (global) or a window length, per level or one for all."""
     for i, w in enumerate(window if isinstance(window, tuple) else (window,)):
@@ -221,3 +257,5 @@ def check_values(cfg: Any) -> None:
     check_regression_range(cfg.model.regression_range)
     check_windows(cfg.model.n_mha_win_size)
     check_head_empty_cls(cfg.train.head_empty_cls, cfg.dataset.num_classes)
+    check_block_args(cfg.model.block.args)
+    check_int64("", cfg)
