@@ -75,7 +75,7 @@ class EvalResult:
 
 
 def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
-    """Any sequence (or scalar) of finite numbers → [T] float64."""
+    """Any sequence (or scalar) of distinct finite numbers in [0, 1] → [T] float64."""
     try:
         values = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)  # [T]
     except (TypeError, ValueError):
@@ -85,6 +85,11 @@ def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
             "tiou_thresholds must be a non-empty sequence of finite numbers, "
             f"got {tiou_thresholds!r}"
         )
+    for i, t in enumerate(values.tolist()):
+        if not 0 <= t <= 1:  # a tIoU lies in [0, 1]: outside, every or no match is a hit
+            raise ValueError(f"tiou_thresholds must lie in [0, 1], got {t!r}")
+        if t in values[:i]:  # evaluated, and averaged, twice
+            raise ValueError(f"tiou_thresholds has {t!r} twice; give each threshold once")
     return values
 
 
