@@ -62,6 +62,46 @@ def tiou_threshold(text: str) -> float:
     return value
 
 
+def _whole(text: str) -> Optional[int]:
+    """`text` as an int, None when it is not one (or has more digits than Python reads)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (counts, top-k); otherwise one `error:` line, exit 2."""
+    value = _whole(text)
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {_shown(text)}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (scores, tIoU floors); otherwise one `error:` line."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {_shown(text)}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed torch takes, 0 .. 2**63 - 1 (the config key `seed`'s range)."""
+    value = _whole(text)
+    if value is None or not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(
+            f"a seed must be a whole number in 0 .. 2**63 - 1, got {_shown(text)}")
+    return value
+
+
 def deprecation(old: str, new: str) -> None:
     """One stderr line: `old` still works for one release, `new` is the name to use."""
     print(f"warning: {old} is deprecated and will be removed in the next release; use {new}",
