@@ -215,3 +215,8 @@ def test_train_refuses_a_huge_block_size_without_a_traceback(ws, capsys, in_proc
     err = _run(train.main, ws.train("model.block.args.d_state=99999999999999999999"), capsys)
     assert "error: --opts model.block.args.d_state=99999999999999999999: model.block.args.d_state must be" in err
     assert not (ws.root / "runs").exists()
+
+
+def test_a_long_override_is_shortened_in_the_message(ws):
+    message = _error(ws, "opt.print_freq=" + "9" * 300)
+    assert message.startswith("--opts opt.print_freq=999") and len(message) < 300, message

@@ -9,7 +9,9 @@ YAML files on disk are merged into these dataclasses by `load_config`:
      for tuples);
   3. dotted `key=value` overrides from the command line (`model.embd_dim=256`), values parsed as
      YAML scalars/lists;
-  4. `_finalize`, the single place for derived fields.
+  4. `_finalize`, the single place for derived fields; it first checks every value's range
+     (`libs.core.config_values`: finite numbers, positive rates, capped sizes, the tIoU set), so
+     a bad value is found at load time, named with the file or the --opts override it came from.
 The resolved config is written next to the checkpoints (`write_config`) and stored inside every
 checkpoint (`config_to_dict`).
 
@@ -308,7 +310,7 @@ def _source(exc: ConfigError, path: Optional[str], overrides: typing.Sequence[st
     for text in reversed(list(overrides) if key else []):
         name = text.split("=", 1)[0].strip()
         if key == name or key.startswith(name + "."):
-            return f"--opts {text}"
+            return f"--opts {text if len(text) <= 80 else text[:60] + '...'}"
     return path or "config"
 
 
