@@ -175,6 +175,8 @@ def test_train_refuses_bad_numbers_before_the_run_folder(ws, capsys, in_process,
 @pytest.mark.parametrize("text, what", [
     ("1: 2\n", "top level: keys must be strings, got int 1"),
     ("opt:\n  1: 2\n", "opt: keys must be strings, got int 1"),
+    ("test:\n  on: 2\n", "test: keys must be strings, got bool True; YAML reads yes/no/on/off as "
+                          "booleans, quote such a key"),
     ("model:\n  block:\n    args:\n      3: 4\n", "model.block.args: keys must be strings, got int 3"),
 ])
 def test_a_non_string_key_is_named(tmp_path, text, what):

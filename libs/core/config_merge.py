@@ -88,8 +88,10 @@ def check_keys(values: dict, where: str) -> None:
     """YAML allows `1: 2`; a config key is a name."""
     for key in values:
         if not isinstance(key, str):
+            hint = ("; YAML reads yes/no/on/off as booleans, quote such a key"
+                    if isinstance(key, bool) else "")
             exc = ConfigError(f"{where or 'top level'}: keys must be strings, got "
-                              f"{type(key).__name__} {key!r}")
+                              f"{type(key).__name__} {key!r}{hint}")
             exc.key = where  # load_config names the --opts override that set it
             raise exc
 
