@@ -385,3 +385,15 @@ def test_bad_arguments_fail_before_reading_files(tmp_path):
         build_dataset(_cfg(json_file, folder, feat_sampling="fixed"), "train", is_training=False)
     with pytest.raises(ValueError, match="crop_ratio must be"):
         build_dataset(_cfg(json_file, folder, crop_ratio=(1.0, 0.5)), "train", is_training=False)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_annotation_path_that_is_no_regular_file_is_named_as_such(tmp_path, kind):
+    """A FIFO (or /dev/zero) or a folder as dataset.json_file: said so, not "not found", no hang."""
+    import os
+
+    json_file, folder = _write(tmp_path)
+    odd = tmp_path / "odd.json"
+    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    with pytest.raises(ValueError, match="not a regular file|is a folder|directory"):
+        build_dataset(_cfg(str(odd), folder), "train", is_training=False)

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import add_deprecated_alias, add_results_and_gt, add_tiou_arg, resolve_gt
+from libs.cli import (
+    add_deprecated_alias, add_results_and_gt, add_tiou_arg, positive_int, resolve_gt, unit_float,
+)
 from libs.diagnosis import PROTOCOLS, parse_bins
 from libs.diagnosis.api import run_diagnosis
 from libs.diagnosis.from_run import is_raw_cache, load_raw_results
@@ -42,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bins", nargs="+", default=[], metavar="NAME=E0,E1,...[:L0,L1,...]",
                    help="override or add a characteristic's bucket edges (and labels), "
                         "e.g. length=0,5,10,inf:S,M,L")
-    p.add_argument("--limit-factor", type=int, default=10,
+    p.add_argument("--limit-factor", type=positive_int, default=10,
                    help="false-positive analysis on each class's top limit_factor x N_c "
                         "predictions (default 10)")
-    p.add_argument("--min-tiou", type=float, default=0.1,
+    p.add_argument("--min-tiou", type=unit_float, default=0.1,
                    help="below this tIoU an unmatched prediction is a Background error")
     p.add_argument("--blocked", nargs="*", default=[], metavar="VIDEO_ID",
                    help="video ids removed from GT and results")

@@ -41,8 +41,7 @@ import torch
 
 from libs.cli import (
     add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector_and_config,
-    pick_device,
-    positive_float, run_cli,
+    pick_device, positive_float, positive_int, run_cli,
 )
 from libs.viz import pyplot
 from libs.core.annotations import read_annotations
@@ -110,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PNG",
         help="timeline plot; with several videos one file per video: PNG stem + _<id>",
     )
-    p.add_argument("--plot-top-k", type=int, default=10, help="detections drawn per video")
+    p.add_argument("--plot-top-k", type=positive_int, default=10, help="detections drawn per video")
     add_opts_arg(p, "test.nms_sigma=0.75")
     add_device_arg(p)
     add_threads_arg(p)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 
-from libs.cli import add_deprecated_alias, run_cli
+from libs.cli import add_deprecated_alias, positive_float, positive_int, run_cli, seed_arg
 from libs.core.annotations import read_annotations
 from libs.core.segments import seconds_to_grid
 from libs.datasets.features import output_feature_path, save_features
@@ -240,20 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gt", metavar="GT_JSON", help="ActivityNet-style annotation JSON (required)")
     parser.add_argument("--out", required=True, help="output folder for the feature files")
-    parser.add_argument("--input-dim", type=int, default=64, help="feature channels C")
-    parser.add_argument("--feat-stride", type=float, default=4, help="frames between features")
-    parser.add_argument("--num-frames", type=float, default=16, help="frames per feature clip")
-    parser.add_argument("--default-fps", type=float, default=30.0,
+    parser.add_argument("--input-dim", type=positive_int, default=64, help="feature channels C")
+    parser.add_argument("--feat-stride", type=positive_float, default=4, help="frames between features")
+    parser.add_argument("--num-frames", type=positive_float, default=16, help="frames per feature clip")
+    parser.add_argument("--default-fps", type=positive_float, default=30.0,
                         help="fps of videos without a JSON 'fps'")
     parser.add_argument("--file-prefix", default="", help="file-name prefix (e.g. v_)")
     parser.add_argument("--feature-type", default="",
                         help="file-name suffix (e.g. _spatial_feature)")
     parser.add_argument("--file-ext", default=".pt", choices=(".pt", ".npy", ".npz"),
                         help="file format")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_arg, default=0)
     parser.add_argument("--split", nargs="*", default=None,
                         help="only these JSON subsets (default: all)")
-    parser.add_argument("--max-videos", type=int, default=None,
+    parser.add_argument("--max-videos", type=positive_int, default=None,
                         help="only the first N selected videos")
     for old, new in (("--json", "--gt"), ("--dim", "--input-dim"), ("--fps-default", "--default-fps"),
                      ("--ext", "--file-ext"), ("--subsets", "--split")):

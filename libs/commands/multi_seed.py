@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import add_device_arg, run_cli
+from libs.cli import add_device_arg, positive_int, run_cli, seed_arg
 from libs.core.config import load_config
 from libs.core.safe_io import read_json
 from libs.engine.run_folder import run_folder_path
@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 2)[2],
     )
     p.add_argument("config", help="YAML config")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default: %(default)s)")
-    p.add_argument("--first-seed", type=int, default=None, help="default: the config's seed")
-    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds")
+    p.add_argument("--seeds", type=positive_int, default=5, help="number of seeds (default: %(default)s)")
+    p.add_argument("--first-seed", type=seed_arg, default=None, help="default: the config's seed")
+    p.add_argument("--seed-list", type=seed_arg, nargs="+", default=None, help="explicit seeds")
     p.add_argument(
         "--opts",
         nargs="*",

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from libs.cli import add_deprecated_alias, run_cli
+from libs.cli import add_deprecated_alias, positive_float, positive_int, run_cli
 from libs.feature_prep.archive import check_out_folder, find_parts, hash_parts, join_and_extract
 from libs.feature_prep.verify import SEVERITY, VerifySettings, format_report, verify
 
@@ -125,7 +125,7 @@ def settings_from_args(args: argparse.Namespace) -> VerifySettings:
 
 def run_verify(args: argparse.Namespace) -> int:
     s = settings_from_args(args)
-    if not os.path.isfile(s.json_file):
+    if not os.path.exists(s.json_file):  # a FIFO or device: read_json names it
         raise FileNotFoundError(f"annotation file not found: {s.json_file}")
     report = verify(s)
     print(format_report(report, s, examples=args.examples))
@@ -167,13 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file-name suffix before the extension (dataset.feature_type)")
     ver.add_argument("--file-ext", dest="ext", choices=(".pt", ".npy", ".npz"),
                      help="file extension (dataset.file_ext)")
-    ver.add_argument("--input-dim", dest="dim", type=int, metavar="INPUT_DIM", help="expected channels C")
-    ver.add_argument("--default-fps", dest="fps", type=float, metavar="DEFAULT_FPS",
+    ver.add_argument("--input-dim", dest="dim", type=positive_int, metavar="INPUT_DIM", help="expected channels C")
+    ver.add_argument("--default-fps", dest="fps", type=positive_float, metavar="DEFAULT_FPS",
                      help="fps of every video (default: the JSON's)")
-    ver.add_argument("--feat-stride", type=float, help="frames between features")
-    ver.add_argument("--num-frames", type=float, help="frames per feature clip")
+    ver.add_argument("--feat-stride", type=positive_float, help="frames between features")
+    ver.add_argument("--num-frames", type=positive_float, help="frames per feature clip")
     ver.add_argument("--split", nargs="+", help="only these JSON subsets")
-    ver.add_argument("--examples", type=int, default=1, help="examples per check in the table")
+    ver.add_argument("--examples", type=positive_int, default=1, help="examples per check in the table")
     ver.add_argument("--list", action="store_true", help="also list every problem")
     for old, new in (("--json", "--gt"), ("--prefix", "--file-prefix"), ("--dim", "--input-dim"),
                      ("--suffix", "--feature-type"), ("--ext", "--file-ext"), ("--fps", "--default-fps")):

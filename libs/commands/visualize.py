@@ -34,7 +34,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from libs.cli import add_deprecated_alias, add_tiou_arg, deprecation, run_cli, tiou_threshold
+from libs.cli import (
+    add_deprecated_alias, add_tiou_arg, deprecation, positive_int, run_cli, tiou_threshold, unit_float,
+)
 from libs.core.annotations import load_json_source, read_annotations
 from libs.core.config import EvalCfg
 from libs.evaluation import build_evaluator
@@ -160,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=argparse.SUPPRESS)  # old name of --tiou (see resolve_tious)
     tl = sub.add_parser("timeline", parents=[common], help="one PNG per video: GT + top detections")
     tl.add_argument("--videos", nargs="+", help="video ids (default: the first --max-videos)")
-    tl.add_argument("--max-videos", type=int, default=10)
-    tl.add_argument("--top-k", type=int, default=10, help="detections drawn per video")
-    tl.add_argument("--min-score", type=float, default=0.0)
+    tl.add_argument("--max-videos", type=positive_int, default=10)
+    tl.add_argument("--top-k", type=positive_int, default=10, help="detections drawn per video")
+    tl.add_argument("--min-score", type=unit_float, default=0.0)
     tl.add_argument("--out", default="timelines", help="folder for <video id>.png")
     add_deprecated_alias(tl, "--out-dir", "--out")
     pr = sub.add_parser("pr", parents=[common], help="PR curves + per-class AP bar chart")

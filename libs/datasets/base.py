@@ -145,7 +145,7 @@ class ActivityNetFormatDataset(Dataset):
 
     def _read_annotations(self) -> AnnotationFile:
         """The checked JSON, by the shared parser (every annotation needs a label_id here)."""
-        if not os.path.isfile(self.json_file):
+        if not os.path.exists(self.json_file):  # a FIFO or device: read_json names it
             raise FileNotFoundError(
                 f"annotation file not found: {self.json_file} (relative paths are read from the "
                 f"current folder {os.getcwd()}; run from the folder the config expects or give "
