@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from libs.core.config_merge import ConfigError
 
@@ -159,19 +159,26 @@ def check_range(key: str, value: Any, rule: Range) -> None:
         raise value_error(key.split("[")[0], f"{key} must be {rule.words}, got {show(value)}")
 
 
-def check_finite(key: str, value: Any) -> None:
-    """Every float of the config (lists and block args included) is finite."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise value_error(key.split("[")[0], f"{key} must be a finite number, got {value!r}")
+def leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-container value under `key` (lists, dicts, dataclasses)."""
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_finite(f"{key}[{i}]", item)
+            yield from leaves(f"{key}[{i}]", item)
     elif isinstance(value, dict):
         for name, item in value.items():
-            check_finite(f"{key}.{name}", item)
+            yield from leaves(f"{key}.{name}", item)
     elif dataclasses.is_dataclass(value):
         for f in dataclasses.fields(value):
-            check_finite(f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+            yield from leaves(f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+    else:
+        yield key, value
+
+
+def check_finite(key: str, value: Any) -> None:
+    """Every float of the config (lists and block args included) is finite."""
+    for name, leaf in leaves(key, value):
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            raise value_error(name.split("[")[0], f"{name} must be a finite number, got {leaf!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,17 +224,9 @@ def check_block_args(args: dict, key: str = "model.block.args") -> None:
 
 def check_int64(key: str, value: Any) -> None:
     """Every other integer fits torch's int64 (a bigger one ends in "Overflow when unpacking")."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        check_range(key, value, INT64)
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_int64(f"{key}[{i}]", item)
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            check_int64(f"{key}.{name}", item)
-    elif dataclasses.is_dataclass(value):
-        for f in dataclasses.fields(value):
-            check_int64(f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+    for name, leaf in leaves(key, value):
+        if isinstance(leaf, int) and not isinstance(leaf, bool):
+            check_range(name, leaf, INT64)
 
 
 def check_windows(window: Any, key: str = "model.n_mha_win_size") -> None:
