@@ -44,6 +44,7 @@ from libs.cli import (
     pick_device, positive_float, positive_int, run_cli,
 )
 from libs.viz import pyplot
+from libs.commands.eval import config_inputs
 from libs.core.annotations import read_annotations
 from libs.core.config import Config, DatasetCfg, load_config
 from libs.core.structures import Detections, VideoSample
@@ -222,7 +223,8 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[list[Path], lis
         raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
     plots = plot_paths(args.plot, ids) if args.plot else {}
     check_outputs(
-        [("CONFIG", args.config), ("CKPT", args.ckpt)] + [("feature file", f) for f in files],
+        [*config_inputs(cfg, args.config, "CONFIG"), ("CKPT", args.ckpt)]
+        + [("feature file", f) for f in files],
         [("--out", args.out)] + [("--plot", p) for p in plots.values()],
     )
     if args.plot:

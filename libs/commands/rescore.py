@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 from libs.cli import (
     add_config_tiou_arg, add_deprecated_alias, add_opts_arg, add_threads_arg, opts_with_tiou, run_cli,
 )
+from libs.commands.eval import config_inputs
 from libs.core.config import load_config
 from libs.evaluation import EvalResult, format_table
 from libs.inference import RawPredictions, score, write_eval_files
@@ -130,9 +131,7 @@ def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     args.opts = opts_with_tiou(args.opts, args.tiou)
     cfg = load_config(args.config, args.opts)
-    check_outputs([("RAW", args.raw), ("CONFIG", args.config),
-                   ("dataset.json_file", cfg.dataset.json_file or None),
-                   ("test.ext_score_file", cfg.test.ext_score_file or None)],
+    check_outputs([("RAW", args.raw), *config_inputs(cfg, args.config, "CONFIG")],
                   [("--json", args.json), ("--out", args.out)])
     setup_threads(args.threads, cfg.threads)
     raw = RawPredictions.load(args.raw)
