@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ from libs.cli import (
 from libs.core.annotations import load_json_source, read_annotations
 from libs.core.config import EvalCfg
 from libs.evaluation import build_evaluator
+from libs.utils.paths import check_outputs
 from libs.viz.pr import plot_pr, pr_curves
 from libs.viz.timeline import plot_timeline  # libs/commands/infer.py imports it from here
 
@@ -71,15 +73,47 @@ class GroundTruthSource:
 
 
 def _timeline_videos(results: dict, database: dict, args) -> list[str]:
+    """--videos, else the results' videos of the --split subsets (all when the annotations have no
+    subsets); a split that names no subset of the annotations is an error, not "all videos"."""
     if args.videos:
         return list(args.videos)
     ids = list(results)
-    if database and args.split:
+    subsets = sorted({str(v.get("subset", "")) for v in database.values() if isinstance(v, dict)} - {""})
+    if subsets and args.split:
         wanted = {s.lower() for s in args.split}
-        ids = [
-            v for v in ids if str(database.get(v, {}).get("subset", "")).lower() in wanted
-        ] or ids
+        if not wanted & {s.lower() for s in subsets}:
+            raise ValueError(f"--split {' '.join(args.split)}: no such subset in the annotations; "
+                             f"available subsets: {', '.join(subsets)}")
+        ids = [v for v in ids if str(database.get(v, {}).get("subset", "")).lower() in wanted]
+        if not ids:
+            raise ValueError(f"no video of {args.results} is in the subset(s) {' '.join(args.split)} of "
+                             f"the annotations; choose --split from {', '.join(subsets)} or give --videos")
     return ids[: args.max_videos]
+
+
+def timeline_paths(folder: str, video_ids: Sequence[str]) -> dict[str, Path]:
+    """`<folder>/<safe video id>.png` per video; ids that sanitize alike (`a/b`, `a_b`) get `_2`, `_3`...
+    so that no PNG replaces another."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {folder} exists and is not a folder; give a folder for the "
+                         "<video id>.png files (it is created if missing)")
+    paths, taken = {}, set()
+    for vid in video_ids:
+        name, n = safe_name(vid), 1
+        while (name if n == 1 else f"{name}_{n}").lower() in taken:
+            n += 1
+        name = name if n == 1 else f"{name}_{n}"
+        taken.add(name.lower())
+        paths[vid] = Path(folder) / f"{name}.png"
+    return paths
+
+
+def input_paths(args: argparse.Namespace, source: GroundTruthSource) -> list[tuple[str, Optional[str]]]:
+    """What visualize reads: RESULTS, the annotation JSON, the config and its `_base_` files."""
+    from libs.core.config import config_files
+
+    inputs = [("RESULTS", args.results), ("--config" if args.config else "--gt", source.json_file)]
+    return inputs + [("--config", path) for path in (config_files(args.config) if args.config else [])]
 
 
 def _gt_entries(video: dict) -> list[dict]:
@@ -105,21 +139,21 @@ def run_timeline(args: argparse.Namespace) -> int:
     database = annotations.database if annotations else {}
     id_names = annotations.id_to_name if annotations else {}
     info = results_file.get("video_info", {})
-    written = []
-    for vid in _timeline_videos(results, database, args):
+    videos = _timeline_videos(results, database, args)
+    for vid in videos:
         if vid not in results and vid not in database:
             raise ValueError(f"video '{vid}' is neither in {args.results} nor in the annotations")
+    outs = timeline_paths(args.out, videos)
+    check_outputs(input_paths(args, source), [("--out file", p) for p in outs.values()])
+    written = []
+    for vid in videos:  # every output checked: now draw
         dets = _named(results.get(vid, []), id_names)
         gt = _gt_entries(database.get(vid, {}))
         duration = database.get(vid, {}).get("duration") or info.get(vid, {}).get("duration")
         if not duration:  # no metadata: the last segment end
             duration = max([e["segment"][1] for e in gt + dets] + [1.0])
-        out = Path(args.out) / f"{safe_name(vid)}.png"
-        written.append(
-            plot_timeline(
-                vid, float(duration), gt, dets, out, top_k=args.top_k, min_score=args.min_score
-            )
-        )
+        written.append(plot_timeline(vid, float(duration), gt, dets, outs[vid], top_k=args.top_k,
+                                     min_score=args.min_score))
     for path in written:
         print(f"timeline: {path}")
     return 0
@@ -134,6 +168,7 @@ def run_pr(args: argparse.Namespace) -> int:
         curve_tiou = 0.5 if any(abs(0.5 - t) < 1e-9 for t in source.tious) else source.tious[0]
     if not any(abs(curve_tiou - t) < 1e-9 for t in source.tious):
         raise ValueError(f"--curve-tiou {curve_tiou} is not in the tIoU set {source.tious}")
+    check_outputs(input_paths(args, source), [("--out", args.out)])  # before any work
     results, _ = load_json_source(args.results, "results")
     evaluator = build_evaluator(source.eval_cfg, source.json_file, source.split, source.tious)
     result = evaluator.evaluate(results)

@@ -17,11 +17,20 @@ def pyplot(command: str = "tools/visualize.py"):
 
 
 def save(fig, plt, out, **kwargs):
-    """Write the figure (creating the folder) and close it; returns the path."""
+    """Write the figure (creating the folder) atomically and close it; returns the path.
+
+    The PNG goes to a temporary file beside `out` that then replaces it (libs.utils.io.atomic_write):
+    a symbolic link or a FIFO / device at `out` is refused, never written through or blocked on.
+    """
     from pathlib import Path
 
+    from libs.utils.io import atomic_write
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, **kwargs)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out, "wb") as f:
+            fig.savefig(f, dpi=110, format=out.suffix.lstrip(".").lower() or "png", **kwargs)
+    finally:
+        plt.close(fig)
     return out
