@@ -27,7 +27,7 @@ from libs.cli import (
     add_deprecated_alias, add_results_and_gt, add_tiou_arg, positive_int, resolve_gt, unit_float,
 )
 from libs.diagnosis import PROTOCOLS, parse_bins
-from libs.diagnosis.api import run_diagnosis
+from libs.diagnosis.api import check_diagnosis_dir, run_diagnosis
 from libs.diagnosis.from_run import is_raw_cache, load_raw_results
 
 
@@ -102,6 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         bins = dict(parse_bins(text, args.protocol) for text in args.bins)
+        check_diagnosis_dir(args.out, "--out", [("RESULTS", args.results), ("--gt", args.gt),
+                                                ("--config", args.config)], figures=not args.no_figures)
         results, config, names = args.results, _read_config(args.config), None
         if is_raw_cache(results):
             results, names, saved = load_raw_results(results, args.config)

@@ -112,7 +112,13 @@ def check_eval_outputs(cfg, args: argparse.Namespace) -> None:
     """Refuse outputs that are inputs (ground truth, features, checkpoint, run files) or each other."""
     outputs = [("--out", args.results), ("--json", args.metrics), ("--save-raw", args.save_raw)]
     ckpt = resolve_checkpoint(args.ckpt)
-    check_outputs(read_paths(cfg, args.config, ckpt), outputs)
+    inputs = read_paths(cfg, args.config, ckpt)
+    check_outputs(inputs, outputs)
+    if args.diagnose:  # written after the evaluation: checked now, before --out is written
+        from libs.diagnosis.api import check_diagnosis_dir
+
+        check_diagnosis_dir(args.diagnose, "--diagnose", inputs, others=outputs)
+        outputs.append(("--diagnose", args.diagnose))
     check_outside(outputs, cfg.dataset.feat_folder, "feature folder (dataset.feat_folder)")
     folder = ckpt.parent.resolve()
     for flag, path in outputs:  # a new *.pth there would later be taken for a checkpoint

@@ -20,6 +20,7 @@ from libs.diagnosis.sensitivity import sensitivity_analysis
 from libs.evaluation.ground_truth import GtSource
 from libs.evaluation.matching import interpolated_ap
 from libs.utils.io import atomic_write_json, atomic_write_text
+from libs.utils.paths import check_outputs, refuse_symlink
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,31 @@ def _config_record(config: Any) -> Any:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return dataclasses.asdict(config)
     raise ValueError(f"config must be a Config, a mapping or text, got {type(config).__name__}")
+
+
+REPORT_FILES = ("diagnosis.json", "report.html")  # written into the output folder, with FIGURES
+
+
+def check_diagnosis_dir(out_dir: Union[str, os.PathLike], flag: str, inputs: Iterable, *,
+                        figures: bool = True, others: Iterable = ()) -> None:
+    """Before any work: `out_dir` is a folder (or new), not a symbolic link, and none of the files
+    the diagnosis writes there is an input of the command or one of its `others` outputs.
+
+    Args:
+        flag: how errors name the folder (`--out`, `--diagnose`).
+        inputs, others: (option name, path) pairs, as `libs.utils.paths.check_outputs` takes them.
+    """
+    out = os.path.normpath(os.fspath(out_dir))  # "diag/" -> "diag": a link is seen as a link
+    refuse_symlink(out, flag)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{flag} {os.fspath(out_dir)} exists and is not a folder; give a folder for "
+                         "diagnosis.json, the PNGs and report.html (it is created if missing)")
+    names = list(REPORT_FILES)
+    if figures:
+        from libs.diagnosis.figures import FIGURES
+
+        names += FIGURES.values()
+    check_outputs(inputs, [*others, *((flag, os.path.join(out, name)) for name in names)])
 
 
 def run_diagnosis(
