@@ -275,6 +275,21 @@ def _read_yaml(path: str) -> Any:
         raise ConfigError(str(exc)) from None
 
 
+def config_files(path: str) -> list[str]:
+    """The files a config is read from: the YAML itself and every `_base_` file it inherits.
+
+    For the commands' output checks (no output may replace one of them).
+    """
+    found = locate_config(path)
+    if found is None:
+        return []
+    files = [os.path.realpath(found)]
+    data = _read_yaml(found)
+    if isinstance(data, dict):
+        resolve_bases(data, found, _read_yaml, files=files)
+    return files
+
+
 def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = (), data: Optional[dict] = None) -> Config:
     """Read a YAML config (or an already parsed dict), apply `key=value` overrides, finalize.
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -25,6 +26,9 @@ def _type_hints(cls) -> dict:
 def _nearest(key: str, options) -> str:
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.0)
     return close[0] if close else ""
+
+
+EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 2e-3, 1E5, +.5e1
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -57,6 +61,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         check_keys(value, where)
         return dict(value)
     if hint is float:
+        if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()):
+            value = float(value)  # `2e-3`: YAML 1.1 reads a number without a dot as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         try:
@@ -170,6 +176,7 @@ def apply_override(cfg: Any, text: str) -> None:
 
 BASE_KEY = "_base_"
 MAX_BASE_DEPTH = 8  # longest chain of `_base_` files accepted
+MAX_BASE_FILES = 32  # base files read for one config, in all (a wide fan-out would explode)
 
 
 def deep_merge(base: dict, child: dict) -> dict:
@@ -183,33 +190,46 @@ def deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
-def resolve_bases(data: dict, path: str, load: typing.Callable[[str], Any], chain: tuple = ()) -> dict:
+def _base_list(data: dict, path: str) -> list[str]:
+    """The `_base_` entry of one file as a list of distinct, non-empty file names."""
+    bases = data.get(BASE_KEY)
+    bases = [] if bases is None else [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    if len(set(bases)) != len(bases):
+        raise ConfigError(f"{path}: {BASE_KEY} names a file twice: {bases!r}; give each base once")
+    return bases
+
+
+def resolve_bases(data: dict, path: str, load: typing.Callable[[str], Any], chain: tuple = (),
+                  files: Optional[list] = None) -> dict:
     """Replace `_base_: file.yaml` (or a list of files, merged in order) by the merged content.
 
     Base paths are relative to the folder of the including file (`path`). `load(path)` parses
-    one YAML file. Cycles and chains deeper than MAX_BASE_DEPTH raise a ConfigError naming the
-    chain.
+    one YAML file. Every base file read is appended to `files` (when given). Cycles, chains
+    deeper than MAX_BASE_DEPTH and more than MAX_BASE_FILES base files in all raise a
+    ConfigError naming the chain.
     """
-    chain = chain + (os.path.abspath(path),)
-    bases = data.get(BASE_KEY)
-    if bases is None:
-        return data
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
-        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    files = [] if files is None else files
+    chain = chain + (os.path.realpath(path),)
     merged: dict = {}
-    for rel in bases:
-        base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), rel))
+    for rel in _base_list(data, path):
+        base_path = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(path)), rel))
         shown = " -> ".join(chain + (base_path,))
         if base_path in chain:
             raise ConfigError(f"{BASE_KEY} cycle: {shown}")
         if len(chain) > MAX_BASE_DEPTH:
             raise ConfigError(f"{BASE_KEY} chain deeper than {MAX_BASE_DEPTH} files: {shown}")
+        if len(files) >= MAX_BASE_FILES:
+            raise ConfigError(f"{path}: more than {MAX_BASE_FILES} {BASE_KEY} files in all; "
+                              "a config inherits from a few bases, not a tree of them")
         if not os.path.exists(base_path):
             raise ConfigError(f"{path}: {BASE_KEY} file not found: {rel} (looked for {base_path})")
+        files.append(base_path)
         base = load(base_path)
         if not isinstance(base, dict):
             raise ConfigError(f"{base_path}: the top level must be a mapping of sections")
-        merged = deep_merge(merged, resolve_bases(base, base_path, load, chain))
+        merged = deep_merge(merged, resolve_bases(base, base_path, load, chain, files))
+    if BASE_KEY not in data:
+        return data
     return deep_merge(merged, {k: v for k, v in data.items() if k != BASE_KEY})
