@@ -54,7 +54,7 @@ from libs.datasets.features import FILE_EXTS, load_feature_file
 from libs.evaluation import detections_to_results
 from libs.inference import postprocess, predict_batch
 from libs.utils.io import atomic_write_json
-from libs.utils.paths import check_outputs
+from libs.utils.paths import check_outputs, refuse_folder_name
 from libs.utils.threads import setup_threads
 
 logger = logging.getLogger("infer")
@@ -221,6 +221,8 @@ def check_inputs(args: argparse.Namespace, cfg: Config) -> tuple[list[Path], lis
     dupes = sorted(vid for vid, n in Counter(ids).items() if n > 1)
     if dupes:
         raise ValueError(f"several feature files map to the same video id: {dupes[:5]}")
+    if args.plot:
+        refuse_folder_name(args.plot, "--plot")  # plot_paths' Path() would drop the '/'
     plots = plot_paths(args.plot, ids) if args.plot else {}
     check_outputs(
         [*config_inputs(cfg, args.config, "CONFIG"), ("CKPT", args.ckpt)]

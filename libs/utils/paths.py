@@ -7,6 +7,7 @@
 - `check_outside`: no output of a command lies inside an input folder (features, a run folder).
 - `refuse_symlink`: a write target that is a symbolic link is refused (never written through).
 - `refuse_special`: a write target that exists but is no regular file (FIFO, device) is refused.
+- `refuse_folder_name`: a file output written with a trailing separator (`out/`) names a folder.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ def refuse_special(path: PathLike, what: str = "output file") -> None:
                          "refusing to replace it: choose a file path")
 
 
+def refuse_folder_name(path: PathLike, what: str = "output file") -> None:
+    """ValueError when the file output `path` ends with a path separator: `new/` names a folder,
+    and writing a file called `new` instead is not what the user meant."""
+    text = os.fspath(path)
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise ValueError(f"{what} {text} ends with a path separator, so it names a folder; give a file "
+                         f"path: a file in that folder ({text}NAME) or the path without the trailing separator")
+
+
 def check_outside(outputs: Iterable[tuple[str, Optional[PathLike]]], folder: Optional[PathLike],
                   what: str) -> None:
     """Refuse outputs whose real location lies inside the input folder `folder` (named `what`)."""
@@ -115,6 +125,7 @@ def check_outputs(inputs: Iterable[tuple[str, Optional[PathLike]]],
     for i, (name, path) in enumerate(outs):
         if os.path.isdir(path):
             raise ValueError(f"{name} {path} is a folder; give a file name")
+        refuse_folder_name(path, name)
         refuse_symlink(path, name)
         refuse_special(path, name)
         for other, src in ins:
