@@ -151,6 +151,30 @@ def test_demo_interrupt_resume_and_reuse(tmp_path):
     assert third.returncode == 0 and "already trained" in third.stdout, third.stdout
 
 
+def test_a_block_stopped_after_its_final_evaluation_is_reused(tmp_path):
+    """Ctrl-C after train.py wrote metrics.json but before the demo recorded it: the rerun takes
+    the run's metrics.json (a resume would have nothing left to train and fail)."""
+    from tools import demo
+
+    out = tmp_path / "out"
+    run = out / "demo_thumos_dbm_demo"
+    run.mkdir(parents=True)
+    (run / "last.pth").write_text("")
+    metrics = {"tiou": [0.3, 0.5, 0.7], "mAP": [0.6, 0.5, 0.4], "average_mAP": 0.5}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    digest = demo.config_digest("configs/demo_thumos_dbm.yaml", [f"output_folder={out}"])
+    record = fabricated_record(blocks={"dbm": {"digest": digest, "run_folder": str(run)}},
+                               order=["dbm"], quick=False)
+    (out / "demo_last_run.json").write_text(json.dumps(record))
+    (tmp_path / "never.py").write_text("import sys; sys.exit(3)  # train.py must not run\n")
+    (tmp_path / "wrapper.py").write_text(WRAPPER.format(
+        repo=REPO, fake=str(tmp_path / "never.py"), out=str(out)))
+    done = subprocess.run([sys.executable, str(tmp_path / "wrapper.py")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "already trained" in done.stdout and "dbm mAP@0.5 = 50.00%" in done.stdout
+
+
 @pytest.mark.parametrize("budget, trained", [(330, ["dbm"]), (400, ["dbm", "winattn"]),
                                              (600, ["dbm", "winattn", "vim"])])
 def test_default_budget_sentence_follows_the_demos_own_rule(budget, trained, monkeypatch):

@@ -82,7 +82,7 @@ def run_child(cmd: List[str]) -> None:
         except KeyboardInterrupt:  # the first Ctrl-C asks for a checkpoint, a second one aborts
             proc.send_signal(signal.SIGINT)
             interrupted = True
-    if interrupted or code in (130, -signal.SIGINT):
+    if code != 0 and (interrupted or code in (130, -signal.SIGINT)):  # 0: it had finished
         raise DemoStopped("interrupted; run the same command again to continue (finished blocks "
                           "are kept, the interrupted one resumes from its last.pth)", 130)
     if code != 0:
@@ -108,6 +108,9 @@ def train_block(block: str, args: argparse.Namespace, record: dict) -> dict:
     if same and "mAP" in old and os.path.isfile(os.path.join(run, "metrics.json")):
         print(f"[demo] {block}: already trained in {run}/ (recorded numbers; --fresh retrains)")
         return {**old, "reused": True}
+    if same and finished_run(run):  # stopped after train.py's final evaluation, before the record
+        print(f"[demo] {block}: already trained in {run}/ (its metrics.json; --fresh retrains)")
+        return {**block_entry(run), "config": config, "digest": digest, "reused": True}
     resume = same and os.path.isfile(os.path.join(run, "last.pth"))
     cmd = [sys.executable, TRAIN] + (
         ["--resume", run] if resume else [config, "--name", "demo", "--overwrite", "--opts", *opts])
@@ -115,11 +118,21 @@ def train_block(block: str, args: argparse.Namespace, record: dict) -> dict:
     record["blocks"][block] = {"config": config, "digest": digest, "run_folder": run}
     t0 = time.time()
     run_child(cmd)
+    return {**block_entry(run), "config": config, "digest": digest, "resumed": resume,
+            "train_eval_seconds": round(time.time() - t0, 1)}
+
+
+def finished_run(run: str) -> bool:
+    """train.py wrote the run's final metrics.json after its newest checkpoint."""
+    metrics, last = os.path.join(run, "metrics.json"), os.path.join(run, "last.pth")
+    return (os.path.isfile(metrics) and os.path.isfile(last)
+            and os.path.getmtime(metrics) >= os.path.getmtime(last))
+
+
+def block_entry(run: str) -> dict:
+    """The numbers of a finished run (its metrics.json) for the record."""
     metrics = read_json(os.path.join(run, "metrics.json"), "metrics")
-    entry = {key: metrics[key] for key in ("tiou", "mAP", "average_mAP")}
-    entry.update(config=config, digest=digest, run_folder=run, resumed=resume,
-                 train_eval_seconds=round(time.time() - t0, 1))
-    return entry
+    return {**{key: metrics[key] for key in ("tiou", "mAP", "average_mAP")}, "run_folder": run}
 
 
 def _stop(signum, frame) -> None:

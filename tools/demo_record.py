@@ -95,8 +95,9 @@ def side_by_side(record: dict) -> List[str]:
         m = record["blocks"].get(block, {"skipped": "not run"})
         if "mAP" in m:
             cells = "".join(f"{100 * v:8.2f}" for v in m["mAP"])
+            seconds = m.get("train_eval_seconds")  # none: trained by an earlier demo run
             lines.append(f"{block:9s}{cells}{100 * m['average_mAP']:8.2f}"
-                         f"{m['train_eval_seconds']:7.0f}s")
+                         + (f"{seconds:7.0f}s" if seconds is not None else f"{'-':>8s}"))
         else:
             lines.append(f"{block:9s}skipped: {m['skipped']}")
     return lines
