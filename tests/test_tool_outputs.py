@@ -116,3 +116,76 @@ def test_visualize_timeline_ids_that_sanitize_alike_get_distinct_files(tmp_path,
     code, err = _visualize(["timeline", str(path), "--out", str(tmp_path / "t")], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a_b.png", "a_b_2.png"]
+
+
+# --- paper_table (findings 3, 10) ---------------------------------------------------------------
+
+THUMOS_TIOUS = [0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def _paper_run(tmp_path, name="run", dataset="anet", tious=THUMOS_TIOUS) -> Path:
+    import yaml
+
+    folder = tmp_path / name
+    folder.mkdir()
+    metrics = {"tiou": tious, "mAP": [0.5] * len(tious), "average_mAP": 0.4716}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "config.yaml").write_text(yaml.safe_dump(
+        {"dataset": {"name": dataset}, "model": {"block": {"type": "dbm"}}}))
+    return folder
+
+
+def _paper_table(argv, capsys) -> tuple[int, str, str]:
+    from libs.commands import paper_table
+
+    code = paper_table.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_paper_table_refuses_outputs_that_are_inputs_or_in_the_run(tmp_path, capsys):
+    run = _paper_run(tmp_path)
+    before = (run / "metrics.json").read_bytes()
+    code, _, err = _paper_table([str(run), "--out", str(run / "metrics.json")], capsys)
+    assert code == 2 and "is also the input run file metrics.json of" in err
+    code, _, err = _paper_table([str(run), "--json", str(run / "table.json")], capsys)
+    assert code == 2 and "lies inside the run folder" in err
+    code, _, err = _paper_table([str(run / "metrics.json"), "--out", str(run / "config.yaml")], capsys)
+    assert code == 2 and "is also the input run file config.yaml of" in err
+    table = tmp_path / "table.md"
+    code, _, err = _paper_table([str(run), "--out", str(table), "--json", str(table)], capsys)
+    assert code == 2 and "--json and --out are the same file" in err and not table.exists()
+    assert (run / "metrics.json").read_bytes() == before
+    assert _paper_table([str(run), "--out", str(table)], capsys)[0] == 0  # the run still reads
+
+
+def test_paper_table_refuses_symlink_and_fifo_outputs(tmp_path, capsys):
+    run = _paper_run(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "link.md").symlink_to(victim)
+    code, _, err = _paper_table([str(run), "--out", str(tmp_path / "link.md")], capsys)
+    assert code == 2 and "--out" in err and "is a symbolic link" in err and victim.read_text() == "keep me"
+    os.mkfifo(tmp_path / "pipe.json")  # a plain open() would block here
+    code, _, err = _paper_table([str(run), "--json", str(tmp_path / "pipe.json")], capsys)
+    assert code == 2 and "pipe.json exists and is not a regular file" in err
+
+
+def test_paper_table_marks_a_run_off_the_paper_tiou_set(tmp_path, capsys):
+    run = _paper_run(tmp_path)  # ActivityNet, evaluated at THUMOS' 0.3:0.1:0.7
+    table = tmp_path / "t.json"
+    code, out, _ = _paper_table([str(run), "--json", str(table)], capsys)
+    assert code == 0
+    assert "evaluated at tIoU 0.30, 0.40, 0.50, 0.60, 0.70, not at the paper's ActivityNet-1.3 set" in out
+    assert "(the paper's; rows marked * over their own tIoU set)" in out and "+5.14*" in out
+    assert "not comparable" in json.loads(table.read_text())[0]["tiou_note"]
+    ok = _paper_run(tmp_path, "thumos_run", "thumos14")
+    code, out, _ = _paper_table([str(ok)], capsys)
+    assert code == 0 and "*" not in out and "not comparable" not in out
+
+
+def test_paper_table_dataset_takes_the_config_name(tmp_path, capsys):
+    """The 'not a paper dataset' error lists config names (thumos14): `--dataset thumos14` works too."""
+    run = _paper_run(tmp_path, dataset="custom")
+    code, out, _ = _paper_table([str(run), "--dataset", "thumos14"], capsys)
+    assert code == 0 and "THUMOS-14" in out and "*" not in out

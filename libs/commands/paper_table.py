@@ -16,7 +16,9 @@ line per evaluated epoch), if any, supplies the best epoch.
 Prints, per dataset and block, the paper's average mAP, ours at the best and at the last epoch
 with the differences, and which of the two the run reports; then, per dataset, the per-tIoU
 table (the columns the paper reports) of the reported result next to the paper's row. All
-values in %; the average is over THUMOS-14's 0.3:0.1:0.7, or all ten of 0.50:0.05:0.95.
+values in %; the average is over THUMOS-14's 0.3:0.1:0.7, or all ten of 0.50:0.05:0.95: a run
+evaluated at another tIoU set has its Δ marked `*` and a note under its table.
+`--out` / `--json` may be neither an input nor inside a run folder (checked first, written atomically).
 """
 
 import argparse
@@ -31,36 +33,12 @@ from typing import Any, Optional
 
 from libs.core.safe_io import check_regular_file, load_yaml, read_json
 
-# README of OpenGVLab/video-mamba-suite temporal-action-localization (commit ec9108b), mAP %.
-# Keys: tIoU -> mAP, plus "avg". The HACS "winattn" row repeats ANet's 0.75 / 0.95 numbers in the
-# README (44.61 / 12.73); it is reproduced as published.
-PAPER: dict[str, dict[str, dict]] = {
-    "thumos": {
-        "winattn": {0.3: 82.26, 0.4: 81.85, 0.5: 75.05, 0.6: 65.82, 0.7: 50.27, "avg": 71.86},
-        "vim": {0.3: 86.22, 0.4: 82.87, 0.5: 76.42, 0.6: 66.43, 0.7: 50.25, "avg": 72.44},
-        "dbm": {0.3: 86.89, 0.4: 83.09, 0.5: 76.90, 0.6: 65.91, 0.7: 50.82, "avg": 72.72},
-    },
-    "anet": {
-        "winattn": {0.5: 61.47, 0.75: 44.61, 0.95: 12.73, "avg": 41.19},
-        "vim": {0.5: 62.31, 0.75: 43.17, 0.95: 9.65, "avg": 41.77},
-        "dbm": {0.5: 62.43, 0.75: 43.49, 0.95: 10.23, "avg": 42.02},
-    },
-    "hacs": {
-        "winattn": {0.5: 62.62, 0.75: 44.61, 0.95: 12.73, "avg": 43.34},
-        "vim": {0.5: 63.78, 0.75: 45.45, 0.95: 13.01, "avg": 44.26},
-        "dbm": {0.5: 64.02, 0.75: 45.71, 0.95: 13.34, "avg": 44.56},
-    },
-    "fineaction": {
-        "winattn": {0.5: 43.11, 0.75: 27.09, 0.95: 5.32, "avg": 27.22},
-        "vim": {0.5: 44.15, 0.75: 28.30, 0.95: 6.14, "avg": 28.36},
-        "dbm": {0.5: 45.44, 0.75: 28.82, 0.95: 6.79, "avg": 29.04},
-    },
-}
-DATASET_NAMES = {"thumos": "THUMOS-14", "anet": "ActivityNet-1.3", "hacs": "HACS", "fineaction": "FineAction"}
-BLOCK_NAMES = {"winattn": "ActionFormer (Win Attn)", "vim": "ActionMamba (ViM)", "dbm": "ActionMamba (DBM)"}
-# config.yaml values -> table keys
-CONFIG_DATASETS = {"thumos14": "thumos", "anet": "anet", "hacs": "hacs", "fineaction": "fineaction"}
-CONFIG_BLOCKS = {"window_attn": "winattn", "vim": "vim", "dbm": "dbm"}
+from libs.reporting.paper_numbers import (  # noqa: F401 (PAPER: part of this module's interface)
+    BLOCK_NAMES, CONFIG_BLOCKS, CONFIG_DATASETS, DATASET_CHOICES, DATASET_NAMES, PAPER, average_note,
+    tiou_mismatch,
+)
+from libs.reporting.paper_table_io import check_table_outputs, write_tables
+
 METRICS_FILES = ("metrics.json", "eval_metrics.json")  # train.py's, then run_all's eval.py output
 
 
@@ -262,6 +240,7 @@ def summary_rows(runs: list[Run]) -> list[dict]:
                 "mAP": {str(t): m for t, m in numbers.maps.items() if t != "avg"},
             }  # fmt: skip
         record["reported"] = run.reported
+        record["tiou_note"] = tiou_mismatch(run.dataset, run.result.maps)  # None: the paper's tIoU set
         out.append(record)
     return out
 
@@ -272,16 +251,18 @@ def format_summary(runs: list[Run]) -> str:
     rows = []
     for run in runs:
         paper = PAPER[run.dataset].get(run.block, {}).get("avg")
+        mark = "*" if tiou_mismatch(run.dataset, run.result.maps) else ""  # not the paper's tIoU set
         rows.append([
             DATASET_NAMES[run.dataset], BLOCK_NAMES.get(run.block, run.block), _cell(paper),
-            _with_epoch(run.best), _signed(_delta(run.best, paper)),
-            _with_epoch(run.last), _signed(_delta(run.last, paper)), run.reported,
+            _with_epoch(run.best), _signed(_delta(run.best, paper)) + mark,
+            _with_epoch(run.last), _signed(_delta(run.last, paper)) + mark, run.reported,
         ])  # fmt: skip
     return "\n".join(_markdown(header, rows))
 
 
 def format_table(dataset: str, rows: list[tuple[str, dict]]) -> str:
-    """rows: [(block, our maps {tIoU: mAP %, "avg": avg %})] -> per-tIoU Markdown table with paper rows and Δavg."""
+    """rows: [(block, our maps {tIoU: mAP %, "avg": avg %})] -> per-tIoU Markdown table with paper
+    rows and Δavg (marked * for a run evaluated off the paper's tIoU set)."""
     paper = PAPER[dataset]
     columns = [k for k in next(iter(paper.values())) if k != "avg"]
     header = ["block", "source"] + [f"{t:g}" for t in columns] + ["avg", "Δavg"]
@@ -289,15 +270,12 @@ def format_table(dataset: str, rows: list[tuple[str, dict]]) -> str:
     for block, ours in rows:
         ref = paper.get(block)
         name = BLOCK_NAMES.get(block, block)
-        delta = None if ref is None else ours["avg"] - ref["avg"]
-        lines.append([name, "ours"] + [_cell(ours.get(t)) for t in columns] + [_cell(ours["avg"]), _signed(delta)])
+        delta = _signed(None if ref is None else ours["avg"] - ref["avg"])
+        delta += "*" if tiou_mismatch(dataset, ours) else ""
+        lines.append([name, "ours"] + [_cell(ours.get(t)) for t in columns] + [_cell(ours["avg"]), delta])
         if ref is not None:
             lines.append([name, "paper"] + [_cell(ref.get(t)) for t in columns] + [_cell(ref["avg"]), ""])
     return "\n".join(_markdown(header, lines))
-
-
-def average_note(dataset: str) -> str:
-    return "tIoU 0.3:0.1:0.7" if dataset == "thumos" else "tIoU 0.50:0.05:0.95 (10 thresholds)"
 
 
 def sort_runs(runs: list[Run]) -> list[Run]:
@@ -313,8 +291,11 @@ def render(runs: list[Run]) -> str:
              format_summary(runs)]  # fmt: skip
     for dataset in dict.fromkeys(run.dataset for run in runs):
         rows = [(run.block, run.result.maps) for run in runs if run.dataset == dataset]
-        parts += ["", f"{dataset}: mAP (%) of the reported epoch, average over {average_note(dataset)}",
-                  format_table(dataset, rows)]  # fmt: skip
+        notes = [f"* {run.source}: {tiou_mismatch(dataset, run.result.maps)}" for run in runs
+                 if run.dataset == dataset and tiou_mismatch(dataset, run.result.maps)]
+        parts += ["", f"{dataset}: mAP (%) of the reported epoch, average over {average_note(dataset)}"
+                  + (" (the paper's; rows marked * over their own tIoU set)" if notes else ""),
+                  format_table(dataset, rows)] + notes  # fmt: skip
     return "\n".join(parts)
 
 
@@ -341,7 +322,7 @@ def _label_runs(parser: argparse.ArgumentParser, args: argparse.Namespace, runs:
         parser.error(f"{len(runs)} inputs for {len(args.blocks)} blocks ({' '.join(args.blocks)})")
     default_blocks = list(BLOCK_NAMES) if len(runs) == len(BLOCK_NAMES) else None
     for i, run in enumerate(runs):
-        run.dataset = args.dataset or run.dataset
+        run.dataset = CONFIG_DATASETS.get(args.dataset, args.dataset) or run.dataset  # thumos14 -> thumos
         if args.blocks:
             run.block = args.blocks[i]
         elif run.block is None and default_blocks is not None:
@@ -363,7 +344,7 @@ def _label_runs(parser: argparse.ArgumentParser, args: argparse.Namespace, runs:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", help="run folders or metrics JSONs")
-    parser.add_argument("--dataset", choices=sorted(PAPER), help="dataset of every input")
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, help="dataset of every input")
     parser.add_argument("--blocks", nargs="+", help="block of each input, in the same order")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     parser.add_argument("--json", help="write the summary rows as JSON to this file")
@@ -377,6 +358,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.runs:
         parser.error("give at least one run folder or metrics JSON")
     try:
+        check_table_outputs(args.runs, args.out, args.json)  # before anything is read
         runs = [read_run(path) for path in args.runs]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -389,10 +371,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     runs = sort_runs(runs)
     text = render(runs)
     print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary_rows(runs), indent=1) + "\n")
+    try:
+        write_tables(args.out, args.json, text, summary_rows(runs))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
