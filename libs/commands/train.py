@@ -44,7 +44,9 @@ from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from libs.engine.checkpoint_schema import check_training_checkpoint
 from libs.engine.early_log import EarlyLog
-from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME, make_run_folder, run_folder_path
+from libs.engine.run_folder import (
+    CONFIG_NAME, MARKER_NAME, check_output_folder, make_run_folder, run_folder_path,
+)
 from libs.engine.run_lock import RunLock
 from libs.engine.stored_config import RESUME_SAFE_KEYS, resume_config
 from libs.engine.train_loop import TrainingInterrupted, train
@@ -113,7 +115,10 @@ def check_resume_folder(ckpt: Path) -> None:
 
 
 def check_run_name(cfg: Config, args: argparse.Namespace) -> None:
-    """`--name` plain, and the folder `<config name>_<NAME>` one file name (<= 255 bytes)."""
+    """`--name` plain, the folder `<config name>_<NAME>` one file name (<= 255 bytes), and
+    output_folder a folder (or new), for a new run."""
+    if args.resume is None:
+        check_output_folder(cfg.output_folder)  # before the datasets and the run folder
     if args.resume is None and args.output is not None:
         check_file_name(run_folder_path(cfg, args.output).name, "run folder name",
                         fix="give a shorter --name (the folder is <config name>_<NAME>)")

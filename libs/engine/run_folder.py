@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -12,7 +13,7 @@ from typing import Optional
 from libs.core.config import Config, write_config
 from libs.engine.run_lock import RunLock, RunLockedError, is_locked
 from libs.utils.io import unique_path
-from libs.utils.paths import check_file_name, check_inside
+from libs.utils.paths import NAME_MAX_BYTES, check_file_name, check_inside
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,29 @@ def run_folder_path(cfg: Config, name: Optional[str] = None) -> Path:
         check_file_name(name, "run name (--name)", fix="give a plain name; the folder is made in output_folder")
     name = name or time.strftime("%Y%m%d_%H%M%S")
     return Path(cfg.output_folder) / f"{stem}_{name}"
+
+
+def check_output_folder(output_folder: str) -> None:
+    """ValueError when `output_folder`, or the nearest of its parents that exists, is not a folder
+    (the run folder could not be made in it); checked before anything is created."""
+    path = Path(output_folder or ".")
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    if os.path.lexists(path) and not path.is_dir():
+        shown = output_folder if path == Path(output_folder) else f"{output_folder} ({path})"
+        raise ValueError(f"output_folder {shown} exists and is not a folder; runs are made in "
+                         "output_folder/<config name>_<name>: give a folder (--opts output_folder=DIR)")
+
+
+def _free_folder(folder: Path) -> Path:
+    """`folder`, or the first free `<folder>_<n>`; a clear error when that name is too long."""
+    try:
+        return unique_path(folder)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+    raise ValueError(f"run folder {folder} exists, and its name with a suffix (_1, _2, ...) would be over the "
+                     f"{NAME_MAX_BYTES}-byte file-name limit; give a shorter --name (or --overwrite it)")
 
 
 def _delete_run_folder(folder: Path, output_folder: str) -> None:
@@ -72,10 +96,11 @@ def make_run_folder(
     Raises:
         ValueError: a bad run name, or `overwrite` of a folder that may not be deleted.
     """
+    check_output_folder(cfg.output_folder)
     folder = run_folder_path(cfg, name)
     if os.path.lexists(folder):
         if not overwrite:
-            folder = unique_path(folder)
+            folder = _free_folder(folder)
         else:
             _delete_run_folder(folder, cfg.output_folder)
     while True:
@@ -83,7 +108,7 @@ def make_run_folder(
             folder.mkdir(parents=True)
             break
         except FileExistsError:  # another run took the name between the check and mkdir
-            folder = unique_path(folder)
+            folder = _free_folder(folder)
     lock = RunLock(folder).acquire()
     try:
         (folder / MARKER_NAME).write_text("run folder created by ActionMamba train.py\n", encoding="utf-8")
