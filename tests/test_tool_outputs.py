@@ -189,3 +189,69 @@ def test_paper_table_dataset_takes_the_config_name(tmp_path, capsys):
     run = _paper_run(tmp_path, dataset="custom")
     code, out, _ = _paper_table([str(run), "--dataset", "thumos14"], capsys)
     assert code == 0 and "THUMOS-14" in out and "*" not in out
+
+
+# --- multi_seed (finding 4): --json checked before any seed trains --------------------------------
+
+@pytest.fixture()
+def seed_config(vis, tmp_path) -> dict:
+    """A config that inherits (`_base_`) a tiny base config."""
+    import yaml
+
+    from tests.tiny import tiny_config_dict
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny_config_dict(vis["gt"], tmp_path, tmp_path / "runs",
+                                                    {"dataset": {"num_classes": 1}})))
+    config = tmp_path / "child.yaml"
+    config.write_text("_base_: base.yaml\nseed: 3\n")
+    return {"base": base, "config": config}
+
+
+@pytest.mark.parametrize("target", ["config", "base", "symlink", "fifo"])
+def test_multi_seed_refuses_a_bad_json_before_training(seed_config, tmp_path, monkeypatch, capsys, target):
+    from libs.commands import multi_seed
+
+    monkeypatch.setattr(multi_seed, "train_one", lambda *a: pytest.fail("a seed was trained"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path = {"config": seed_config["config"], "base": seed_config["base"], "symlink": tmp_path / "link.json",
+            "fifo": tmp_path / "pipe.json"}[target]
+    if target == "symlink":
+        path.symlink_to(victim)
+    if target == "fifo":
+        os.mkfifo(path)
+    before = {p: p.read_bytes() for p in (seed_config["config"], seed_config["base"], victim)}
+    code = multi_seed.main([str(seed_config["config"]), "--seeds", "2", "--json", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --json ") and err.count("\n") == 1
+    expected = {"config": "is also the input CONFIG", "base": "is also the input CONFIG",
+                "symlink": "is a symbolic link", "fifo": "exists and is not a regular file"}[target]
+    assert expected in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+# --- check_env (finding 6): --json checked first, one error line ----------------------------------
+
+@pytest.mark.parametrize("target", ["symlink", "fifo", "folder", "slash"])
+def test_check_env_json_output_is_checked_first(tmp_path, monkeypatch, capsys, target):
+    from libs.commands import check_env
+
+    monkeypatch.setattr(check_env, "run_checks", lambda gpu: pytest.fail("the checks ran"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path = tmp_path / "out.json"
+    if target == "symlink":
+        path.symlink_to(victim)
+    elif target == "fifo":
+        os.mkfifo(path)
+    elif target == "folder":
+        path.mkdir()
+    arg = str(tmp_path / "newdir") + "/" if target == "slash" else str(path)
+    assert check_env.main(["--json", arg]) == 2
+    err = capsys.readouterr().err
+    expected = {"symlink": "is a symbolic link", "fifo": "exists and is not a regular file",
+                "folder": "out.json is a folder; give a file name",
+                "slash": "newdir/ names a folder; give a file name (e.g."}[target]
+    assert err.startswith("error: --json ") and expected in err and err.count("\n") == 1
+    assert victim.read_text() == "keep me"

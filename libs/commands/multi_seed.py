@@ -28,10 +28,10 @@ from typing import Optional, Sequence
 
 
 from libs.cli import add_device_arg, positive_int, run_cli, seed_arg
-from libs.core.config import load_config
+from libs.core.config import config_files, load_config
 from libs.core.safe_io import read_json
 from libs.engine.run_folder import run_folder_path
-from libs.utils.paths import check_file_name
+from libs.utils.paths import check_file_name, check_outputs, check_outside
 from libs.utils.io import atomic_write_json
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds libs/
@@ -166,9 +166,21 @@ def format_summary(runs: dict[int, dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
+def check_summary_output(args: argparse.Namespace, cfg) -> None:
+    """--json is none of the files the runs read (CONFIG and its `_base_` files, the annotation
+    JSON, external scores), no feature, symbolic link, FIFO or folder: checked before any training."""
+    inputs = [("CONFIG", path) for path in config_files(args.config)]
+    inputs += [("dataset.json_file", cfg.dataset.json_file or None),
+               ("test.ext_score_file", cfg.test.ext_score_file or None)]
+    outputs = [("--json", args.json)]
+    check_outputs(inputs, outputs)
+    check_outside(outputs, cfg.dataset.feat_folder, "feature folder (dataset.feat_folder)")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.opts)  # fail fast on a bad config or override
     check_file_name(args.name, "run name (--name)", fix="give a plain name; run folders are made in output_folder")
+    check_summary_output(args, cfg)
     seeds = seeds_to_run(args, cfg.seed)
     runs, folders, failures = {}, {}, []
     for seed in seeds:
