@@ -20,7 +20,9 @@ import torch
 
 
 import libs.ops
+from libs.cli import run_cli
 from libs.utils.io import atomic_write_json
+from libs.utils.paths import check_outputs
 from libs.ops import _ext, _gpu, conv, nms, scan
 
 TOL = {"selective_scan": 1e-3, "causal_conv1d": 1e-3, "nms": 1e-6}
@@ -147,8 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_json_output(path: Optional[str]) -> None:
+    """`--json OUT` must name a file (not a folder, symbolic link or FIFO): checked before the checks run."""
+    if path in (None, "-"):
+        return
+    if path.endswith(("/", os.sep)):
+        example = path.rstrip("/" + os.sep) + "/env.json"
+        raise ValueError(f"--json {path} names a folder; give a file name (e.g. {example})")
+    check_outputs([], [("--json", path)])
+
+
 def main(argv=None, gpu: Optional[torch.device] = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli(lambda: _run(args, gpu))
+
+
+def _run(args: argparse.Namespace, gpu: Optional[torch.device]) -> int:
+    check_json_output(args.json)
     if gpu is None and torch.cuda.is_available():
         gpu = torch.device("cuda")
     report = libs.ops.report()
