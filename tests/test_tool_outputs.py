@@ -255,3 +255,15 @@ def test_check_env_json_output_is_checked_first(tmp_path, monkeypatch, capsys, t
                 "slash": "newdir/ names a folder; give a file name (e.g."}[target]
     assert err.startswith("error: --json ") and expected in err and err.count("\n") == 1
     assert victim.read_text() == "keep me"
+
+
+# --- make_synthetic --out a file (finding 14) -----------------------------------------------------
+
+def test_make_synthetic_out_an_existing_file(vis, capsys):
+    from libs.commands import make_synthetic
+
+    before = Path(vis["results"]).read_bytes()
+    assert make_synthetic.main(["--gt", vis["gt"], "--out", vis["results"]]) == 2
+    err = capsys.readouterr().err
+    assert "results.json exists and is not a folder; give a folder for the feature files" in err
+    assert err.count("\n") == 1 and Path(vis["results"]).read_bytes() == before

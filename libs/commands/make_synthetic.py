@@ -170,6 +170,9 @@ def output_paths(json_file: str, out_dir: str, videos: Sequence[str], file_prefi
                  feature_type: str, ext: str) -> dict[str, str]:
     """Every video's output file, all checked before the first write: plain names, no symbolic
     link or special file, and never the --gt file itself."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} exists and is not a folder; give a folder for the feature "
+                         "files (it is created if missing)")
     gt = os.path.realpath(json_file)
     paths = {}
     for video_id in videos:
