@@ -19,6 +19,9 @@ tools/infer.py's detections.json); labels may be class names or integer ids.
 `--config` takes the annotation JSON, the val split, the tIoU set and the evaluation protocol
 (`eval:`: GT de-duplication, blocked and excluded videos) from a training config; `--gt` uses the
 official protocol.
+Every output is checked before anything is drawn: it may not be RESULTS, the annotation JSON, the
+config or one of its `_base_` files, a symbolic link or a FIFO; PNGs are written atomically. Video
+ids that give the same file name (`a/b`, `a_b`) get `_2`, `_3`, ... instead of replacing each other.
 Needs matplotlib (`pip install matplotlib`).
 """
 
