@@ -59,6 +59,19 @@ GEOMETRY_KEYS = (
 )
 
 
+# under GEOMETRY_KEYS but free at eval / infer: the point buffer holds no weights (a longer
+# video needs a longer buffer), and a default fps only fills in videos without one when the
+# run had none (a stored default_fps is kept: it overrode the annotations' fps in training)
+EVAL_FREE_KEYS = ("model.max_buffer_len_factor",)
+
+
+def _geometry_diffs(stored: dict, mine: dict) -> dict[str, tuple[Any, Any]]:
+    """The GEOMETRY_KEYS values of `mine` that differ from `stored` and must follow it."""
+    return {k: (a, b) for k, (a, b) in diff_configs(stored, mine).items()
+            if _matches(k, GEOMETRY_KEYS) and k not in EVAL_FREE_KEYS
+            and not (k == "dataset.default_fps" and a is None)}
+
+
 def _matches(key: str, patterns: Iterable[str]) -> bool:
     """`key` is one of `patterns` or lies under a pattern ending in '.' (a section)."""
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
@@ -185,7 +198,7 @@ def apply_stored_geometry(
         logger.warning("%s; using the command-line config as given", exc)
         return cfg
     mine = config_to_dict(cfg)
-    diffs = {k: v for k, v in diff_configs(stored_cfg, mine).items() if _matches(k, GEOMETRY_KEYS)}
+    diffs = _geometry_diffs(stored_cfg, mine)
     if not diffs:
         return cfg
     given = [o if o in diffs else o + "." for o in _override_keys(overrides)]  # keys, sections

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from libs.core.config import Config, config_to_dict
 from libs.core.structures import Batch, Detections
 from libs.inference.raw import RawPredictions, VideoMeta
+from libs.modeling.points import PointBufferTooShort
 
 Device = Union[str, torch.device, None]
 
@@ -40,7 +41,11 @@ def predict_batch(model: nn.Module, batch: Batch, device: Device = None) -> list
         per video (batch order) Detections in grid units: segments [K, 2], scores [K], labels [K].
     """
     device = device or model_device(model)
-    raw = model(batch.to(device))  # list[Detections], grid units, on the model's device
+    try:
+        raw = model(batch.to(device))  # list[Detections], grid units, on the model's device
+    except PointBufferTooShort as exc:  # name the video (the model sees only tensors)
+        names = ", ".join(repr(s.video_id) for s in batch.samples) or "this batch"
+        raise PointBufferTooShort(f"video {names}: {exc}") from None
     return [
         Detections(d.video_id, d.segments.cpu(), d.scores.cpu(), d.labels.cpu(), d.unit)
         for d in raw

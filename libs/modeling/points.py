@@ -6,6 +6,10 @@ import torch
 from torch import Tensor, nn
 
 
+class PointBufferTooShort(ValueError):
+    """A video longer than the point buffer (max_seq_len x model.max_buffer_len_factor)."""
+
+
 class PointGenerator(nn.Module):
     """Per level l a buffer of rows [t, reg_min_l, reg_max_l, stride_l], t = 0, s_l, 2 s_l, ...
 
@@ -48,10 +52,11 @@ class PointGenerator(nn.Module):
         for level, x in enumerate(feats):
             buf = self.buffer(level)
             if x.shape[-1] > len(buf):
-                raise ValueError(
+                raise PointBufferTooShort(
                     f"Reached max buffer length for point generator: level {level} has "
-                    f"{x.shape[-1]} steps, "
-                    f"the buffer {len(buf)} (raise model.max_buffer_len_factor)"
+                    f"{x.shape[-1]} steps, the buffer {len(buf)}: multiply "
+                    f"model.max_buffer_len_factor by at least {x.shape[-1] / len(buf):.2f} "
+                    "(--opts model.max_buffer_len_factor=...; the buffer holds no weights)"
                 )
             points.append(buf[: x.shape[-1]])
         return points
