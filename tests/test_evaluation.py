@@ -217,13 +217,19 @@ def test_label_names_ids_and_detections_give_equal_results():
         assert np.array_equal(other.ap, by_name.ap) and other.average_mAP == by_name.average_mAP
 
 
-def test_integer_labels_without_label_id_index_the_class_order():
+def test_integer_labels_without_label_id_index_the_class_order(caplog):
     gt = make_gt({"a": [("Run", 0, 10), ("Jump", 20, 30)]})
+    with caplog.at_level("WARNING", logger="libs.evaluation.predictions"):
+        DetectionMAP(gt, "validation", TIOUS).evaluate(make_results({"a": [(0, 20, 30, 0.8)]}))
+    assert not caplog.text  # label_id in the ground truth: integers are those ids
     for ann in gt["database"]["a"]["annotations"]:
         del ann["label_id"]
     evaluator = DetectionMAP(gt, "validation", TIOUS)  # class order: Run (0), Jump (1)
-    r = evaluator.evaluate(make_results({"a": [(0, 0, 10, 0.9), (1, 20, 30, 0.8)]}))
+    with caplog.at_level("WARNING", logger="libs.evaluation.predictions"):
+        r = evaluator.evaluate(make_results({"a": [(0, 0, 10, 0.9), (1, 20, 30, 0.8)]}))
     assert r.average_mAP == 1.0
+    assert caplog.text.count("has no label_id: each integer is taken as the index") == 1
+    assert "0=Run, 1=Jump" in caplog.text
 
 
 def test_detections_to_results_keeps_full_precision():

@@ -49,6 +49,8 @@ class LabelResolver:
         self.gt = gt
         self.name_to_idx = {name: i for i, name in enumerate(gt.class_names)}
         id_to_name = dict(label_names) if label_names is not None else gt.id_to_name
+        self.positional = id_to_name is None  # integers index the split's class order
+        self.warned = False
         if id_to_name is None:
             self.id_to_idx = {i: i for i in range(gt.num_classes)}
         else:
@@ -66,6 +68,7 @@ class LabelResolver:
         )
 
     def id(self, lid: int, vid: str, source: str) -> int:
+        self.warn_positional(source)
         idx = self.id_to_idx.get(lid)
         if idx is None:
             known = sorted(self.id_to_idx)
@@ -75,8 +78,22 @@ class LabelResolver:
             )
         return idx
 
+    def warn_positional(self, source: str) -> None:
+        """Once: integer labels against a ground truth without label_id are a guess by order."""
+        if not self.positional or self.warned:
+            return
+        self.warned = True
+        shown = ", ".join(f"{i}={n}" for i, n in enumerate(self.gt.class_names[:4]))
+        logger.warning(
+            "%s: integer labels, but the ground truth %s has no label_id: each integer is taken as "
+            "the index into the split's classes in order of first appearance (%s%s), which differs "
+            "between splits; write class names in the results (or label_id in the ground truth) "
+            "to be sure", source, self.gt.source, shown,
+            ", ..." if len(self.gt.class_names) > 4 else "")
+
     def ids(self, ids: np.ndarray, vid: str, source: str) -> np.ndarray:
         """[K] int label ids → [K] class indices (-1: class absent from the split)."""
+        self.warn_positional(source)
         uniq, inverse = np.unique(ids, return_inverse=True)
         out = np.array([self.id(lid, vid, source) for lid in uniq.tolist()], dtype=np.int64)
         return out[inverse.reshape(-1)]
