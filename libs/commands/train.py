@@ -43,6 +43,7 @@ from libs.datasets import build_dataset, build_loader
 from libs.engine import distributed as dist_utils
 from libs.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from libs.engine.checkpoint_schema import check_training_checkpoint
+from libs.engine.data_checks import check_batches, warn_setup
 from libs.engine.early_log import EarlyLog
 from libs.engine.run_folder import (
     CONFIG_NAME, MARKER_NAME, check_output_folder, make_run_folder, run_folder_path,
@@ -205,6 +206,8 @@ def build_inputs(cfg: Config, args: argparse.Namespace, device: torch.device):
     try:
         train_set = build_dataset(cfg.dataset, "train", is_training=True)
         val_set = build_dataset(cfg.dataset, "val", is_training=False)
+        check_batches(cfg, len(train_set))
+        warn_setup(cfg, len(val_set.label_dict))
         model = build_model(cfg.model, cfg.train, cfg.test).to(device)
         check_val_lengths(cfg, val_set, model.size_divisor)
         run_folder = prepare_run_folder(cfg, args)
