@@ -146,6 +146,10 @@ def test_sweep_model_side_warning_and_errors(run, eval_main, tmp_path, capsys, c
     assert rescore.main([str(tmp_path / "missing.pt"), str(run["config"])]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert rescore.main([str(raw), str(run["config"]), "--sweep", "test.nms_sigma"]) == 2
+    capsys.readouterr()
+    assert rescore.main([str(raw), str(run["config"]), "--sweep", "test.nms_sigma=0.5,-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--sweep test.nms_sigma=-1" in err and "--opts test.nms_sigma" not in err, err
 
 
 def test_rescore_cli(run, eval_main, tmp_path):

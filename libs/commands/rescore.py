@@ -32,7 +32,7 @@ from libs.cli import (
     add_config_tiou_arg, add_deprecated_alias, add_opts_arg, add_threads_arg, opts_with_tiou, run_cli,
 )
 from libs.commands.eval import config_inputs
-from libs.core.config import load_config
+from libs.core.config import ConfigError, load_config
 from libs.evaluation import EvalResult, format_table
 from libs.inference import RawPredictions, score, write_eval_files
 from libs.utils.io import atomic_write_json
@@ -102,10 +102,21 @@ def merged_setting(settings: list[str]) -> str:
                     for col in columns)
 
 
+def sweep_config(args: argparse.Namespace, combo: list[str]):
+    """CONFIG + --opts + one sweep setting; a bad setting is named as --sweep, not --opts."""
+    try:
+        return load_config(args.config, [*args.opts, *combo])
+    except ConfigError as exc:
+        text = str(exc)
+        for setting in combo:
+            text = text.replace(f"--opts {setting}", f"--sweep {setting}")
+        raise ConfigError(text) from None
+
+
 def run_sweep(raw: RawPredictions, args: argparse.Namespace) -> int:
     rows = []
     for combo in sweep_overrides(args.sweep):
-        cfg = load_config(args.config, [*args.opts, *combo])
+        cfg = sweep_config(args, combo)
         _, result = score(raw, cfg)
         rows.append((" ".join(combo), result))
     groups = same_number_groups(rows)
