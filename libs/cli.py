@@ -1,5 +1,6 @@
 """What the command-line entry points share: options, device choice, the detector from a
-checkpoint, and the error wrapper that turns a bad input into one `error: ...` line.
+checkpoint, the files a config makes a command read (`config_inputs`, for the output checks),
+and the error wrapper that turns a bad input into one `error: ...` line.
 
 Used by train.py, eval.py and tools/*.py; no entry point imports another entry point.
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from libs.core.config import Config
+from libs.core.config import Config, config_files
 from libs.engine.checkpoint import load_model_weights, load_weights, resolve_checkpoint
 from libs.engine.stored_config import apply_stored_geometry
 from libs.modeling import build_model
@@ -27,6 +28,23 @@ logger = logging.getLogger(__name__)
 # what every entry point reports as `error: <message>` with exit status 2: ConfigError,
 # FeatureFileError and MissingKeyError are ValueErrors; OSError: missing / unwritable files
 USER_ERRORS = (ValueError, OSError)
+
+
+# the config keys that name a file a command reads (a one-file .h5 dataset.feat_folder too)
+CONFIG_FILE_KEYS = (("dataset", "json_file"), ("test", "ext_score_file"), ("eval", "blocked_videos_file"))
+
+
+def config_inputs(cfg: Config, config: str, name: str = "config") -> list[tuple[str, Optional[str]]]:
+    """The config file (as `name`), every `_base_` file it inherits and the files its keys name:
+    the inputs of eval.py, tools/rescore.py and tools/infer.py that no output may replace."""
+    files = config_files(config)
+    inputs: list[tuple[str, Optional[str]]] = [(name, config)]
+    inputs += [(f"config file (_base_ of {config})", base) for base in files[1:]]
+    for section, key in CONFIG_FILE_KEYS:
+        inputs.append((f"{section}.{key}", getattr(getattr(cfg, section), key) or None))
+    if cfg.dataset.feat_folder and Path(cfg.dataset.feat_folder).is_file():
+        inputs.append(("dataset.feat_folder", cfg.dataset.feat_folder))  # one .h5 file
+    return inputs
 
 
 def add_opts_arg(parser: argparse.ArgumentParser, example: str) -> None:

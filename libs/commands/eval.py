@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 
 from libs.cli import (
     add_config_tiou_arg, add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg,
-    load_detector_and_config, opts_with_tiou, pick_device, run_cli,
+    config_inputs, load_detector_and_config, opts_with_tiou, pick_device, run_cli,
 )
-from libs.core.config import config_files, load_config
+from libs.core.config import load_config
 from libs.datasets import build_dataset, build_loader
 from libs.engine.checkpoint import resolve_checkpoint
 from libs.engine.run_folder import CONFIG_NAME, MARKER_NAME
@@ -83,23 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the files of a run folder the project needs: eval.py never writes over them (issue 15)
 RUN_FILES = (CONFIG_NAME, "log.txt", "val_history.jsonl", MARKER_NAME, LOCK_NAME)
-# the config keys that name a file a command reads (dataset.feat_folder: see read_paths)
-CONFIG_FILE_KEYS = (("dataset", "json_file"), ("test", "ext_score_file"), ("eval", "blocked_videos_file"))
-
-
-def config_inputs(cfg, config: str, name: str = "config") -> list[tuple[str, Optional[str]]]:
-    """The config file (as `name`), every `_base_` file it inherits and the files its keys name:
-    the inputs of eval.py, tools/rescore.py and tools/infer.py that no output may replace."""
-    files = config_files(config)
-    inputs: list[tuple[str, Optional[str]]] = [(name, config)]
-    inputs += [(f"config file (_base_ of {config})", base) for base in files[1:]]
-    for section, key in CONFIG_FILE_KEYS:
-        inputs.append((f"{section}.{key}", getattr(getattr(cfg, section), key) or None))
-    if cfg.dataset.feat_folder and Path(cfg.dataset.feat_folder).is_file():
-        inputs.append(("dataset.feat_folder", cfg.dataset.feat_folder))  # one .h5 file
-    return inputs
-
-
 def read_paths(cfg, config: str, ckpt: Path) -> list[tuple[str, Optional[Path]]]:
     """What eval.py reads, and the checkpoint's run-folder files: no output may be one of them."""
     inputs = [("CKPT", ckpt), *config_inputs(cfg, config)]

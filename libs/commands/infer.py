@@ -40,11 +40,10 @@ from typing import Optional, Sequence
 import torch
 
 from libs.cli import (
-    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, load_detector_and_config,
-    pick_device, positive_float, positive_int, run_cli,
+    add_deprecated_alias, add_device_arg, add_opts_arg, add_threads_arg, config_inputs,
+    load_detector_and_config, pick_device, positive_float, positive_int, run_cli,
 )
 from libs.viz import pyplot
-from libs.commands.eval import config_inputs
 from libs.core.annotations import read_annotations
 from libs.core.config import Config, DatasetCfg, load_config
 from libs.core.structures import Detections, VideoSample

@@ -36,7 +36,7 @@ from libs.cli import add_deprecated_alias, positive_float, positive_int, run_cli
 from libs.core.annotations import read_annotations
 from libs.core.segments import seconds_to_grid
 from libs.datasets.features import output_feature_path, save_features
-from libs.utils.paths import check_file_name
+from libs.utils.paths import check_file_name, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ def output_paths(json_file: str, out_dir: str, videos: Sequence[str], file_prefi
                  feature_type: str, ext: str) -> dict[str, str]:
     """Every video's output file, all checked before the first write: plain names, no symbolic
     link or special file, and never the --gt file itself."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir} exists and is not a folder; give a folder for the feature "
-                         "files (it is created if missing)")
+    check_output_dir(out_dir, "--out", "for the feature files")
     gt = os.path.realpath(json_file)
     paths = {}
     for video_id in videos:

@@ -44,8 +44,9 @@ from typing import Optional, Sequence
 
 
 from libs.cli import add_deprecated_alias, positive_float, positive_int, run_cli
-from libs.feature_prep.archive import check_out_folder, find_parts, hash_parts, join_and_extract
+from libs.feature_prep.archive import find_parts, hash_parts, join_and_extract
 from libs.feature_prep.verify import SEVERITY, VerifySettings, format_report, verify
+from libs.utils.paths import check_output_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def run_join(args: argparse.Namespace) -> int:
     """Hash (when --sha256 is given), then extract; every failure is a ValueError (one line)."""
     parts = find_parts(args.parts, args.keep_order)
     out = Path(args.out)
-    check_out_folder(out)  # before reading gigabytes
+    check_output_dir(out, "--out", "to extract into")  # before reading gigabytes
     for i, part in enumerate(parts, 1):
         print(f"part {i}/{len(parts)}: {part} ({part.stat().st_size:,} bytes)")
     sizes = {p.stat().st_size for p in parts[:-1]}

@@ -29,9 +29,9 @@ from typing import Optional, Sequence
 
 
 from libs.cli import (
-    add_config_tiou_arg, add_deprecated_alias, add_opts_arg, add_threads_arg, opts_with_tiou, run_cli,
+    add_config_tiou_arg, add_deprecated_alias, add_opts_arg, add_threads_arg, config_inputs,
+    opts_with_tiou, run_cli,
 )
-from libs.commands.eval import config_inputs
 from libs.core.config import ConfigError, load_config
 from libs.evaluation import EvalResult, format_table
 from libs.inference import RawPredictions, score, write_eval_files

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ from libs.cli import (
 from libs.core.annotations import load_json_source, read_annotations
 from libs.core.config import EvalCfg
 from libs.evaluation import build_evaluator
-from libs.utils.paths import check_outputs
+from libs.utils.paths import check_output_dir, check_outputs
 from libs.viz.pr import plot_pr, pr_curves
 from libs.viz.timeline import plot_timeline  # libs/commands/infer.py imports it from here
 
@@ -97,9 +96,7 @@ def _timeline_videos(results: dict, database: dict, args) -> list[str]:
 def timeline_paths(folder: str, video_ids: Sequence[str]) -> dict[str, Path]:
     """`<folder>/<safe video id>.png` per video; ids that sanitize alike (`a/b`, `a_b`) get `_2`, `_3`...
     so that no PNG replaces another."""
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ValueError(f"--out {folder} exists and is not a folder; give a folder for the "
-                         "<video id>.png files (it is created if missing)")
+    check_output_dir(folder, "--out", "for the <video id>.png files")
     paths, taken = {}, set()
     for vid in video_ids:
         name, n = safe_name(vid), 1

@@ -20,7 +20,7 @@ from libs.diagnosis.sensitivity import sensitivity_analysis
 from libs.evaluation.ground_truth import GtSource
 from libs.evaluation.matching import interpolated_ap
 from libs.utils.io import atomic_write_json, atomic_write_text
-from libs.utils.paths import check_outputs, refuse_symlink
+from libs.utils.paths import check_output_dir, check_outputs, refuse_symlink
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +156,7 @@ def check_diagnosis_dir(out_dir: Union[str, os.PathLike], flag: str, inputs: Ite
     """
     out = os.path.normpath(os.fspath(out_dir))  # "diag/" -> "diag": a link is seen as a link
     refuse_symlink(out, flag)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"{flag} {os.fspath(out_dir)} exists and is not a folder; give a folder for "
-                         "diagnosis.json, the PNGs and report.html (it is created if missing)")
+    check_output_dir(out_dir, flag, "for diagnosis.json, the PNGs and report.html")
     names = list(REPORT_FILES)
     if figures:
         from libs.diagnosis.figures import FIGURES

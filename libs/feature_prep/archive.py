@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from libs.utils.paths import check_output_dir
 from libs.utils.processes import pid_alive
 
 
@@ -149,13 +150,6 @@ def hash_parts(parts: Sequence[Path], show_progress: Optional[bool] = None) -> s
         finally:
             reader.close()
     return reader.sha256.hexdigest()
-
-
-def check_out_folder(out: Path) -> None:
-    """`--out` must be a folder (or not exist yet): a file there is a clear error."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder; give a folder to extract into "
-                         "(it is created if missing)")
 
 
 def _describe(exc: BaseException) -> str:
@@ -303,7 +297,7 @@ def join_and_extract(
     """
     from tqdm import tqdm
 
-    check_out_folder(out)
+    check_output_dir(out, "--out", "to extract into")
     for stale in remove_stale_staging(out):
         print(f"removed {stale}: the staging folder of an earlier join that was stopped",
               file=sys.stderr)

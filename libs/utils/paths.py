@@ -5,6 +5,7 @@
 - `check_inside`: a path whose real location (symlinks resolved) lies under a given root.
 - `check_outputs`: no output of a command is one of its inputs (or an existing folder).
 - `check_outside`: no output of a command lies inside an input folder (features, a run folder).
+- `check_output_dir`: a folder output is a folder or new, not an existing file.
 - `refuse_symlink`: a write target that is a symbolic link is refused (never written through).
 - `refuse_special`: a write target that exists but is no regular file (FIFO, device) is refused.
 - `refuse_folder_name`: a file output written with a trailing separator (`out/`) names a folder.
@@ -86,6 +87,14 @@ def refuse_folder_name(path: PathLike, what: str = "output file") -> None:
     if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
         raise ValueError(f"{what} {text} ends with a path separator, so it names a folder; give a file "
                          f"path: a file in that folder ({text}NAME) or the path without the trailing separator")
+
+
+def check_output_dir(path: PathLike, what: str, contents: str) -> None:
+    """ValueError when the folder output `path` (option `what`) exists as something else than a
+    folder; `contents` says what goes there ("for the feature files", "to extract into")."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {os.fspath(path)} exists and is not a folder; give a folder "
+                         f"{contents} (it is created if missing)")
 
 
 def check_outside(outputs: Iterable[tuple[str, Optional[PathLike]]], folder: Optional[PathLike],
